@@ -1,0 +1,35 @@
+// AuthApi: what other modules may ask of the auth module (the Gatekeeper).
+#pragma once
+
+#include <string_view>
+
+#include "infrachat/api/principal.h"
+#include "infrachat/core/result.h"
+#include "infrachat/v1/infrachat.pb.h"
+
+namespace infrachat {
+
+// Implemented in-process by the auth module, and later by a gRPC client to a remote auth tier.
+//
+// Thread-safety: every method may be called concurrently from any thread.
+// Blocking: Register, Login, Refresh, Logout and IsSessionActive may block on the database and
+// on password hashing; call them from a worker thread, never from a gRPC reactor.
+// VerifyAccessToken never blocks: it checks the signature with locally held public keys.
+class AuthApi {
+ public:
+  virtual ~AuthApi() = default;
+
+  virtual Result<v1::Session> Register(const v1::RegisterRequest& request) = 0;
+  virtual Result<v1::Session> Login(const v1::LoginRequest& request) = 0;
+  virtual Result<v1::Session> Refresh(const v1::RefreshRequest& request) = 0;
+  virtual Result<void> Logout(const v1::LogoutRequest& request) = 0;
+
+  // Verifies signature, algorithm, issuer, audience and expiry of an access token.
+  // UNAUTHENTICATED with a short reason on any failure.
+  virtual Result<Principal> VerifyAccessToken(std::string_view token) const = 0;
+
+  // False once the session has been logged out, revoked, or has expired.
+  virtual Result<bool> IsSessionActive(std::string_view session_id) = 0;
+};
+
+}  // namespace infrachat

@@ -1,0 +1,78 @@
+// ShardApi: the durability plane (the ChatShard): channels, membership, per-channel sequence and
+// the message log.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "infrachat/api/principal.h"
+#include "infrachat/core/result.h"
+#include "infrachat/v1/infrachat.pb.h"
+
+namespace infrachat {
+
+// A validated request to append one message to a channel's log.
+struct SendCommand {
+  std::string channel;
+  std::uint64_t sender_id = 0;
+  std::string sender;  // username, copied into the committed message
+  std::string client_msg_id;
+  std::string body;
+};
+
+struct SendOutcome {
+  std::uint64_t seq = 0;
+  bool duplicate = false;  // the (channel, sender, client_msg_id) was already stored
+  std::int64_t sent_at_unix_ms = 0;
+};
+
+// Called exactly once per SendAsync, on a shard thread, after the outcome is known. For a
+// success that is after COMMIT returned: ACK = durability. Must not block.
+using SendCallback = std::function<void(Result<SendOutcome>)>;
+
+// Thread-safety: every method may be called concurrently from any thread.
+// Blocking: everything but SendAsync blocks on the database; call from worker threads only.
+// Authorization: methods taking a Principal check membership at the time of the call.
+class ShardApi {
+ public:
+  virtual ~ShardApi() = default;
+
+  // Appends a message. Never blocks: the command is queued and committed together with other
+  // concurrent sends (group commit). Errors: NOT_FOUND (no such channel), PERMISSION_DENIED (not
+  // a member), UNAVAILABLE (database unreachable or commit outcome unknown: retry with the same
+  // client_msg_id), RESOURCE_EXHAUSTED (the shard's queue is full).
+  // The sender must already be validated (channel name, body size and encoding).
+  virtual void SendAsync(SendCommand command, SendCallback done) = 0;
+
+  virtual Result<v1::Channel> CreateChannel(const Principal& caller,
+                                            const v1::CreateChannelRequest& request) = 0;
+  virtual Result<v1::Channel> JoinChannel(const Principal& caller, std::string_view channel) = 0;
+  virtual Result<void> LeaveChannel(const Principal& caller, std::string_view channel) = 0;
+  virtual Result<void> InviteMember(const Principal& caller, std::string_view channel,
+                                    std::string_view username) = 0;
+  virtual Result<std::vector<v1::Channel>> ListChannels(const Principal& caller) = 0;
+  virtual Result<std::vector<v1::Member>> ListMembers(const Principal& caller,
+                                                      std::string_view channel) = 0;
+  virtual Result<v1::GetHistoryResponse> GetHistory(const Principal& caller,
+                                                    const v1::GetHistoryRequest& request) = 0;
+
+  // Checks that the caller may subscribe to the channel now; returns its head seq.
+  virtual Result<std::uint64_t> AuthorizeSubscribe(const Principal& caller,
+                                                   std::string_view channel) = 0;
+
+  // Stores a delivered/read position (only ever moves forward). Returns whether it moved.
+  virtual Result<bool> RecordAck(const Principal& caller, std::string_view channel,
+                                 std::uint64_t seq, v1::AckKind kind) = 0;
+
+  // Reads committed messages with seq > after_seq, oldest first, at most `limit`, without a
+  // membership check: for modules that authorized the reader already (fanout catch-up).
+  virtual Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel,
+                                                       std::uint64_t after_seq,
+                                                       std::uint32_t limit) = 0;
+};
+
+}  // namespace infrachat

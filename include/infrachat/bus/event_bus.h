@@ -1,0 +1,50 @@
+// EventBus: how committed messages and other channel events travel from the shard to fanout.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+
+#include "infrachat/v1/infrachat.pb.h"
+
+namespace infrachat {
+
+// A member joined or left a channel (or was removed). Fanout ends live delivery on leave.
+struct MembershipChanged {
+  std::string channel;
+  std::uint64_t user_id = 0;
+  std::string username;
+  bool joined = false;
+};
+
+// A committed message (published only after COMMIT), a typing notice, a stored receipt, or a
+// membership change.
+using BusEvent = std::variant<v1::ChatMessage, v1::TypingEvent, v1::Receipt, MembershipChanged>;
+
+// Returns the channel an event belongs to.
+const std::string& EventChannel(const BusEvent& event);
+
+// Publish/subscribe of BusEvents. Two implementations: in-process (LocalEventBus) and, for
+// modules in different processes, gRPC streams. Both pass the same conformance tests.
+//
+// Ordering: events published by one thread are delivered to each subscriber in publish order.
+// Delivery is at-most-once and may be lost on a crash: consumers that need every message read
+// the durable log (a committed message carries its seq, so gaps are detectable).
+// Thread-safety: all methods may be called from any thread. Handlers run on a bus thread, one at
+// a time per subscriber, and must not block (enqueue and return).
+class EventBus {
+ public:
+  using Handler = std::function<void(const BusEvent&)>;
+  using SubscriptionId = std::uint64_t;
+
+  virtual ~EventBus() = default;
+
+  // Never blocks.
+  virtual void Publish(BusEvent event) = 0;
+  virtual SubscriptionId Subscribe(Handler handler) = 0;
+  // After it returns the handler is not running and will not be called again.
+  virtual void Unsubscribe(SubscriptionId id) = 0;
+};
+
+}  // namespace infrachat

@@ -1,0 +1,104 @@
+// PostgreSQL access: a pool of libpqxx connections and versioned migrations.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "infrachat/core/result.h"
+
+namespace infrachat::pg {
+
+// A fixed-size pool of connections to one database. Connections are opened lazily and replaced
+// when broken, so the pool recovers by itself after the database comes back.
+//
+// Thread-safety: all methods may be called from any thread. A leased connection belongs to one
+// thread until the lease ends (libpqxx connections are not thread-safe).
+class ConnectionPool {
+ public:
+  ConnectionPool(std::string url, int size);
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Runs `work` with a connection, blocking until one is free. Translates database failures to
+  // Error values: broken connection -> UNAVAILABLE (and the connection is replaced), commit with
+  // unknown outcome -> UNAVAILABLE, others -> INTERNAL. `work` may return its own Errors.
+  template <typename T>
+  Result<T> With(const std::function<Result<T>(pqxx::connection&)>& work);
+
+  const std::string& url() const { return url_; }
+
+ private:
+  class Lease;
+  std::unique_ptr<pqxx::connection> Acquire(std::string* error);
+  void Release(std::unique_ptr<pqxx::connection> conn);
+  Error Translate(const std::exception& e) const;
+
+  std::string url_;
+  int size_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  int leased_or_idle_ = 0;
+};
+
+// Opens a connection, or UNAVAILABLE with the reason.
+Result<std::unique_ptr<pqxx::connection>> Connect(const std::string& url);
+
+// Maps a libpqxx / std exception to an Error (see ConnectionPool::With).
+Error TranslateException(const std::exception& e);
+
+// One schema step of one module. Versions of a module start at 1 and increase by 1.
+struct Migration {
+  int version;
+  const char* description;
+  const char* sql;
+};
+
+// Applies, in one transaction per step, the migrations of `module` that are not applied yet.
+// Safe to run from several processes at once: a transaction-level advisory lock serializes them.
+// Throws on failure (start-up path).
+void Migrate(pqxx::connection& conn, const std::string& module,
+             const std::vector<Migration>& migrations);
+
+// Throws std::runtime_error unless fsync and synchronous_commit are on for new sessions.
+void CheckDurability(pqxx::connection& conn);
+
+// Encodes strings / integers as a PostgreSQL array literal for a `$n::text[]` / `$n::bigint[]`
+// parameter (libpqxx 6 has no array parameters).
+std::string ToArrayLiteral(const std::vector<std::string>& values);
+std::string ToArrayLiteral(const std::vector<std::int64_t>& values);
+
+// ---- template implementation ----
+
+template <typename T>
+Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>& work) {
+  std::string why;
+  std::unique_ptr<pqxx::connection> conn = Acquire(&why);
+  if (!conn) return MakeError(Code::kUnavailable, "database unavailable: " + why);
+  try {
+    Result<T> result = work(*conn);
+    Release(std::move(conn));
+    return result;
+  } catch (const std::exception& e) {
+    Error error = TranslateException(e);
+    // A broken connection is dropped; anything else leaves the connection usable.
+    if (conn->is_open() && error.code != Code::kUnavailable) {
+      Release(std::move(conn));
+    } else {
+      conn.reset();
+      Release(nullptr);
+    }
+    return error;
+  }
+}
+
+}  // namespace infrachat::pg
