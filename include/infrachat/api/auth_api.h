@@ -28,6 +28,9 @@ class AuthApi {
   // UNAUTHENTICATED with a short reason on any failure.
   virtual Result<Principal> VerifyAccessToken(std::string_view token) const = 0;
 
+  // The user id of `username`; NOT_FOUND if there is none. For resolving invitees by name.
+  virtual Result<std::uint64_t> LookupUserId(std::string_view username) = 0;
+
   // False once the session has been logged out, revoked, or has expired.
   virtual Result<bool> IsSessionActive(std::string_view session_id) = 0;
 };

@@ -1,1 +1,71 @@
-// placeholder: replaced by the module's implementation
+#include "router_module.h"
+
+#include <mutex>
+
+#include "infrachat/api/router_api.h"
+#include "infrachat/core/logging.h"
+#include "infrachat/core/validation.h"
+#include "placement.h"
+
+namespace infrachat {
+
+namespace {
+
+class Router final : public RouterApi {
+ public:
+  Router(std::string region, std::vector<std::string> shards)
+      : region_(std::move(region)), shards_(std::move(shards)) {}
+
+  Result<v1::RouteResponse> Route(std::string_view channel) override {
+    auto name = NormalizeChannelName(channel);
+    if (!name.ok()) return name.error();
+    v1::RouteResponse response;
+    response.set_channel(*name);
+    response.set_region(region_);
+    response.set_shard_id(router::PickShard(*name, shards_));
+    std::lock_guard lock(mu_);
+    response.set_gateway_address(gateway_address_);
+    return response;
+  }
+
+  void SetGatewayAddress(std::string address) {
+    std::lock_guard lock(mu_);
+    gateway_address_ = std::move(address);
+  }
+
+ private:
+  const std::string region_;
+  const std::vector<std::string> shards_;
+  std::mutex mu_;
+  std::string gateway_address_;
+};
+
+class RouterModule final : public Module {
+ public:
+  std::string_view name() const override { return "router"; }
+
+  void Start(ModuleContext& ctx) override {
+    const DaemonConfig& config = ctx.config();
+    std::vector<std::string> shards = config.router.shards;
+    if (shards.empty()) shards.push_back(config.shard.id);
+    router_ = std::make_unique<Router>(config.region, std::move(shards));
+    advertise_ = config.grpc.advertise_address;
+    ctx.ProvideRouter(router_.get());
+  }
+
+  void OnServing(const std::string& address) override {
+    router_->SetGatewayAddress(advertise_.empty() ? address : advertise_);
+  }
+
+  void Stop() override { router_.reset(); }
+
+ private:
+  std::unique_ptr<Router> router_;
+  std::string advertise_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> MakeRouterModule() { return std::make_unique<RouterModule>(); }
+
+}  // namespace infrachat

@@ -1,1 +1,56 @@
-// placeholder: replaced by the module's implementation
+#include "shard_module.h"
+
+#include "group_committer.h"
+#include "infrachat/core/logging.h"
+#include "shard_schema.h"
+#include "shard_service.h"
+
+namespace infrachat {
+
+namespace {
+
+class ShardModule final : public Module {
+ public:
+  std::string_view name() const override { return "shard"; }
+
+  void Start(ModuleContext& ctx) override {
+    auto log = ModuleLogger("shard");
+    const DaemonConfig& config = ctx.config();
+    auto conn = pg::Connect(config.database.url);
+    if (!conn.ok()) throw std::runtime_error("shard: cannot reach the database: " + conn.error().message);
+    if (config.database.require_durable) {
+      pg::CheckDurability(**conn);
+    } else {
+      log->warn("database.require_durable is false: acknowledged messages may be lost on a crash");
+    }
+    pg::Migrate(**conn, "shard", shard::ShardMigrations());
+
+    committer_ = std::make_unique<shard::GroupCommitter>(
+        shard::GroupCommitterOptions{config.database.url,
+                                     static_cast<std::size_t>(config.shard.max_batch),
+                                     static_cast<std::size_t>(config.shard.max_queue)},
+        &ctx.bus(), log);
+    service_ = std::make_unique<shard::ShardService>(
+        shard::ShardServiceOptions{static_cast<std::size_t>(config.limits.max_body_bytes)}, &ctx.db(),
+        committer_.get(), &ctx.bus());
+    ctx.ProvideShard(service_.get());
+    log->info("shard {} ready", config.shard.id);
+  }
+
+  void Stop() override {
+    // Commits (and acknowledges) whatever is still queued before the process goes away.
+    if (committer_) committer_->Stop();
+    service_.reset();
+    committer_.reset();
+  }
+
+ private:
+  std::unique_ptr<shard::GroupCommitter> committer_;
+  std::unique_ptr<shard::ShardService> service_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> MakeShardModule() { return std::make_unique<ShardModule>(); }
+
+}  // namespace infrachat

@@ -1,0 +1,381 @@
+#include "auth_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <optional>
+
+#include "infrachat/core/logging.h"
+#include "infrachat/core/validation.h"
+#include "refresh_token.h"
+#include "sodium_util.h"
+
+namespace infrachat::auth {
+
+namespace {
+
+std::shared_ptr<spdlog::logger> Log() { return ModuleLogger("auth"); }
+
+Error BadCredentials() { return MakeError(Code::kUnauthenticated, std::string(kBadCredentials)); }
+Error InvalidRefreshToken() { return MakeError(Code::kUnauthenticated, "invalid refresh token"); }
+
+bool HasControlCharacter(std::string_view text) {
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+std::size_t CodePoints(std::string_view utf8) {
+  std::size_t n = 0;
+  for (unsigned char c : utf8) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Registration-time username check: the shared rule, plus a hint for upper-case input.
+Result<void> CheckNewUsername(const std::string& username) {
+  auto valid = ValidateUsername(username);
+  if (valid.ok()) return valid;
+  std::string lower = username;
+  bool had_upper = false;
+  for (char& c : lower) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+      had_upper = true;
+    }
+  }
+  if (had_upper && ValidateUsername(lower).ok()) {
+    return MakeError(Code::kInvalidArgument,
+                     "usernames are lower-case only; try \"" + lower + "\"");
+  }
+  return valid;
+}
+
+Result<void> CheckPassword(const std::string& password) {
+  if (password.size() < kMinPasswordBytes || password.size() > kMaxPasswordBytes) {
+    return MakeError(Code::kInvalidArgument, "password must be 8 to 1024 bytes long");
+  }
+  return Ok();
+}
+
+Result<void> CheckDeviceId(const std::string& device_id) {
+  if (device_id.size() > kMaxDeviceIdBytes || !IsValidUtf8(device_id) ||
+      HasControlCharacter(device_id)) {
+    return MakeError(Code::kInvalidArgument,
+                     "device_id must be at most 128 bytes of UTF-8 without control characters");
+  }
+  return Ok();
+}
+
+Result<std::string> CheckDisplayName(const std::string& display_name, const std::string& username) {
+  if (display_name.empty()) return username;
+  if (!IsValidUtf8(display_name)) {
+    return MakeError(Code::kInvalidArgument, "display_name is not valid UTF-8");
+  }
+  if (HasControlCharacter(display_name)) {
+    return MakeError(Code::kInvalidArgument, "display_name contains control characters");
+  }
+  if (CodePoints(display_name) > kMaxDisplayNameChars) {
+    return MakeError(Code::kInvalidArgument, "display_name is longer than 64 characters");
+  }
+  return display_name;
+}
+
+}  // namespace
+
+struct AuthService::IssuedSession {
+  std::string session_id;
+  std::string refresh_token;
+  SignedToken access;
+};
+
+AuthService::AuthService(pg::ConnectionPool* db, const AuthConfig& config, KeySet keys,
+                         UnixClock clock)
+    : db_(db),
+      refresh_ttl_s_(config.refresh_token_ttl_s),
+      clock_(clock),
+      hasher_(PasswordHasherOptions{config.argon2_ops_limit, config.argon2_mem_limit_kib, 0}),
+      signer_(std::move(keys.signing),
+              TokenOptions{config.issuer, config.audience, config.access_token_ttl_s, 0}, clock),
+      verifier_(keys.verification, TokenOptions{config.issuer, config.audience, 0, 0}, clock) {}
+
+// Inserts a session row and signs its first access token, inside the caller's transaction, so
+// that a signing failure leaves no session behind.
+Result<AuthService::IssuedSession> AuthService::CreateSession(pqxx::work& tx, std::uint64_t user_id,
+                                                              const std::string& username,
+                                                              const std::string& device_id) {
+  const std::int64_t now = clock_();
+  RefreshToken refresh{NewSessionId(), NewRefreshSecret()};
+  tx.exec_params(
+      "INSERT INTO sessions (id, user_id, device_id, refresh_hash, created_at, expires_at)"
+      " VALUES ($1, $2, $3, decode($4, 'hex'), to_timestamp($5), to_timestamp($6))",
+      refresh.session_id, static_cast<std::int64_t>(user_id), device_id,
+      HashRefreshSecret(refresh.secret), now, now + refresh_ttl_s_);
+  auto access = signer_.Sign(user_id, username, refresh.session_id);
+  if (!access.ok()) return access.error();
+  return IssuedSession{refresh.session_id, FormatRefreshToken(refresh), std::move(access).value()};
+}
+
+namespace {
+
+v1::Session ToProto(std::uint64_t user_id, const std::string& username,
+                    const std::string& display_name, std::string access_token,
+                    std::int64_t access_expires_at, std::string refresh_token) {
+  v1::Session s;
+  s.set_user_id(user_id);
+  s.set_username(username);
+  s.set_display_name(display_name);
+  s.set_access_token(std::move(access_token));
+  s.set_access_expires_at_unix(access_expires_at);
+  s.set_refresh_token(std::move(refresh_token));
+  return s;
+}
+
+}  // namespace
+
+Result<v1::Session> AuthService::Register(const v1::RegisterRequest& request) {
+  try {
+    if (auto r = CheckNewUsername(request.username()); !r.ok()) return r.error();
+    if (auto r = CheckPassword(request.password()); !r.ok()) return r.error();
+    if (auto r = CheckDeviceId(request.device_id()); !r.ok()) return r.error();
+    auto display_name = CheckDisplayName(request.display_name(), request.username());
+    if (!display_name.ok()) return display_name.error();
+
+    // Hash before taking a connection: argon2id is the slow part.
+    auto hash = hasher_.Hash(request.password());
+    if (!hash.ok()) return hash.error();
+
+    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+      pqxx::work tx(conn);
+      std::uint64_t user_id = 0;
+      try {
+        auto row = tx.exec_params1(
+            "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
+            " RETURNING id",
+            request.username(), *display_name, *hash);
+        user_id = row[0].as<std::uint64_t>();
+      } catch (const pqxx::unique_violation&) {
+        return MakeError(Code::kAlreadyExists, "username is taken");
+      }
+      auto session = CreateSession(tx, user_id, request.username(), request.device_id());
+      if (!session.ok()) return session.error();
+      tx.commit();
+      Log()->info("registered user {} ({})", request.username(), user_id);
+      return ToProto(user_id, request.username(), *display_name, session->access.token,
+                     session->access.expires_at_unix, session->refresh_token);
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("register failed: ") + e.what());
+  }
+}
+
+Result<v1::Session> AuthService::Login(const v1::LoginRequest& request) {
+  try {
+    if (auto r = CheckDeviceId(request.device_id()); !r.ok()) return r.error();
+    const std::string& username = request.username();
+    const std::string& password = request.password();
+    if (!ValidateUsername(username).ok() || password.size() > kMaxPasswordBytes) {
+      // Cannot exist; still costs one verification, like every other failure.
+      hasher_.DummyVerify(password.substr(0, kMaxPasswordBytes));
+      return BadCredentials();
+    }
+
+    struct UserRow {
+      std::uint64_t id = 0;
+      std::string display_name;
+      std::string password_hash;
+    };
+    auto user = db_->With<std::optional<UserRow>>(
+        [&](pqxx::connection& conn) -> Result<std::optional<UserRow>> {
+          pqxx::read_transaction tx(conn);
+          auto rows = tx.exec_params(
+              "SELECT id, display_name, password_hash FROM users WHERE username = $1", username);
+          if (rows.empty()) return std::optional<UserRow>();
+          return std::optional<UserRow>(UserRow{rows[0][0].as<std::uint64_t>(),
+                                                rows[0][1].as<std::string>(),
+                                                rows[0][2].as<std::string>()});
+        });
+    if (!user.ok()) return user.error();
+    if (!user->has_value()) {
+      hasher_.DummyVerify(password);
+      return BadCredentials();
+    }
+    const UserRow& row = **user;
+    if (!hasher_.Verify(row.password_hash, password)) return BadCredentials();
+
+    // Limits were raised since this hash was made: upgrade it while the password is at hand.
+    std::optional<std::string> rehash;
+    if (hasher_.NeedsRehash(row.password_hash)) {
+      if (auto h = hasher_.Hash(password); h.ok()) rehash = std::move(h).value();
+    }
+
+    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+      pqxx::work tx(conn);
+      if (rehash) {
+        tx.exec_params("UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3",
+                       static_cast<std::int64_t>(row.id), *rehash, row.password_hash);
+      }
+      auto session = CreateSession(tx, row.id, username, request.device_id());
+      if (!session.ok()) return session.error();
+      tx.commit();
+      return ToProto(row.id, username, row.display_name, session->access.token,
+                     session->access.expires_at_unix, session->refresh_token);
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("login failed: ") + e.what());
+  }
+}
+
+Result<v1::Session> AuthService::Refresh(const v1::RefreshRequest& request) {
+  try {
+    auto token = ParseRefreshToken(request.refresh_token());
+    if (!token) return InvalidRefreshToken();
+    const std::string presented = HashRefreshSecret(token->secret);
+
+    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+      const std::int64_t now = clock_();
+      pqxx::work tx(conn);
+      // FOR UPDATE: concurrent refreshes of one session take turns, so exactly one rotates.
+      auto rows = tx.exec_params(
+          "SELECT s.user_id, encode(s.refresh_hash, 'hex'), s.revoked_at IS NOT NULL,"
+          " s.expires_at <= to_timestamp($2), u.username, u.display_name"
+          " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 FOR UPDATE OF s",
+          token->session_id, now);
+      if (rows.empty()) return InvalidRefreshToken();
+      const auto& row = rows[0];
+      const auto user_id = row[0].as<std::uint64_t>();
+      const std::string current = row[1].as<std::string>();
+      const bool revoked = row[2].as<bool>();
+      const bool expired = row[3].as<bool>();
+      const std::string username = row[4].as<std::string>();
+      const std::string display_name = row[5].as<std::string>();
+
+      if (!ConstantTimeEquals(presented, current)) {
+        // Not the current secret. One we handed out earlier means it was copied: whoever
+        // holds the session now cannot be trusted, so the session ends. A secret we never
+        // issued changes nothing (otherwise knowing a sid, which is in every access token,
+        // would be enough to log someone out).
+        auto old = tx.exec_params(
+            "SELECT encode(refresh_hash, 'hex') FROM session_rotated_refresh WHERE session_id = $1",
+            token->session_id);
+        bool reused = false;
+        for (const auto& r : old) reused |= ConstantTimeEquals(presented, r[0].as<std::string>());
+        if (!reused) return InvalidRefreshToken();
+        if (!revoked) {
+          tx.exec_params(
+              "UPDATE sessions SET revoked_at = to_timestamp($2),"
+              " revoke_reason = 'refresh token reuse' WHERE id = $1",
+              token->session_id, now);
+          tx.commit();
+          Log()->warn("refresh token reuse on session {} of user {}: session revoked",
+                      token->session_id, user_id);
+        }
+        return MakeError(Code::kUnauthenticated,
+                         "refresh token was already used; session revoked, log in again");
+      }
+      if (revoked) return MakeError(Code::kUnauthenticated, "session revoked");
+      if (expired) return MakeError(Code::kUnauthenticated, "session expired");
+
+      const std::string secret = NewRefreshSecret();
+      // A secret rotated away more than a refresh TTL ago would have expired by itself by now:
+      // forget it, so an active session's history stays bounded.
+      tx.exec_params(
+          "DELETE FROM session_rotated_refresh WHERE session_id = $1"
+          " AND rotated_at < to_timestamp($2)",
+          token->session_id, now - refresh_ttl_s_);
+      tx.exec_params(
+          "INSERT INTO session_rotated_refresh (session_id, refresh_hash, rotated_at)"
+          " VALUES ($1, decode($2, 'hex'), to_timestamp($3)) ON CONFLICT DO NOTHING",
+          token->session_id, current, now);
+      tx.exec_params(
+          "UPDATE sessions SET refresh_hash = decode($2, 'hex'), rotated_at = to_timestamp($3),"
+          " expires_at = to_timestamp($4) WHERE id = $1",
+          token->session_id, HashRefreshSecret(secret), now, now + refresh_ttl_s_);
+      auto access = signer_.Sign(user_id, username, token->session_id);
+      if (!access.ok()) return access.error();
+      tx.commit();
+      return ToProto(user_id, username, display_name, access->token, access->expires_at_unix,
+                     FormatRefreshToken({token->session_id, secret}));
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("refresh failed: ") + e.what());
+  }
+}
+
+Result<void> AuthService::Logout(const v1::LogoutRequest& request) {
+  try {
+    auto token = ParseRefreshToken(request.refresh_token());
+    if (!token) return InvalidRefreshToken();
+    const std::string presented = HashRefreshSecret(token->secret);
+
+    auto done = db_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+      const std::int64_t now = clock_();
+      pqxx::work tx(conn);
+      auto rows = tx.exec_params(
+          "SELECT encode(refresh_hash, 'hex'), revoked_at IS NOT NULL FROM sessions"
+          " WHERE id = $1 FOR UPDATE",
+          token->session_id);
+      if (rows.empty()) return InvalidRefreshToken();
+      bool known = ConstantTimeEquals(presented, rows[0][0].as<std::string>());
+      if (!known) {
+        // A rotated-away secret may end its session too (reuse detection would anyway).
+        auto old = tx.exec_params(
+            "SELECT encode(refresh_hash, 'hex') FROM session_rotated_refresh WHERE session_id = $1",
+            token->session_id);
+        for (const auto& r : old) known |= ConstantTimeEquals(presented, r[0].as<std::string>());
+      }
+      if (!known) return InvalidRefreshToken();
+      if (!rows[0][1].as<bool>()) {
+        tx.exec_params(
+            "UPDATE sessions SET revoked_at = to_timestamp($2), revoke_reason = 'logout'"
+            " WHERE id = $1",
+            token->session_id, now);
+        tx.commit();
+      }
+      return true;
+    });
+    if (!done.ok()) return done.error();
+    return Ok();
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("logout failed: ") + e.what());
+  }
+}
+
+Result<Principal> AuthService::VerifyAccessToken(std::string_view token) const {
+  return verifier_.Verify(token);
+}
+
+Result<bool> AuthService::IsSessionActive(std::string_view session_id) {
+  try {
+    if (!IsWellFormedSessionId(session_id)) return false;
+    const std::string id(session_id);
+    return db_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+      pqxx::read_transaction tx(conn);
+      auto rows = tx.exec_params(
+          "SELECT revoked_at IS NULL AND expires_at > to_timestamp($2) FROM sessions"
+          " WHERE id = $1",
+          id, clock_());
+      return !rows.empty() && rows[0][0].as<bool>();
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("session check failed: ") + e.what());
+  }
+}
+
+Result<std::uint64_t> AuthService::LookupUserId(std::string_view username) {
+  try {
+    if (!ValidateUsername(username).ok()) {
+      return MakeError(Code::kNotFound, "no user named " + std::string(username));
+    }
+    const std::string name(username);
+    return db_->With<std::uint64_t>([&](pqxx::connection& conn) -> Result<std::uint64_t> {
+      pqxx::read_transaction tx(conn);
+      auto rows = tx.exec_params("SELECT id FROM users WHERE username = $1", name);
+      if (rows.empty()) return MakeError(Code::kNotFound, "no user named " + name);
+      return rows[0][0].as<std::uint64_t>();
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("user lookup failed: ") + e.what());
+  }
+}
+
+}  // namespace infrachat::auth

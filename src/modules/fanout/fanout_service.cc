@@ -1,0 +1,254 @@
+#include "fanout_service.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace infrachat::fanout {
+
+namespace {
+
+v1::ServerFrame MessageFrame(const v1::ChatMessage& message) {
+  v1::ServerFrame frame;
+  *frame.mutable_message() = message;
+  return frame;
+}
+
+constexpr std::chrono::milliseconds kFullQueueRetry{10};
+constexpr std::chrono::milliseconds kLogErrorRetry{500};
+
+}  // namespace
+
+FanoutService::FanoutService(FanoutOptions options, EventBus* bus, ShardApi* shard,
+                             std::shared_ptr<spdlog::logger> logger)
+    : options_(options),
+      bus_(bus),
+      shard_(shard),
+      log_(std::move(logger)),
+      workers_(options.workers, "fanout") {
+  bus_subscription_ = bus_->Subscribe([this](const BusEvent& event) { OnEvent(event); });
+}
+
+FanoutService::~FanoutService() {
+  bus_->Unsubscribe(bus_subscription_);
+  workers_.Stop();
+}
+
+void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Principal& principal,
+                              std::string_view channel, std::uint64_t head_seq,
+                              std::optional<std::uint64_t> after_seq) {
+  auto sub = std::make_shared<Subscription>();
+  sub->sink = sink;
+  sub->key = sink.get();
+  sub->user_id = principal.user_id;
+  sub->channel = std::string(channel);
+  // A client that claims more than the log holds gets what comes after the head.
+  sub->delivered = after_seq ? std::min(*after_seq, head_seq) : head_seq;
+
+  std::lock_guard lock(mu_);
+  auto& mine = by_sink_[sub->key];
+  if (auto it = mine.find(sub->channel); it != mine.end()) RemoveLocked(it->second);
+  by_sink_[sub->key][sub->channel] = sub;
+  by_channel_[sub->channel].push_back(sub);
+
+  v1::ServerFrame subscribed;
+  subscribed.mutable_subscribed()->set_channel(sub->channel);
+  subscribed.mutable_subscribed()->set_head_seq(head_seq);
+  sink->Offer(std::move(subscribed), /*reserved=*/true);
+  if (sub->delivered < head_seq) StartCatchUpLocked(sub);
+}
+
+void FanoutService::Unsubscribe(const SessionSink* sink, std::string_view channel) {
+  std::lock_guard lock(mu_);
+  auto it = by_sink_.find(sink);
+  if (it == by_sink_.end()) return;
+  auto sub_it = it->second.find(std::string(channel));
+  if (sub_it == it->second.end()) return;
+  RemoveLocked(sub_it->second);
+}
+
+void FanoutService::UnsubscribeAll(const SessionSink* sink) {
+  std::lock_guard lock(mu_);
+  auto it = by_sink_.find(sink);
+  if (it == by_sink_.end()) return;
+  std::vector<SubPtr> subs;
+  for (auto& [channel, sub] : it->second) subs.push_back(sub);
+  for (auto& sub : subs) RemoveLocked(sub);
+}
+
+bool FanoutService::IsSubscribed(const SessionSink* sink, std::string_view channel) const {
+  std::lock_guard lock(mu_);
+  auto it = by_sink_.find(sink);
+  return it != by_sink_.end() && it->second.count(std::string(channel)) > 0;
+}
+
+std::size_t FanoutService::subscription_count() const {
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  for (const auto& [channel, subs] : by_channel_) n += subs.size();
+  return n;
+}
+
+std::uint64_t FanoutService::slow_consumer_cuts() const {
+  std::lock_guard lock(mu_);
+  return slow_consumer_cuts_;
+}
+
+void FanoutService::RemoveLocked(const SubPtr& sub) {
+  sub->active = false;
+  if (auto it = by_channel_.find(sub->channel); it != by_channel_.end()) {
+    std::erase(it->second, sub);
+    if (it->second.empty()) by_channel_.erase(it);
+  }
+  if (auto it = by_sink_.find(sub->key); it != by_sink_.end()) {
+    auto sub_it = it->second.find(sub->channel);
+    if (sub_it != it->second.end() && sub_it->second == sub) it->second.erase(sub_it);
+    if (it->second.empty()) by_sink_.erase(it);
+  }
+}
+
+void FanoutService::EndLocked(const SubPtr& sub, const std::string& reason) {
+  if (auto sink = sub->sink.lock()) {
+    v1::ServerFrame frame;
+    auto* u = frame.mutable_unsubscribed();
+    u->set_channel(sub->channel);
+    u->set_resume_after_seq(sub->delivered);
+    u->set_reason(reason);
+    sink->Offer(std::move(frame), /*reserved=*/true);
+  }
+  RemoveLocked(sub);
+}
+
+void FanoutService::OnEvent(const BusEvent& event) {
+  std::visit(
+      [this](const auto& e) {
+        using T = std::decay_t<decltype(e)>;
+        if constexpr (std::is_same_v<T, v1::ChatMessage>) {
+          OnMessage(e);
+        } else if constexpr (std::is_same_v<T, MembershipChanged>) {
+          OnMembership(e);
+        } else if constexpr (std::is_same_v<T, v1::TypingEvent>) {
+          v1::ServerFrame frame;
+          *frame.mutable_typing() = e;
+          Broadcast(e.channel(), frame, e.user_id());
+        } else {
+          v1::ServerFrame frame;
+          *frame.mutable_receipt() = e;
+          Broadcast(e.channel(), frame, 0);
+        }
+      },
+      event);
+}
+
+void FanoutService::OnMessage(const v1::ChatMessage& message) {
+  std::lock_guard lock(mu_);
+  auto it = by_channel_.find(message.channel());
+  if (it == by_channel_.end()) return;
+  std::vector<SubPtr> cut;
+  for (const SubPtr& sub : it->second) {
+    if (message.seq() <= sub->delivered) continue;  // already delivered (from the log)
+    if (sub->catching_up) {
+      sub->newest_live = std::max(sub->newest_live, message.seq());
+      continue;
+    }
+    if (message.seq() != sub->delivered + 1) {
+      sub->newest_live = message.seq();
+      StartCatchUpLocked(sub);
+      continue;
+    }
+    auto sink = sub->sink.lock();
+    if (!sink) continue;
+    if (sink->Offer(MessageFrame(message), /*reserved=*/false)) {
+      sub->delivered = message.seq();
+    } else {
+      cut.push_back(sub);
+    }
+  }
+  for (const SubPtr& sub : cut) {
+    ++slow_consumer_cuts_;
+    EndLocked(sub, "slow consumer: live delivery stopped; resubscribe with after_seq");
+  }
+}
+
+void FanoutService::OnMembership(const MembershipChanged& change) {
+  if (change.joined) return;
+  std::lock_guard lock(mu_);
+  auto it = by_channel_.find(change.channel);
+  if (it == by_channel_.end()) return;
+  std::vector<SubPtr> leaving;
+  for (const SubPtr& sub : it->second) {
+    if (sub->user_id == change.user_id) leaving.push_back(sub);
+  }
+  for (const SubPtr& sub : leaving) EndLocked(sub, "no longer a member of the channel");
+}
+
+void FanoutService::Broadcast(const std::string& channel, const v1::ServerFrame& frame,
+                              std::uint64_t skip_user) {
+  std::lock_guard lock(mu_);
+  auto it = by_channel_.find(channel);
+  if (it == by_channel_.end()) return;
+  for (const SubPtr& sub : it->second) {
+    if (sub->user_id == skip_user) continue;
+    // Ephemeral frames: dropped, not queued, when the stream is behind.
+    if (auto sink = sub->sink.lock()) sink->Offer(frame, /*reserved=*/false);
+  }
+}
+
+void FanoutService::StartCatchUpLocked(const SubPtr& sub) {
+  if (sub->catching_up) return;
+  sub->catching_up = true;
+  sub->stalled_since = {};
+  workers_.Post([this, sub] { CatchUp(sub); });
+}
+
+void FanoutService::CatchUp(const SubPtr& sub) {
+  std::uint64_t from;
+  std::uint32_t want;
+  {
+    std::lock_guard lock(mu_);
+    if (!sub->active) return;
+    auto sink = sub->sink.lock();
+    if (!sink) return;
+    from = sub->delivered;
+    want = static_cast<std::uint32_t>(
+        std::min<std::size_t>(options_.catchup_batch, sink->FreeSlots()));
+    if (want == 0) {
+      // The stream's queue is full: come back when the client has read some of it.
+      const auto now = std::chrono::steady_clock::now();
+      if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
+      if (now - sub->stalled_since > options_.stalled_limit) {
+        ++slow_consumer_cuts_;
+        EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
+        return;
+      }
+      workers_.PostAfter(kFullQueueRetry, [this, sub] { CatchUp(sub); });
+      return;
+    }
+    sub->stalled_since = {};
+  }
+
+  auto messages = shard_->ReadLog(sub->channel, from, want);  // blocking, outside the lock
+
+  std::lock_guard lock(mu_);
+  if (!sub->active) return;
+  if (!messages.ok()) {
+    log_->warn("catch-up of {} after {} failed: {}", sub->channel, from, messages.error().message);
+    workers_.PostAfter(kLogErrorRetry, [this, sub] { CatchUp(sub); });
+    return;
+  }
+  auto sink = sub->sink.lock();
+  if (!sink) return;
+  for (const v1::ChatMessage& m : *messages) {
+    if (m.seq() != sub->delivered + 1) continue;  // cannot happen with a gap-free log; be safe
+    if (!sink->Offer(MessageFrame(m), /*reserved=*/false)) break;  // retried from `delivered`
+    sub->delivered = m.seq();
+  }
+  const bool head_reached = messages->size() < want;
+  if (!head_reached || sub->newest_live > sub->delivered) {
+    workers_.Post([this, sub] { CatchUp(sub); });
+    return;
+  }
+  sub->catching_up = false;  // live delivery resumes with delivered + 1
+}
+
+}  // namespace infrachat::fanout

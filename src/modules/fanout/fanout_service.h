@@ -1,0 +1,99 @@
+// FanoutService: the in-process FanoutApi.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <spdlog/logger.h>
+
+#include "infrachat/api/fanout_api.h"
+#include "infrachat/api/shard_api.h"
+#include "infrachat/bus/event_bus.h"
+#include "infrachat/core/executor.h"
+
+namespace infrachat::fanout {
+
+struct FanoutOptions {
+  int workers = 2;
+  std::uint32_t catchup_batch = 256;
+  // A catch-up that cannot hand a single message to its stream for this long ends as a slow
+  // consumer, so a stalled reader cannot pin a worker or memory.
+  std::chrono::milliseconds stalled_limit{30000};
+};
+
+// Delivers bus events to subscribed streams, per channel in seq order, without gap or duplicate.
+//
+// Each subscription remembers `delivered`, the last seq handed to its stream. A live message
+// with seq == delivered + 1 is handed over directly; one further ahead means a gap (the
+// subscriber is behind, or events overtook each other), which starts a catch-up from the log on
+// a worker thread. While catching up, live messages are only noted (their seq); when a log read
+// comes back short (the head was reached) and no newer live seq was noted, live delivery resumes.
+// Every message therefore comes either from the log or live, exactly once, in order.
+//
+// Slow consumers: when a stream's bounded queue refuses a message, the subscription ends with
+// an Unsubscribed{resume_after_seq} frame (from the queue's reserve); the client resubscribes
+// with after_seq and catches up from the log at the pace it reads. Memory per stream stays bounded.
+//
+// Thread-safety: all public methods may be called from any thread. One mutex guards the
+// subscription tables; it is never held while calling the database. Lock order: this mutex,
+// then a sink's own lock (a sink must never call into fanout while holding its lock).
+class FanoutService final : public FanoutApi {
+ public:
+  FanoutService(FanoutOptions options, EventBus* bus, ShardApi* shard,
+                std::shared_ptr<spdlog::logger> logger);
+  ~FanoutService() override;  // unsubscribes from the bus and stops the workers
+
+  void Subscribe(const std::shared_ptr<SessionSink>& sink, const Principal& principal,
+                 std::string_view channel, std::uint64_t head_seq,
+                 std::optional<std::uint64_t> after_seq) override;
+  void Unsubscribe(const SessionSink* sink, std::string_view channel) override;
+  void UnsubscribeAll(const SessionSink* sink) override;
+  bool IsSubscribed(const SessionSink* sink, std::string_view channel) const override;
+
+  std::size_t subscription_count() const;
+  std::uint64_t slow_consumer_cuts() const;
+
+ private:
+  struct Subscription {
+    std::weak_ptr<SessionSink> sink;
+    const SessionSink* key = nullptr;
+    std::uint64_t user_id = 0;
+    std::string channel;
+    std::uint64_t delivered = 0;      // last seq offered to the stream
+    std::uint64_t newest_live = 0;    // highest live seq seen while catching up
+    bool catching_up = false;
+    bool active = true;
+    std::chrono::steady_clock::time_point stalled_since{};
+  };
+  using SubPtr = std::shared_ptr<Subscription>;
+
+  void OnEvent(const BusEvent& event);
+  void OnMessage(const v1::ChatMessage& message);
+  void OnMembership(const MembershipChanged& change);
+  void Broadcast(const std::string& channel, const v1::ServerFrame& frame,
+                 std::uint64_t skip_user);
+
+  // Requires mu_. Ends the subscription, telling the stream where to resume.
+  void EndLocked(const SubPtr& sub, const std::string& reason);
+  void RemoveLocked(const SubPtr& sub);
+  void StartCatchUpLocked(const SubPtr& sub);
+  void CatchUp(const SubPtr& sub);
+
+  const FanoutOptions options_;
+  EventBus* bus_;
+  ShardApi* shard_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::vector<SubPtr>> by_channel_;
+  std::unordered_map<const SessionSink*, std::unordered_map<std::string, SubPtr>> by_sink_;
+  std::uint64_t slow_consumer_cuts_ = 0;
+
+  Executor workers_;
+  EventBus::SubscriptionId bus_subscription_ = 0;
+};
+
+}  // namespace infrachat::fanout

@@ -1,0 +1,53 @@
+#include "shard_schema.h"
+
+namespace infrachat::shard {
+
+const std::vector<pg::Migration>& ShardMigrations() {
+  static const std::vector<pg::Migration> kMigrations = {
+      {1, "channels, memberships, invites, messages", R"sql(
+CREATE TABLE channels (
+  id          bigserial PRIMARY KEY,
+  name        text NOT NULL UNIQUE,
+  visibility  smallint NOT NULL CHECK (visibility IN (1, 2)),
+  topic       text NOT NULL DEFAULT '',
+  created_by  bigint NOT NULL,
+  -- The seq of the newest message. Incremented in the same transaction that inserts the
+  -- message, under the row lock: the database, not memory, decides the next number.
+  head_seq    bigint NOT NULL DEFAULT 0,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE memberships (
+  channel_id     bigint NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+  user_id        bigint NOT NULL,
+  username       text NOT NULL,
+  joined_at      timestamptz NOT NULL DEFAULT now(),
+  delivered_seq  bigint NOT NULL DEFAULT 0,
+  read_seq       bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (channel_id, user_id)
+);
+CREATE INDEX memberships_by_user ON memberships (user_id);
+CREATE TABLE invites (
+  channel_id  bigint NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+  user_id     bigint NOT NULL,
+  invited_by  bigint NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE messages (
+  channel_id     bigint NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+  seq            bigint NOT NULL CHECK (seq > 0),
+  sender_id      bigint NOT NULL,
+  sender         text NOT NULL,
+  client_msg_id  text NOT NULL,
+  body           text NOT NULL,
+  sent_at_ms     bigint NOT NULL,
+  PRIMARY KEY (channel_id, seq),
+  -- Idempotent send: unique forever, not within a time window.
+  UNIQUE (channel_id, sender_id, client_msg_id)
+);
+)sql"},
+  };
+  return kMigrations;
+}
+
+}  // namespace infrachat::shard

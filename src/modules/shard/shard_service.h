@@ -1,0 +1,52 @@
+// ShardService: the in-process ShardApi.
+#pragma once
+
+#include <memory>
+
+#include <spdlog/logger.h>
+
+#include "group_committer.h"
+#include "infrachat/api/shard_api.h"
+#include "infrachat/bus/event_bus.h"
+#include "infrachat/storage/pg.h"
+
+namespace infrachat::shard {
+
+struct ShardServiceOptions {
+  std::size_t max_body_bytes = 8 * 1024;
+};
+
+// Thread-safety: every method may be called concurrently. Blocking methods use `pool`.
+// Lifetime: `pool`, `committer` and `bus` must outlive the service.
+class ShardService final : public ShardApi {
+ public:
+  ShardService(ShardServiceOptions options, pg::ConnectionPool* pool, GroupCommitter* committer,
+               EventBus* bus);
+
+  void SendAsync(SendCommand command, SendCallback done) override;
+  Result<v1::Channel> CreateChannel(const Principal& caller,
+                                    const v1::CreateChannelRequest& request) override;
+  Result<v1::Channel> JoinChannel(const Principal& caller, std::string_view channel) override;
+  Result<void> LeaveChannel(const Principal& caller, std::string_view channel) override;
+  Result<void> InviteMember(const Principal& caller, std::string_view channel,
+                            std::uint64_t invitee_id, std::string_view invitee_username) override;
+  Result<std::vector<v1::Channel>> ListChannels(const Principal& caller) override;
+  Result<std::vector<v1::Member>> ListMembers(const Principal& caller,
+                                              std::string_view channel) override;
+  Result<v1::GetHistoryResponse> GetHistory(const Principal& caller,
+                                            const v1::GetHistoryRequest& request) override;
+  Result<std::uint64_t> AuthorizeSubscribe(const Principal& caller,
+                                           std::string_view channel) override;
+  Result<bool> RecordAck(const Principal& caller, std::string_view channel, std::uint64_t seq,
+                         v1::AckKind kind) override;
+  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t after_seq,
+                                               std::uint32_t limit) override;
+
+ private:
+  ShardServiceOptions options_;
+  pg::ConnectionPool* pool_;
+  GroupCommitter* committer_;
+  EventBus* bus_;
+};
+
+}  // namespace infrachat::shard
