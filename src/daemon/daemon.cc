@@ -1,1 +1,254 @@
-// placeholder: replaced by the module's implementation
+#include "daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "bus/local/local_event_bus.h"
+#include "infrachat/core/logging.h"
+#include "infrachat/core/module.h"
+#include "infrachat/storage/pg.h"
+#include "modules/auth/auth_module.h"
+#include "modules/fanout/fanout_module.h"
+#include "modules/gateway/gateway_module.h"
+#include "modules/router/router_module.h"
+#include "modules/shard/shard_module.h"
+
+extern char** environ;
+
+namespace infrachat {
+
+namespace {
+
+// The built-in modules, in start order (dependencies first). An explicit list: no static
+// self-registration that a linker could drop.
+std::unique_ptr<Module> MakeModule(const std::string& role) {
+  if (role == "auth") return MakeAuthModule();
+  if (role == "router") return MakeRouterModule();
+  if (role == "shard") return MakeShardModule();
+  if (role == "fanout") return MakeFanoutModule();
+  if (role == "gateway") return MakeGatewayModule();
+  throw std::logic_error("no module for role " + role);
+}
+
+// Until the gRPC clients of the module APIs exist, a module's dependencies must run in the same
+// process. Returns one message per missing dependency.
+std::vector<std::string> CheckColocation(const DaemonConfig& config) {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> kNeeds = {
+      {"gateway", {"auth", "router", "shard", "fanout"}},
+      {"fanout", {"shard"}},
+  };
+  std::vector<std::string> errors;
+  for (const auto& [role, needs] : kNeeds) {
+    if (!config.HasRole(role)) continue;
+    for (const auto& need : needs) {
+      if (!config.HasRole(need)) {
+        errors.push_back("role '" + role + "' needs role '" + need +
+                         "' in the same process (remote module APIs are not implemented yet)");
+      }
+    }
+  }
+  return errors;
+}
+
+std::map<std::string, std::string> Environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string entry(*e);
+    if (entry.rfind("INFRACHAT_", 0) != 0) continue;
+    auto eq = entry.find('=');
+    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  return env;
+}
+
+void ApplyServerOptions(const GrpcConfig& g, grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(g.max_receive_message_bytes);
+  builder.SetMaxSendMessageSize(g.max_send_message_bytes);
+  // A second process on the same port must fail loudly, not share it silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, g.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, g.keepalive_time_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, g.keepalive_timeout_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             g.min_client_ping_interval_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, g.handshake_timeout_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, g.max_connection_idle_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+}
+
+std::string HostOf(const std::string& address) {
+  auto colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+void WriteReadyFile(const std::string& path, const std::string& address) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "{\"address\":\"" << address << "\",\"pid\":" << getpid() << "}\n";
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error("cannot write ready file " + path);
+  }
+}
+
+}  // namespace
+
+struct Daemon::State {
+  explicit State(DaemonConfig config) : context(std::move(config)) {}
+  ModuleContext context;
+  std::unique_ptr<LocalEventBus> bus;
+  std::unique_ptr<pg::ConnectionPool> pool;
+  std::vector<std::unique_ptr<Module>> started;
+  std::unique_ptr<grpc::Server> server;
+  bool shut_down = false;
+};
+
+Daemon::Daemon(DaemonConfig config) : state_(std::make_unique<State>(std::move(config))) {}
+
+Daemon::~Daemon() { Shutdown(); }
+
+void Daemon::Start() {
+  const DaemonConfig& config = state_->context.config();
+  auto log = ModuleLogger("core");
+  if (auto errors = CheckColocation(config); !errors.empty()) {
+    std::string all;
+    for (const auto& e : errors) all += "\n  " + e;
+    throw std::runtime_error("invalid role combination:" + all);
+  }
+  state_->bus = std::make_unique<LocalEventBus>();
+  state_->context.ProvideBus(state_->bus.get());
+  if (!config.database.url.empty()) {
+    state_->pool = std::make_unique<pg::ConnectionPool>(config.database.url, config.database.pool_size);
+    state_->context.ProvideDb(state_->pool.get());
+  }
+  try {
+    for (const std::string& role : AllRoles()) {
+      if (!config.HasRole(role)) continue;
+      auto module = MakeModule(role);
+      log->info("starting module {}", role);
+      module->Start(state_->context);
+      state_->started.push_back(std::move(module));
+    }
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    ApplyServerOptions(config.grpc, builder);
+    int port = 0;
+    builder.AddListeningPort(config.grpc.listen_address, grpc::InsecureServerCredentials(), &port);
+    for (auto& module : state_->started) module->RegisterServices(builder);
+    state_->server = builder.BuildAndStart();
+    if (!state_->server || port == 0) {
+      throw std::runtime_error("cannot listen on " + config.grpc.listen_address +
+                               " (address in use or invalid)");
+    }
+    address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
+    for (auto& module : state_->started) module->OnServing(address_);
+    log->info("serving on {} with roles [{}]", address_, fmt::join(config.roles, ", "));
+  } catch (...) {
+    Shutdown();
+    throw;
+  }
+}
+
+void Daemon::Shutdown() {
+  if (state_->shut_down) return;
+  state_->shut_down = true;
+  auto log = ModuleLogger("core");
+  auto& started = state_->started;
+  for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->BeginShutdown();
+  if (state_->server) {
+    const auto grace = std::chrono::seconds(state_->context.config().grpc.shutdown_grace_s);
+    state_->server->Shutdown(std::chrono::system_clock::now() + grace);
+    state_->server->Wait();
+  }
+  for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->Stop();
+  started.clear();
+  state_->server.reset();
+  state_->bus.reset();
+  state_->pool.reset();
+  log->info("stopped");
+}
+
+int RunDaemon(int argc, char** argv) {
+  CLI::App app{"infrachatd: InfraChat server (gateway, auth, router, shard, fanout roles)"};
+  std::string config_file, check_file, ready_file;
+  std::vector<std::string> overrides;
+  auto* config_opt = app.add_option("--config", config_file, "YAML configuration file");
+  auto* check_opt = app.add_option("--check-config", check_file,
+                                   "validate a configuration file and exit (0 = valid)");
+  config_opt->excludes(check_opt);
+  app.add_option("--set", overrides, "override a key: --set key.path=value (repeatable)");
+  app.add_option("--ready-file", ready_file,
+                 "write {\"address\":...} to this file once serving (for scripts and tests)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  const std::string file = check_file.empty() ? config_file : check_file;
+  if (file.empty()) {
+    std::cerr << "infrachatd: --config FILE or --check-config FILE is required\n";
+    return 2;
+  }
+  std::ifstream in(file);
+  if (!in) {
+    std::cerr << "infrachatd: cannot read " << file << "\n";
+    return 2;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  ConfigLoadResult loaded = LoadConfig(ConfigSources{text.str(), file, Environment(), overrides});
+  if (loaded.ok()) {
+    for (auto& e : CheckColocation(loaded.config)) loaded.errors.push_back(e);
+  }
+  if (!loaded.ok()) {
+    std::cerr << "infrachatd: invalid configuration (" << loaded.errors.size() << " errors):\n";
+    for (const auto& e : loaded.errors) std::cerr << "  " << e << "\n";
+    return 2;
+  }
+  if (!check_file.empty()) {
+    std::cout << "configuration is valid\n" << DescribeConfig(loaded.config);
+    return 0;
+  }
+
+  ConfigureLogging(loaded.config.log);
+  auto log = ModuleLogger("core");
+  log->info("effective configuration:\n{}", DescribeConfig(loaded.config));
+  Daemon daemon(loaded.config);
+  try {
+    daemon.Start();
+    if (!ready_file.empty()) WriteReadyFile(ready_file, daemon.address());
+  } catch (const std::exception& e) {
+    log->critical("start-up failed: {}", e.what());
+    return 1;
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log->info("received {}, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  daemon.Shutdown();
+  return 0;
+}
+
+}  // namespace infrachat

@@ -49,6 +49,8 @@ class FanoutApi {
   virtual void UnsubscribeAll(const SessionSink* sink) = 0;
   // Whether the sink currently has a live subscription to the channel.
   virtual bool IsSubscribed(const SessionSink* sink, std::string_view channel) const = 0;
+  // Number of live subscriptions of the sink (for the per-stream limit).
+  virtual std::size_t CountSubscriptions(const SessionSink* sink) const = 0;
 };
 
 }  // namespace infrachat

@@ -82,6 +82,12 @@ bool FanoutService::IsSubscribed(const SessionSink* sink, std::string_view chann
   return it != by_sink_.end() && it->second.count(std::string(channel)) > 0;
 }
 
+std::size_t FanoutService::CountSubscriptions(const SessionSink* sink) const {
+  std::lock_guard lock(mu_);
+  auto it = by_sink_.find(sink);
+  return it == by_sink_.end() ? 0 : it->second.size();
+}
+
 std::size_t FanoutService::subscription_count() const {
   std::lock_guard lock(mu_);
   std::size_t n = 0;

@@ -1,1 +1,126 @@
-// placeholder: replaced by the module's implementation
+#include "gateway_module.h"
+
+#include <chrono>
+#include <unordered_map>
+
+#include "chat_stream.h"
+#include "infrachat/api/router_api.h"
+#include "infrachat/core/logging.h"
+#include "unary_services.h"
+
+namespace infrachat {
+
+namespace {
+
+class ChatServiceImpl final : public v1::ChatService::CallbackService {
+ public:
+  explicit ChatServiceImpl(gateway::StreamDeps deps) : deps_(std::move(deps)) {}
+  grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* Connect(
+      grpc::CallbackServerContext* context) override {
+    return gateway::ChatStream::Open(context, deps_);
+  }
+
+ private:
+  const gateway::StreamDeps deps_;
+};
+
+class GatewayModule final : public Module {
+ public:
+  std::string_view name() const override { return "gateway"; }
+
+  void Start(ModuleContext& ctx) override {
+    const DaemonConfig& config = ctx.config();
+    log_ = ModuleLogger("gateway");
+    auth_ = &ctx.auth();
+    check_interval_ = std::chrono::seconds(config.auth.revocation_check_interval_s);
+    executor_ = std::make_unique<Executor>(4, "gateway");
+
+    gateway::StreamDeps deps;
+    deps.auth = auth_;
+    deps.shard = &ctx.shard();
+    deps.fanout = &ctx.fanout();
+    deps.bus = &ctx.bus();
+    deps.executor = executor_.get();
+    deps.registry = &registry_;
+    deps.log = log_;
+    const LimitsConfig& limits = config.limits;
+    deps.limits.queue_frames = static_cast<std::size_t>(limits.session_queue_frames);
+    deps.limits.max_inflight_sends = static_cast<std::size_t>(limits.max_inflight_sends);
+    deps.limits.send_rate_per_s = limits.send_rate_per_s;
+    deps.limits.send_burst = limits.send_burst;
+    deps.limits.max_subscriptions = static_cast<std::size_t>(limits.max_subscriptions_per_stream);
+    deps.limits.max_body_bytes = static_cast<std::size_t>(limits.max_body_bytes);
+    deps.limits.max_streams = static_cast<std::size_t>(limits.max_streams);
+
+    auth_service_ = std::make_unique<gateway::AuthServiceImpl>(auth_);
+    router_service_ = std::make_unique<gateway::RouterServiceImpl>(auth_, &ctx.router());
+    channel_service_ = std::make_unique<gateway::ChannelServiceImpl>(auth_, &ctx.shard());
+    chat_service_ = std::make_unique<ChatServiceImpl>(deps);
+    ScheduleSweep();
+  }
+
+  void RegisterServices(grpc::ServerBuilder& builder) override {
+    builder.RegisterService(auth_service_.get());
+    builder.RegisterService(router_service_.get());
+    builder.RegisterService(channel_service_.get());
+    builder.RegisterService(chat_service_.get());
+  }
+
+  void BeginShutdown() override {
+    const auto streams = registry_.Snapshot();
+    log_->info("draining {} streams", streams.size());
+    for (const auto& stream : streams) stream->BeginDrain();
+  }
+
+  void Stop() override { executor_->Stop(); }
+
+ private:
+  void ScheduleSweep() {
+    executor_->PostAfter(check_interval_, [this] {
+      Sweep();
+      ScheduleSweep();
+    });
+  }
+
+  // Ends streams whose access token expired or whose session was revoked (logout, token reuse).
+  // One database check per distinct session per interval, however many streams it has.
+  void Sweep() {
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    std::unordered_map<std::string, bool> active;
+    for (const auto& stream : registry_.Snapshot()) {
+      const Principal& who = stream->principal();
+      if (who.expires_at_unix <= now) {
+        stream->End(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                 "access token expired; refresh it and reconnect"));
+        continue;
+      }
+      auto [it, inserted] = active.emplace(who.session_id, true);
+      if (inserted) {
+        auto result = auth_->IsSessionActive(who.session_id);
+        // When auth cannot answer, streams stay up: expiry still bounds them.
+        it->second = !result.ok() || *result;
+      }
+      if (!it->second) {
+        stream->End(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session revoked"));
+      }
+    }
+  }
+
+  std::shared_ptr<spdlog::logger> log_;
+  AuthApi* auth_ = nullptr;
+  std::chrono::seconds check_interval_{5};
+  gateway::StreamRegistry registry_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<gateway::AuthServiceImpl> auth_service_;
+  std::unique_ptr<gateway::RouterServiceImpl> router_service_;
+  std::unique_ptr<gateway::ChannelServiceImpl> channel_service_;
+  std::unique_ptr<ChatServiceImpl> chat_service_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> MakeGatewayModule() { return std::make_unique<GatewayModule>(); }
+
+}  // namespace infrachat

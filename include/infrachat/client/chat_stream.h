@@ -1,0 +1,122 @@
+// ChatStream: one ChatService.Connect bidirectional stream.
+//
+// Threading model: the stream uses gRPC's synchronous API (ClientReaderWriter) with one dedicated
+// reader thread per stream. The reader thread starts the call (so Client::Connect never blocks),
+// reads ServerFrames until the stream ends, then collects the final status with Finish().
+// Incoming frames are delivered either
+//   - to ChatStreamOptions::on_frame, called on the reader thread (do not block in it for long:
+//     the stream is not read meanwhile), or, when no callback is set,
+//   - to an unbounded thread-safe queue drained with Next(timeout).
+// The end of the stream is reported once through on_end (reader thread) and by final_status().
+//
+// Writes (Subscribe, Send, ...) may be called from any thread; they are serialized by a mutex
+// and block until gRPC has taken the frame (flow control) or the stream has ended. A write before
+// the call has started waits for the start. They return false when the stream has ended or was
+// cancelled; the reason is final_status() once the reader thread has seen the end.
+//
+// Lifetime: destroying a ChatStream cancels the call if it is still open and joins the reader
+// thread; no callback runs after the destructor returns. Never destroy a stream from inside its
+// own callbacks. The stream keeps its own reference to the gRPC channel, so it may outlive the
+// Client that opened it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "infrachat/client/client.h"
+
+namespace grpc {
+class ClientContext;
+template <class W, class R>
+class ClientReaderWriter;
+}  // namespace grpc
+
+namespace infrachat::client {
+
+struct ChatStreamOptions {
+  // Called on the reader thread for each frame. When empty, frames go to the Next() queue.
+  std::function<void(v1::ServerFrame&&)> on_frame;
+  // Called once on the reader thread when the stream has ended, with its final status.
+  std::function<void(const Status&)> on_end;
+};
+
+class ChatStream {
+ public:
+  // Starts ChatService.Connect on `channel` with `authorization: Bearer <access_token>` (no
+  // metadata when the token is empty). Prefer Client::Connect().
+  ChatStream(std::shared_ptr<grpc::Channel> channel, const std::string& access_token,
+             ChatStreamOptions options = {});
+  ~ChatStream();
+
+  ChatStream(const ChatStream&) = delete;
+  ChatStream& operator=(const ChatStream&) = delete;
+
+  // --- Client frames. Each returns false when the frame could not be written. ----------------
+  // Absent after_seq: live messages from now on; present: every message with seq > after_seq.
+  bool Subscribe(const std::string& channel, std::optional<std::uint64_t> after_seq = {});
+  bool Unsubscribe(const std::string& channel);
+  // Sends with a fresh client_msg_id (NewClientMsgId()) and returns it, or an empty string when
+  // the frame could not be written.
+  std::string Send(const std::string& channel, const std::string& body);
+  // Sends with the given client_msg_id (a retry must reuse the original id).
+  bool Send(const std::string& channel, const std::string& client_msg_id, const std::string& body);
+  bool Ack(const std::string& channel, std::uint64_t seq, v1::AckKind kind = v1::DELIVERED);
+  bool Typing(const std::string& channel);
+  bool Ping(std::uint64_t nonce);
+  // Any frame, as-is (tests use it for malformed or oversized frames).
+  bool Write(const v1::ClientFrame& frame);
+  // Half-closes the sending side (no more writes); the server then ends the stream.
+  bool CloseWrites();
+
+  // --- Incoming frames (queue mode) --------------------------------------------------------
+  // The next frame, waiting at most `timeout`. std::nullopt on timeout, or at once when the
+  // stream has ended and every queued frame was taken. Always nullopt in callback mode.
+  std::optional<v1::ServerFrame> Next(std::chrono::milliseconds timeout);
+  // The next frame whose oneof case is `kind`, waiting at most `timeout` in total. Frames of
+  // other kinds that arrive before it are DROPPED (handy for tests that ignore presence, etc.).
+  std::optional<v1::ServerFrame> NextOf(v1::ServerFrame::FrameCase kind,
+                                        std::chrono::milliseconds timeout);
+  // Frames currently queued.
+  std::size_t queued() const;
+
+  // --- End of the stream ---------------------------------------------------------------------
+  // Cancels the call (the final status becomes CANCELLED unless it had already ended).
+  void Cancel();
+  // True once the reader thread has seen the end and collected the status.
+  bool ended() const;
+  // The final status once ended().
+  std::optional<Status> final_status() const;
+  // Waits at most `timeout` for the end; returns the final status if it ended.
+  std::optional<Status> WaitForEnd(std::chrono::milliseconds timeout);
+
+ private:
+  void ReaderMain(std::shared_ptr<grpc::Channel> channel);
+
+  ChatStreamOptions options_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ClientFrame, v1::ServerFrame>> stream_;
+
+  // Write side: guards stream_ creation, writes, started_/closed_.
+  std::mutex write_mu_;
+  std::condition_variable write_cv_;
+  bool started_ = false;
+  bool write_closed_ = false;  // the stream ended, was cancelled or half-closed
+
+  // Read side: queue and final status.
+  mutable std::mutex read_mu_;
+  std::condition_variable read_cv_;
+  std::deque<v1::ServerFrame> queue_;
+  std::optional<Status> final_status_;
+
+  std::thread reader_;
+};
+
+}  // namespace infrachat::client

@@ -1,0 +1,135 @@
+#include "infrachat/client/cli_support.h"
+
+#include <fmt/format.h>
+
+namespace infrachat::client {
+
+int ExitCodeFor(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return kExitOk;
+    case Code::kInvalidArgument:
+      return kExitUsage;
+    case Code::kUnauthenticated:
+      return kExitAuth;
+    case Code::kPermissionDenied:
+    case Code::kNotFound:
+      return kExitDenied;
+    case Code::kUnavailable:
+      return kExitUnavailable;
+    case Code::kDeadlineExceeded:
+      return kExitTimeout;
+    default:
+      return kExitOther;
+  }
+}
+
+std::string ErrorLine(Code code, std::string_view message) {
+  std::string line = fmt::format("infrachat: {}: {}", CodeName(code), message);
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return line;
+}
+
+nlohmann::json MessageJson(const v1::ChatMessage& message) {
+  return nlohmann::json{{"channel", message.channel()},
+                        {"seq", message.seq()},
+                        {"sender", message.sender()},
+                        {"sender_id", message.sender_id()},
+                        {"body", message.body()},
+                        {"sent_at_unix_ms", message.sent_at_unix_ms()},
+                        {"client_msg_id", message.client_msg_id()}};
+}
+
+nlohmann::json SendAckJson(const v1::SendAck& ack) {
+  return nlohmann::json{{"channel", ack.channel()},
+                        {"seq", ack.seq()},
+                        {"client_msg_id", ack.client_msg_id()},
+                        {"duplicate", ack.duplicate()},
+                        {"sent_at_unix_ms", ack.sent_at_unix_ms()}};
+}
+
+nlohmann::json ChannelJson(const v1::Channel& channel) {
+  return nlohmann::json{{"channel", channel.name()},
+                        {"visibility", v1::Visibility_Name(channel.visibility())},
+                        {"topic", channel.topic()},
+                        {"head_seq", channel.head_seq()},
+                        {"member_count", channel.member_count()},
+                        {"created_at_unix", channel.created_at_unix()},
+                        {"is_member", channel.is_member()}};
+}
+
+std::string DumpJsonLine(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+namespace {
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+// Length of the valid UTF-8 sequence at s[i], or 0 if invalid; sets `cp`.
+std::size_t DecodeUtf8(std::string_view s, std::size_t i, std::uint32_t& cp) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  std::size_t len;
+  if (c < 0x80) {
+    cp = c;
+    return 1;
+  } else if ((c & 0xE0) == 0xC0) {
+    len = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    len = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    len = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b & 0x3F);
+  }
+  static constexpr std::uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+}  // namespace
+
+std::string SanitizeForTerminal(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::uint32_t cp = 0;
+    const std::size_t len = DecodeUtf8(text, i, cp);
+    if (len == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    if (cp == '\t') {
+      out += ' ';
+    } else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) {
+      out += kReplacement;
+    } else {
+      out.append(text.substr(i, len));
+    }
+    i += len;
+  }
+  return out;
+}
+
+std::size_t DisplayWidth(std::string_view text) {
+  std::size_t width = 0;
+  for (char c : text) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++width;
+  }
+  return width;
+}
+
+}  // namespace infrachat::client

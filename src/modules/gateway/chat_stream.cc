@@ -1,0 +1,375 @@
+#include "chat_stream.h"
+
+#include <fmt/format.h>
+
+#include "grpc_edge.h"
+#include "infrachat/core/validation.h"
+
+namespace infrachat::gateway {
+
+namespace {
+
+// Control frames beyond the data limit: acks of in-flight sends plus a margin for errors,
+// pongs and (un)subscribed notices. Exceeding even that means the client does not read at all.
+constexpr std::size_t kControlMargin = 256;
+
+bool IsDataFrame(const v1::ServerFrame& frame) {
+  return frame.has_message() || frame.has_typing() || frame.has_receipt() || frame.has_presence();
+}
+
+}  // namespace
+
+grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
+    grpc::CallbackServerContext* context, const StreamDeps& deps) {
+  auto principal = Authenticate(context->client_metadata(), *deps.auth);
+  Principal who = principal.ok() ? *principal : Principal{};
+  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who));
+  stream->self_ = stream;
+  std::lock_guard lock(stream->mu_);
+  if (!principal.ok()) {
+    stream->finished_ = true;
+    stream->Finish(ToStatus(principal.error()));
+    return stream.get();
+  }
+  if (deps.registry->size() >= deps.limits.max_streams) {
+    stream->finished_ = true;
+    stream->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                "too many concurrent streams on this gateway; retry later"));
+    return stream.get();
+  }
+  deps.registry->Add(stream);
+  stream->reading_ = true;
+  stream->StartRead(&stream->in_);
+  return stream.get();
+}
+
+ChatStream::ChatStream(const StreamDeps& deps, Principal principal)
+    : deps_(deps),
+      principal_(std::move(principal)),
+      send_bucket_(deps.limits.send_rate_per_s, deps.limits.send_burst) {}
+
+bool ChatStream::Offer(v1::ServerFrame frame, bool reserved) {
+  std::lock_guard lock(mu_);
+  if (finished_ || end_status_ || write_failed_) return false;
+  const bool data = IsDataFrame(frame);
+  if (data && !reserved) {
+    if (draining_ || data_frames_queued_ >= deps_.limits.queue_frames) return false;
+  }
+  if (out_.size() >=
+      deps_.limits.queue_frames + deps_.limits.max_inflight_sends + kControlMargin) {
+    return false;  // the client reads nothing at all; its stream ends by keepalive or expiry
+  }
+  if (data) ++data_frames_queued_;
+  out_.push_back(std::move(frame));
+  if (!writing_) StartWriteLocked();
+  return true;
+}
+
+std::size_t ChatStream::FreeSlots() const {
+  std::lock_guard lock(mu_);
+  if (finished_ || end_status_ || draining_) return 0;
+  return deps_.limits.queue_frames > data_frames_queued_
+             ? deps_.limits.queue_frames - data_frames_queued_
+             : 0;
+}
+
+void ChatStream::StartWriteLocked() {
+  writing_ = true;
+  StartWrite(&out_.front());  // deque: the front stays put while frames are appended
+}
+
+void ChatStream::OnWriteDone(bool ok) {
+  std::lock_guard lock(mu_);
+  writing_ = false;
+  if (IsDataFrame(out_.front())) --data_frames_queued_;
+  out_.pop_front();
+  if (!ok) {
+    write_failed_ = true;  // the call is cancelled or broken: nothing more reaches the client
+    out_.clear();
+    data_frames_queued_ = 0;
+  } else if (!out_.empty() && !finished_) {
+    StartWriteLocked();
+    return;
+  }
+  MaybeFinishLocked();
+}
+
+void ChatStream::OnReadDone(bool ok) {
+  if (!ok) {
+    // Half-close, cancellation, or a frame that failed to parse: no more reads either way.
+    std::lock_guard lock(mu_);
+    reading_ = false;
+    read_done_ = true;
+    MaybeFinishLocked();
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    reading_ = false;
+    if (draining_ || end_status_) {
+      MaybeFinishLocked();
+      return;
+    }
+  }
+  Handle(in_);  // consumes in_ before the next read reuses it
+  std::lock_guard lock(mu_);
+  ContinueReadingLocked();
+}
+
+void ChatStream::ContinueReadingLocked() {
+  if (reading_ || read_done_ || finished_ || draining_ || end_status_) return;
+  if (inflight_sends_ >= deps_.limits.max_inflight_sends) return;  // resumed by OnSendDone
+  reading_ = true;
+  StartRead(&in_);
+}
+
+void ChatStream::OnDone() {
+  deps_.fanout->UnsubscribeAll(this);
+  deps_.registry->Remove(this);
+  std::shared_ptr<ChatStream> self;
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    self = std::move(self_);
+  }
+  // `self` may hold the last reference: the stream is destroyed when it goes out of scope.
+}
+
+void ChatStream::End(const grpc::Status& status) {
+  deps_.fanout->UnsubscribeAll(this);  // outside mu_: fanout locks before sinks
+  std::lock_guard lock(mu_);
+  if (finished_ || end_status_) return;
+  end_status_ = status;
+  // Frames not yet written are dropped: the client resumes from its last seq.
+  while (out_.size() > (writing_ ? 1u : 0u)) {
+    if (IsDataFrame(out_.back())) --data_frames_queued_;
+    out_.pop_back();
+  }
+  MaybeFinishLocked();
+}
+
+void ChatStream::BeginDrain() {
+  std::lock_guard lock(mu_);
+  draining_ = true;
+  MaybeFinishLocked();
+}
+
+void ChatStream::MaybeFinishLocked() {
+  if (finished_) return;
+  if (!read_done_ && !draining_ && !end_status_ && !write_failed_) return;
+  if (inflight_sends_ > 0 || serial_running_ || !serial_.empty()) return;
+  if (writing_ || (!out_.empty() && !write_failed_)) return;
+  finished_ = true;
+  if (end_status_) {
+    Finish(*end_status_);
+  } else if (draining_) {
+    Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down; reconnect"));
+  } else {
+    Finish(grpc::Status::OK);
+  }
+}
+
+void ChatStream::RunSerial(std::function<void()> task) {
+  {
+    std::lock_guard lock(mu_);
+    serial_.push_back(std::move(task));
+    if (serial_running_) return;
+    serial_running_ = true;
+  }
+  if (!deps_.executor->Post([self = shared_from_this()] { self->RunSerialTasks(); })) {
+    std::lock_guard lock(mu_);  // executor stopped: shutting down
+    serial_.clear();
+    serial_running_ = false;
+    MaybeFinishLocked();
+  }
+}
+
+void ChatStream::RunSerialTasks() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::lock_guard lock(mu_);
+      if (serial_.empty()) {
+        serial_running_ = false;
+        MaybeFinishLocked();
+        return;
+      }
+      task = std::move(serial_.front());
+      serial_.pop_front();
+    }
+    task();
+  }
+}
+
+void ChatStream::Handle(v1::ClientFrame& frame) {
+  switch (frame.frame_case()) {
+    case v1::ClientFrame::kSubscribe:
+      return HandleSubscribe(frame.subscribe());
+    case v1::ClientFrame::kUnsubscribe: {
+      auto name = NormalizeChannelName(frame.unsubscribe().channel());
+      if (!name.ok()) {
+        Offer(ErrorFrame(name.error(), frame.unsubscribe().channel()), true);
+        return;
+      }
+      RunSerial([this, channel = *name] {
+        deps_.fanout->Unsubscribe(this, channel);
+        v1::ServerFrame done;
+        done.mutable_unsubscribed()->set_channel(channel);
+        done.mutable_unsubscribed()->set_reason("unsubscribed on request");
+        Offer(std::move(done), true);
+      });
+      return;
+    }
+    case v1::ClientFrame::kSend:
+      return HandleSend(*frame.mutable_send());
+    case v1::ClientFrame::kAck:
+      return HandleAck(frame.ack());
+    case v1::ClientFrame::kTyping:
+      return HandleTyping(frame.typing());
+    case v1::ClientFrame::kPing: {
+      v1::ServerFrame pong;
+      pong.mutable_pong()->set_nonce(frame.ping().nonce());
+      Offer(std::move(pong), true);
+      return;
+    }
+    case v1::ClientFrame::FRAME_NOT_SET:
+      break;
+  }
+  Offer(ErrorFrame(MakeError(Code::kInvalidArgument, "empty or unknown frame")), true);
+}
+
+void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
+  auto name = NormalizeChannelName(subscribe.channel());
+  if (!name.ok()) {
+    Offer(ErrorFrame(name.error(), subscribe.channel()), true);
+    return;
+  }
+  std::optional<std::uint64_t> after_seq;
+  if (subscribe.has_after_seq()) after_seq = subscribe.after_seq();
+  RunSerial([this, channel = *name, after_seq] {
+    if (!deps_.fanout->IsSubscribed(this, channel) &&
+        deps_.fanout->CountSubscriptions(this) >= deps_.limits.max_subscriptions) {
+      Offer(ErrorFrame(MakeError(Code::kResourceExhausted,
+                                 fmt::format("at most {} subscriptions per stream",
+                                             deps_.limits.max_subscriptions)),
+                       channel),
+            true);
+      return;
+    }
+    auto head = deps_.shard->AuthorizeSubscribe(principal_, channel);  // membership, now
+    if (!head.ok()) {
+      Offer(ErrorFrame(head.error(), channel), true);
+      return;
+    }
+    deps_.fanout->Subscribe(shared_from_this(), principal_, channel, *head, after_seq);
+  });
+}
+
+void ChatStream::HandleSend(v1::Send& send) {
+  auto name = NormalizeChannelName(send.channel());
+  Result<void> valid = name.ok() ? ValidateClientMsgId(send.client_msg_id()) : name.error();
+  if (valid.ok()) valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
+  if (!valid.ok()) {
+    Offer(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()), true);
+    return;
+  }
+  bool allowed;
+  {
+    std::lock_guard lock(mu_);
+    allowed = send_bucket_.TryTake();
+    if (allowed) ++inflight_sends_;
+  }
+  if (!allowed) {
+    Offer(ErrorFrame(MakeError(Code::kResourceExhausted, "sending too fast; retry this message later"),
+                     *name, send.client_msg_id()),
+          true);
+    return;
+  }
+  SendCommand command{*name, principal_.user_id, principal_.username, send.client_msg_id(),
+                      std::move(*send.mutable_body())};
+  deps_.shard->SendAsync(std::move(command),
+                         [self = shared_from_this(), channel = *name,
+                          id = send.client_msg_id()](Result<SendOutcome> outcome) {
+                           self->OnSendDone(channel, id, std::move(outcome));
+                         });
+}
+
+void ChatStream::OnSendDone(const std::string& channel, const std::string& client_msg_id,
+                            Result<SendOutcome> outcome) {
+  if (outcome.ok()) {
+    v1::ServerFrame frame;
+    auto* ack = frame.mutable_send_ack();
+    ack->set_client_msg_id(client_msg_id);
+    ack->set_channel(channel);
+    ack->set_seq(outcome->seq);
+    ack->set_duplicate(outcome->duplicate);
+    ack->set_sent_at_unix_ms(outcome->sent_at_unix_ms);
+    Offer(std::move(frame), true);
+  } else {
+    Offer(ErrorFrame(outcome.error(), channel, client_msg_id), true);
+  }
+  std::lock_guard lock(mu_);
+  --inflight_sends_;
+  ContinueReadingLocked();
+  MaybeFinishLocked();
+}
+
+void ChatStream::HandleAck(const v1::Ack& ack) {
+  auto name = NormalizeChannelName(ack.channel());
+  if (!name.ok()) {
+    Offer(ErrorFrame(name.error(), ack.channel()), true);
+    return;
+  }
+  RunSerial([this, channel = *name, seq = ack.seq(), kind = ack.kind()] {
+    auto moved = deps_.shard->RecordAck(principal_, channel, seq, kind);
+    if (!moved.ok()) Offer(ErrorFrame(moved.error(), channel), true);
+  });
+}
+
+void ChatStream::HandleTyping(const v1::Typing& typing) {
+  auto name = NormalizeChannelName(typing.channel());
+  if (!name.ok()) {
+    Offer(ErrorFrame(name.error(), typing.channel()), true);
+    return;
+  }
+  if (!deps_.fanout->IsSubscribed(this, *name)) {
+    Offer(ErrorFrame(MakeError(Code::kFailedPrecondition, "subscribe to the channel first"), *name),
+          true);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (!send_bucket_.TryTake()) return;  // typing notices are best effort
+  }
+  v1::TypingEvent event;
+  event.set_channel(*name);
+  event.set_user_id(principal_.user_id);
+  event.set_username(principal_.username);
+  deps_.bus->Publish(std::move(event));
+}
+
+void StreamRegistry::Add(const std::shared_ptr<ChatStream>& stream) {
+  std::lock_guard lock(mu_);
+  streams_[stream.get()] = stream;
+}
+
+void StreamRegistry::Remove(const ChatStream* stream) {
+  std::lock_guard lock(mu_);
+  streams_.erase(stream);
+}
+
+std::vector<std::shared_ptr<ChatStream>> StreamRegistry::Snapshot() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<ChatStream>> out;
+  for (const auto& [key, weak] : streams_) {
+    if (auto s = weak.lock()) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::size_t StreamRegistry::size() const {
+  std::lock_guard lock(mu_);
+  return streams_.size();
+}
+
+}  // namespace infrachat::gateway

@@ -1,0 +1,138 @@
+// ChatStream: one ChatService.Connect call (a client's live stream).
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/logger.h>
+
+#include "infrachat/api/auth_api.h"
+#include "infrachat/api/fanout_api.h"
+#include "infrachat/api/shard_api.h"
+#include "infrachat/bus/event_bus.h"
+#include "infrachat/core/executor.h"
+#include "infrachat/v1/infrachat.grpc.pb.h"
+#include "token_bucket.h"
+
+namespace infrachat::gateway {
+
+struct StreamLimits {
+  std::size_t queue_frames = 1024;       // queued outgoing data frames before "slow consumer"
+  std::size_t max_inflight_sends = 256;  // unacknowledged sends before reads pause
+  double send_rate_per_s = 50;
+  double send_burst = 100;
+  std::size_t max_subscriptions = 256;
+  std::size_t max_body_bytes = 8 * 1024;
+  std::size_t max_streams = 10000;  // per process
+};
+
+class StreamRegistry;
+
+// What a stream uses; everything outlives every stream (the gateway drains streams first).
+struct StreamDeps {
+  AuthApi* auth = nullptr;
+  ShardApi* shard = nullptr;
+  FanoutApi* fanout = nullptr;
+  EventBus* bus = nullptr;
+  Executor* executor = nullptr;  // for blocking calls (membership checks, acks)
+  StreamRegistry* registry = nullptr;
+  StreamLimits limits;
+  std::shared_ptr<spdlog::logger> log;
+};
+
+// A gRPC callback reactor and the fanout's SessionSink for one client stream.
+//
+// Flow control, in both directions:
+// - Outgoing: frames wait in a bounded queue; one write is in flight at a time. Data frames
+//   beyond `queue_frames` are refused (fanout then ends that subscription with a resume point).
+//   Control frames (acks, errors, pongs, subscribed/unsubscribed) use a reserve bounded by the
+//   in-flight send limit, so they are never dropped.
+// - Incoming: at most `max_inflight_sends` sends await their ACK; beyond that the stream stops
+//   reading, and HTTP/2 flow control pushes back on the client.
+// Blocking work (subscribe authorization, acks) runs on the executor, serially per stream, so
+// frames of one stream take effect in the order they were sent.
+//
+// Lifetime: owned by shared_ptrs (itself until gRPC's OnDone, pending callbacks, the registry's
+// weak refs). Thread-safety: all public methods may be called from any thread.
+class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>,
+                         public SessionSink,
+                         public std::enable_shared_from_this<ChatStream> {
+ public:
+  // Authenticates the call and starts reading; on failure the call ends with UNAUTHENTICATED.
+  static grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* Open(
+      grpc::CallbackServerContext* context, const StreamDeps& deps);
+
+  bool Offer(v1::ServerFrame frame, bool reserved) override;
+  std::size_t FreeSlots() const override;
+
+  // Ends the stream with `status` after in-flight sends are answered (token expired or revoked).
+  void End(const grpc::Status& status);
+  // Graceful shutdown: stop taking frames, answer in-flight sends, then end with UNAVAILABLE.
+  void BeginDrain();
+
+  const Principal& principal() const { return principal_; }
+
+ private:
+  ChatStream(const StreamDeps& deps, Principal principal);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+  void Handle(v1::ClientFrame& frame);
+  void HandleSubscribe(const v1::Subscribe& subscribe);
+  void HandleSend(v1::Send& send);
+  void HandleAck(const v1::Ack& ack);
+  void HandleTyping(const v1::Typing& typing);
+  void OnSendDone(const std::string& channel, const std::string& client_msg_id,
+                  Result<SendOutcome> outcome);
+
+  void RunSerial(std::function<void()> task);
+  void RunSerialTasks();
+  // Requires mu_.
+  void ContinueReadingLocked();
+  void MaybeFinishLocked();
+  void StartWriteLocked();
+
+  const StreamDeps deps_;
+  const Principal principal_;
+  std::shared_ptr<ChatStream> self_;  // keeps the reactor alive until OnDone
+
+  v1::ClientFrame in_;  // the one read in flight
+
+  mutable std::mutex mu_;
+  std::deque<v1::ServerFrame> out_;
+  std::size_t data_frames_queued_ = 0;
+  bool writing_ = false;
+  bool write_failed_ = false;
+  bool reading_ = false;
+  bool read_done_ = false;
+  bool draining_ = false;
+  std::optional<grpc::Status> end_status_;
+  bool finished_ = false;
+  bool done_ = false;
+  std::size_t inflight_sends_ = 0;
+  std::deque<std::function<void()>> serial_;
+  bool serial_running_ = false;
+  TokenBucket send_bucket_;
+};
+
+// The live streams of a gateway, for draining on shutdown and for periodic session checks.
+// Thread-safe.
+class StreamRegistry {
+ public:
+  void Add(const std::shared_ptr<ChatStream>& stream);
+  void Remove(const ChatStream* stream);
+  std::vector<std::shared_ptr<ChatStream>> Snapshot() const;
+  std::size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<const ChatStream*, std::weak_ptr<ChatStream>> streams_;
+};
+
+}  // namespace infrachat::gateway

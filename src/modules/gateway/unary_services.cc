@@ -1,0 +1,109 @@
+#include "unary_services.h"
+
+#include "grpc_edge.h"
+
+namespace infrachat::gateway {
+
+namespace {
+
+// Copies a successful result into the response message; returns the call's status.
+template <typename T>
+grpc::Status Reply(Result<T> result, T* response) {
+  if (!result.ok()) return ToStatus(result.error());
+  *response = std::move(result).value();
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status AuthServiceImpl::Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+                                       v1::Session* response) {
+  return Reply(auth_->Register(*request), response);
+}
+
+grpc::Status AuthServiceImpl::Login(grpc::ServerContext*, const v1::LoginRequest* request,
+                                    v1::Session* response) {
+  return Reply(auth_->Login(*request), response);
+}
+
+grpc::Status AuthServiceImpl::Refresh(grpc::ServerContext*, const v1::RefreshRequest* request,
+                                      v1::Session* response) {
+  return Reply(auth_->Refresh(*request), response);
+}
+
+grpc::Status AuthServiceImpl::Logout(grpc::ServerContext*, const v1::LogoutRequest* request,
+                                     v1::LogoutResponse*) {
+  return ToStatus(auth_->Logout(*request));
+}
+
+grpc::Status RouterServiceImpl::Route(grpc::ServerContext* ctx, const v1::RouteRequest* request,
+                                      v1::RouteResponse* response) {
+  auto caller = Authenticate(ctx->client_metadata(), *auth_);
+  if (!caller.ok()) return ToStatus(caller.error());
+  return Reply(router_->Route(request->channel()), response);
+}
+
+#define INFRACHAT_AUTHENTICATE(ctx)                              \
+  auto caller = Authenticate((ctx)->client_metadata(), *auth_); \
+  if (!caller.ok()) return ToStatus(caller.error())
+
+grpc::Status ChannelServiceImpl::CreateChannel(grpc::ServerContext* ctx,
+                                               const v1::CreateChannelRequest* request,
+                                               v1::Channel* response) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  return Reply(shard_->CreateChannel(*caller, *request), response);
+}
+
+grpc::Status ChannelServiceImpl::JoinChannel(grpc::ServerContext* ctx,
+                                             const v1::JoinChannelRequest* request,
+                                             v1::Channel* response) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  return Reply(shard_->JoinChannel(*caller, request->channel()), response);
+}
+
+grpc::Status ChannelServiceImpl::LeaveChannel(grpc::ServerContext* ctx,
+                                              const v1::LeaveChannelRequest* request,
+                                              v1::LeaveChannelResponse*) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  return ToStatus(shard_->LeaveChannel(*caller, request->channel()));
+}
+
+grpc::Status ChannelServiceImpl::InviteMember(grpc::ServerContext* ctx,
+                                              const v1::InviteMemberRequest* request,
+                                              v1::InviteMemberResponse*) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  auto invitee = auth_->LookupUserId(request->username());
+  if (!invitee.ok()) return ToStatus(invitee.error());
+  return ToStatus(shard_->InviteMember(*caller, request->channel(), *invitee, request->username()));
+}
+
+grpc::Status ChannelServiceImpl::ListChannels(grpc::ServerContext* ctx,
+                                              const v1::ListChannelsRequest*,
+                                              v1::ListChannelsResponse* response) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  auto channels = shard_->ListChannels(*caller);
+  if (!channels.ok()) return ToStatus(channels.error());
+  for (auto& c : *channels) *response->add_channels() = std::move(c);
+  return grpc::Status::OK;
+}
+
+grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
+                                             const v1::ListMembersRequest* request,
+                                             v1::ListMembersResponse* response) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  auto members = shard_->ListMembers(*caller, request->channel());
+  if (!members.ok()) return ToStatus(members.error());
+  for (auto& m : *members) *response->add_members() = std::move(m);
+  return grpc::Status::OK;
+}
+
+grpc::Status ChannelServiceImpl::GetHistory(grpc::ServerContext* ctx,
+                                            const v1::GetHistoryRequest* request,
+                                            v1::GetHistoryResponse* response) {
+  INFRACHAT_AUTHENTICATE(ctx);
+  return Reply(shard_->GetHistory(*caller, *request), response);
+}
+
+#undef INFRACHAT_AUTHENTICATE
+
+}  // namespace infrachat::gateway
