@@ -48,8 +48,8 @@ Result<std::string> NormalizeChannelName(std::string_view name) {
     return MakeError(Code::kInvalidArgument, "channel name is longer than 64 characters");
   }
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                    c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) {
       return MakeError(Code::kInvalidArgument,
                        "channel name may contain only a-z, 0-9, '.', '_' and '-'");
@@ -63,8 +63,8 @@ Result<void> ValidateUsername(std::string_view username) {
     return MakeError(Code::kInvalidArgument, "username must be 3 to 32 characters long");
   }
   for (char c : username) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                    c == '-';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) {
       return MakeError(Code::kInvalidArgument,
                        "username may contain only a-z, 0-9, '.', '_' and '-'");
@@ -80,10 +80,12 @@ Result<void> ValidateUsername(std::string_view username) {
 Result<void> ValidateBody(std::string_view body, std::size_t max_bytes) {
   if (body.empty()) return MakeError(Code::kInvalidArgument, "message body is empty");
   if (body.size() > max_bytes) {
-    return MakeError(Code::kInvalidArgument,
-                     fmt::format("message body is {} bytes; the limit is {}", body.size(), max_bytes));
+    return MakeError(
+        Code::kInvalidArgument,
+        fmt::format("message body is {} bytes; the limit is {}", body.size(), max_bytes));
   }
-  if (!IsValidUtf8(body)) return MakeError(Code::kInvalidArgument, "message body is not valid UTF-8");
+  if (!IsValidUtf8(body))
+    return MakeError(Code::kInvalidArgument, "message body is not valid UTF-8");
   if (body.find('\0') != std::string_view::npos) {
     return MakeError(Code::kInvalidArgument, "message body contains a NUL character");
   }

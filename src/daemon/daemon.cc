@@ -1,20 +1,19 @@
 #include "daemon.h"
 
+#include <fmt/ranges.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
-
-#include <CLI/CLI.hpp>
-#include <fmt/ranges.h>
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 
 #include "bus/local/local_event_bus.h"
 #include "infrachat/core/logging.h"
@@ -134,7 +133,8 @@ void Daemon::Start() {
   state_->bus = std::make_unique<LocalEventBus>();
   state_->context.ProvideBus(state_->bus.get());
   if (!config.database.url.empty()) {
-    state_->pool = std::make_unique<pg::ConnectionPool>(config.database.url, config.database.pool_size);
+    state_->pool =
+        std::make_unique<pg::ConnectionPool>(config.database.url, config.database.pool_size);
     state_->context.ProvideDb(state_->pool.get());
   }
   try {

@@ -54,7 +54,8 @@ class ShardApi {
   virtual Result<void> LeaveChannel(const Principal& caller, std::string_view channel) = 0;
   // `invitee_id`/`invitee_username` come from the auth module (the shard does not own users).
   virtual Result<void> InviteMember(const Principal& caller, std::string_view channel,
-                                    std::uint64_t invitee_id, std::string_view invitee_username) = 0;
+                                    std::uint64_t invitee_id,
+                                    std::string_view invitee_username) = 0;
   virtual Result<std::vector<v1::Channel>> ListChannels(const Principal& caller) = 0;
   virtual Result<std::vector<v1::Member>> ListMembers(const Principal& caller,
                                                       std::string_view channel) = 0;

@@ -9,10 +9,10 @@
 namespace infrachat {
 
 struct DatabaseConfig {
-  std::string url;               // libpq connection string or URI (secret: masked in logs)
-  int pool_size = 8;             // connections for request-path queries
+  std::string url;    // libpq connection string or URI (secret: masked in logs)
+  int pool_size = 8;  // connections for request-path queries
   int connect_timeout_s = 5;
-  bool require_durable = true;   // refuse to start unless fsync and synchronous_commit are on
+  bool require_durable = true;  // refuse to start unless fsync and synchronous_commit are on
 };
 
 struct GrpcConfig {
@@ -20,13 +20,13 @@ struct GrpcConfig {
   std::string advertise_address;                  // what Route returns; default: the bound address
   int max_receive_message_bytes = 64 * 1024;
   int max_send_message_bytes = 4 * 1024 * 1024;
-  int max_concurrent_streams = 1000;              // per HTTP/2 connection
-  int keepalive_time_s = 30;                      // server pings an idle connection this often
+  int max_concurrent_streams = 1000;  // per HTTP/2 connection
+  int keepalive_time_s = 30;          // server pings an idle connection this often
   int keepalive_timeout_s = 10;
-  int min_client_ping_interval_s = 10;            // clients may ping this often without data
+  int min_client_ping_interval_s = 10;  // clients may ping this often without data
   int handshake_timeout_s = 10;
   int max_connection_idle_s = 3600;
-  int shutdown_grace_s = 10;                      // drain time on SIGTERM before cancelling
+  int shutdown_grace_s = 10;  // drain time on SIGTERM before cancelling
 };
 
 struct AuthConfig {
@@ -34,9 +34,9 @@ struct AuthConfig {
   std::string audience = "infrachat";
   int access_token_ttl_s = 900;
   int refresh_token_ttl_s = 30 * 24 * 3600;
-  std::string private_key_file;  // PEM, EC P-256 (ES256). Empty in development: generated
-  std::string public_key_file;   // and kept in the database on first start.
-  std::uint64_t argon2_ops_limit = 2;          // libsodium crypto_pwhash opslimit
+  std::string private_key_file;        // PEM, EC P-256 (ES256). Empty in development: generated
+  std::string public_key_file;         // and kept in the database on first start.
+  std::uint64_t argon2_ops_limit = 2;  // libsodium crypto_pwhash opslimit
   std::uint64_t argon2_mem_limit_kib = 19456;  // 19 MiB (OWASP's argon2id minimum)
   int revocation_check_interval_s = 5;         // how often live streams recheck their session
 };
@@ -47,32 +47,32 @@ struct RouterConfig {
 
 struct ShardConfig {
   std::string id = "shard-0";
-  int max_batch = 512;         // sends committed in one transaction at most
-  int max_queue = 65536;       // queued sends before RESOURCE_EXHAUSTED
+  int max_batch = 512;    // sends committed in one transaction at most
+  int max_queue = 65536;  // queued sends before RESOURCE_EXHAUSTED
 };
 
 struct FanoutConfig {
-  int workers = 2;             // threads reading the log for catch-up
-  int catchup_batch = 256;     // messages per log read
+  int workers = 2;          // threads reading the log for catch-up
+  int catchup_batch = 256;  // messages per log read
 };
 
 struct LimitsConfig {
   int max_body_bytes = 8 * 1024;
-  int session_queue_frames = 1024;   // outgoing frames buffered per stream before "slow consumer"
-  int max_inflight_sends = 256;      // unacknowledged sends per stream before reads pause
-  double send_rate_per_s = 50;       // token bucket per stream
+  int session_queue_frames = 1024;  // outgoing frames buffered per stream before "slow consumer"
+  int max_inflight_sends = 256;     // unacknowledged sends per stream before reads pause
+  double send_rate_per_s = 50;      // token bucket per stream
   double send_burst = 100;
-  int max_streams = 10000;           // concurrent Connect streams per process
+  int max_streams = 10000;  // concurrent Connect streams per process
   int max_subscriptions_per_stream = 256;
 };
 
 struct LogConfig {
-  std::string level = "info";                // trace, debug, info, warn, error
+  std::string level = "info";                  // trace, debug, info, warn, error
   std::map<std::string, std::string> modules;  // per-module level, e.g. {gateway: debug}
 };
 
 struct DaemonConfig {
-  std::vector<std::string> roles;  // subset of: gateway auth router shard fanout
+  std::vector<std::string> roles;    // subset of: gateway auth router shard fanout
   std::string mode = "development";  // development | production
   std::string region = "local";
   DatabaseConfig database;
@@ -93,8 +93,8 @@ const std::vector<std::string>& AllRoles();
 // Inputs of LoadConfig. `env` holds the process environment (only INFRACHAT_* entries matter);
 // `overrides` holds "key.path=value" strings from --set. Precedence: file < env < overrides.
 struct ConfigSources {
-  std::string yaml_text;     // the file's contents
-  std::string yaml_origin;   // the file's name, for error messages
+  std::string yaml_text;    // the file's contents
+  std::string yaml_origin;  // the file's name, for error messages
   std::map<std::string, std::string> env;
   std::vector<std::string> overrides;
 };

@@ -1,8 +1,8 @@
 #include "fanout_service.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace infrachat::fanout {
 

@@ -1,13 +1,13 @@
 // FanoutService: the in-process FanoutApi.
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
-
-#include <spdlog/logger.h>
 
 #include "infrachat/api/fanout_api.h"
 #include "infrachat/api/shard_api.h"
@@ -63,8 +63,8 @@ class FanoutService final : public FanoutApi {
     const SessionSink* key = nullptr;
     std::uint64_t user_id = 0;
     std::string channel;
-    std::uint64_t delivered = 0;      // last seq offered to the stream
-    std::uint64_t newest_live = 0;    // highest live seq seen while catching up
+    std::uint64_t delivered = 0;    // last seq offered to the stream
+    std::uint64_t newest_live = 0;  // highest live seq seen while catching up
     bool catching_up = false;
     bool active = true;
     std::chrono::steady_clock::time_point stalled_since{};
@@ -74,8 +74,7 @@ class FanoutService final : public FanoutApi {
   void OnEvent(const BusEvent& event);
   void OnMessage(const v1::ChatMessage& message);
   void OnMembership(const MembershipChanged& change);
-  void Broadcast(const std::string& channel, const v1::ServerFrame& frame,
-                 std::uint64_t skip_user);
+  void Broadcast(const std::string& channel, const v1::ServerFrame& frame, std::uint64_t skip_user);
 
   // Requires mu_. Ends the subscription, telling the stream where to resume.
   void EndLocked(const SubPtr& sub, const std::string& reason);

@@ -55,8 +55,7 @@ bool ChatStream::Offer(v1::ServerFrame frame, bool reserved) {
   if (data && !reserved) {
     if (draining_ || data_frames_queued_ >= deps_.limits.queue_frames) return false;
   }
-  if (out_.size() >=
-      deps_.limits.queue_frames + deps_.limits.max_inflight_sends + kControlMargin) {
+  if (out_.size() >= deps_.limits.queue_frames + deps_.limits.max_inflight_sends + kControlMargin) {
     return false;  // the client reads nothing at all; its stream ends by keepalive or expiry
   }
   if (data) ++data_frames_queued_;
@@ -280,18 +279,18 @@ void ChatStream::HandleSend(v1::Send& send) {
     if (allowed) ++inflight_sends_;
   }
   if (!allowed) {
-    Offer(ErrorFrame(MakeError(Code::kResourceExhausted, "sending too fast; retry this message later"),
-                     *name, send.client_msg_id()),
+    Offer(ErrorFrame(
+              MakeError(Code::kResourceExhausted, "sending too fast; retry this message later"),
+              *name, send.client_msg_id()),
           true);
     return;
   }
   SendCommand command{*name, principal_.user_id, principal_.username, send.client_msg_id(),
                       std::move(*send.mutable_body())};
-  deps_.shard->SendAsync(std::move(command),
-                         [self = shared_from_this(), channel = *name,
-                          id = send.client_msg_id()](Result<SendOutcome> outcome) {
-                           self->OnSendDone(channel, id, std::move(outcome));
-                         });
+  deps_.shard->SendAsync(
+      std::move(command),
+      [self = shared_from_this(), channel = *name, id = send.client_msg_id()](
+          Result<SendOutcome> outcome) { self->OnSendDone(channel, id, std::move(outcome)); });
 }
 
 void ChatStream::OnSendDone(const std::string& channel, const std::string& client_msg_id,

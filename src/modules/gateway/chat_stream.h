@@ -1,14 +1,14 @@
 // ChatStream: one ChatService.Connect call (a client's live stream).
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+#include <spdlog/logger.h>
+
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
-
-#include <grpcpp/grpcpp.h>
-#include <spdlog/logger.h>
 
 #include "infrachat/api/auth_api.h"
 #include "infrachat/api/fanout_api.h"

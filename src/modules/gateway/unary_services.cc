@@ -43,7 +43,7 @@ grpc::Status RouterServiceImpl::Route(grpc::ServerContext* ctx, const v1::RouteR
   return Reply(router_->Route(request->channel()), response);
 }
 
-#define INFRACHAT_AUTHENTICATE(ctx)                              \
+#define INFRACHAT_AUTHENTICATE(ctx)                             \
   auto caller = Authenticate((ctx)->client_metadata(), *auth_); \
   if (!caller.ok()) return ToStatus(caller.error())
 

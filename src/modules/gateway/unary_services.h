@@ -17,8 +17,7 @@ class AuthServiceImpl final : public v1::AuthService::Service {
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::Session*) override;
   grpc::Status Login(grpc::ServerContext*, const v1::LoginRequest*, v1::Session*) override;
   grpc::Status Refresh(grpc::ServerContext*, const v1::RefreshRequest*, v1::Session*) override;
-  grpc::Status Logout(grpc::ServerContext*, const v1::LogoutRequest*,
-                      v1::LogoutResponse*) override;
+  grpc::Status Logout(grpc::ServerContext*, const v1::LogoutRequest*, v1::LogoutResponse*) override;
 
  private:
   AuthApi* auth_;

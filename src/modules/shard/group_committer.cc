@@ -1,10 +1,10 @@
 #include "group_committer.h"
 
-#include <map>
-#include <tuple>
-
 #include <fmt/format.h>
+
+#include <map>
 #include <pqxx/pqxx>
+#include <tuple>
 
 #include "infrachat/storage/pg.h"
 
@@ -150,8 +150,8 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
     if (row[1].is_null()) {
       outcomes[i] = MakeError(Code::kNotFound, "no such channel: " + batch[i].command.channel);
     } else if (!row[2].as<bool>()) {
-      outcomes[i] = MakeError(Code::kPermissionDenied,
-                              "not a member of channel " + batch[i].command.channel);
+      outcomes[i] =
+          MakeError(Code::kPermissionDenied, "not a member of channel " + batch[i].command.channel);
     } else {
       channel_id[i] = row[1].as<std::int64_t>();
     }

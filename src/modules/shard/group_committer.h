@@ -1,6 +1,8 @@
 // GroupCommitter: the shard's durable write path.
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -8,16 +10,13 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <pqxx/connection>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <pqxx/connection>
-#include <spdlog/logger.h>
-
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
-
 
 namespace infrachat::shard {
 

@@ -17,7 +17,8 @@ class ShardModule final : public Module {
     auto log = ModuleLogger("shard");
     const DaemonConfig& config = ctx.config();
     auto conn = pg::Connect(config.database.url);
-    if (!conn.ok()) throw std::runtime_error("shard: cannot reach the database: " + conn.error().message);
+    if (!conn.ok())
+      throw std::runtime_error("shard: cannot reach the database: " + conn.error().message);
     if (config.database.require_durable) {
       pg::CheckDurability(**conn);
     } else {
@@ -31,8 +32,8 @@ class ShardModule final : public Module {
                                      static_cast<std::size_t>(config.shard.max_queue)},
         &ctx.bus(), log);
     service_ = std::make_unique<shard::ShardService>(
-        shard::ShardServiceOptions{static_cast<std::size_t>(config.limits.max_body_bytes)}, &ctx.db(),
-        committer_.get(), &ctx.bus());
+        shard::ShardServiceOptions{static_cast<std::size_t>(config.limits.max_body_bytes)},
+        &ctx.db(), committer_.get(), &ctx.bus());
     ctx.ProvideShard(service_.get());
     log->info("shard {} ready", config.shard.id);
   }

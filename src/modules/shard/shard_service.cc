@@ -68,8 +68,9 @@ v1::Channel ChannelFromRow(const pqxx::row& row) {
 
 Result<v1::Channel> LoadChannel(pqxx::transaction_base& tx, const std::string& name,
                                 std::uint64_t user_id) {
-  auto rows = tx.exec_params(fmt::format("SELECT {} FROM channels c WHERE c.name = $2", kChannelColumns),
-                             static_cast<std::int64_t>(user_id), name);
+  auto rows =
+      tx.exec_params(fmt::format("SELECT {} FROM channels c WHERE c.name = $2", kChannelColumns),
+                     static_cast<std::int64_t>(user_id), name);
   if (rows.empty()) return MakeError(Code::kNotFound, "no such channel: " + name);
   return ChannelFromRow(rows[0]);
 }
@@ -122,8 +123,7 @@ Result<v1::Channel> ShardService::CreateChannel(const Principal& caller,
   if (request.topic().size() > kMaxTopicBytes || !IsValidUtf8(request.topic())) {
     return MakeError(Code::kInvalidArgument, "topic must be valid UTF-8 of at most 256 bytes");
   }
-  const v1::Visibility visibility =
-      request.visibility() == v1::PRIVATE ? v1::PRIVATE : v1::PUBLIC;
+  const v1::Visibility visibility = request.visibility() == v1::PRIVATE ? v1::PRIVATE : v1::PUBLIC;
   auto result = pool_->With<v1::Channel>([&](pqxx::connection& conn) -> Result<v1::Channel> {
     pqxx::work tx(conn);
     auto inserted = tx.exec_params(
@@ -153,7 +153,8 @@ Result<v1::Channel> ShardService::JoinChannel(const Principal& caller, std::stri
     if (!access.ok()) return access.error();
     if (!access->is_member) {
       if (access->visibility == v1::PRIVATE && !access->is_invited) {
-        return MakeError(Code::kPermissionDenied, "channel " + *name + " is private: ask a member for an invite");
+        return MakeError(Code::kPermissionDenied,
+                         "channel " + *name + " is private: ask a member for an invite");
       }
       auto ins = tx.exec_params(
           "INSERT INTO memberships (channel_id, user_id, username) VALUES ($1, $2, $3)"
@@ -204,7 +205,8 @@ Result<void> ShardService::InviteMember(const Principal& caller, std::string_vie
     tx.exec_params(
         "INSERT INTO invites (channel_id, user_id, invited_by) VALUES ($1, $2, $3)"
         " ON CONFLICT DO NOTHING",
-        access->id, static_cast<std::int64_t>(invitee_id), static_cast<std::int64_t>(caller.user_id));
+        access->id, static_cast<std::int64_t>(invitee_id),
+        static_cast<std::int64_t>(caller.user_id));
     tx.commit();
     return true;
   });
@@ -217,10 +219,11 @@ Result<std::vector<v1::Channel>> ShardService::ListChannels(const Principal& cal
       [&](pqxx::connection& conn) -> Result<std::vector<v1::Channel>> {
         pqxx::read_transaction tx(conn);
         auto rows = tx.exec_params(
-            fmt::format("SELECT {} FROM channels c WHERE c.visibility = 1 OR EXISTS"
-                        " (SELECT 1 FROM memberships m WHERE m.channel_id = c.id AND m.user_id = $1)"
-                        " ORDER BY c.name LIMIT 1000",
-                        kChannelColumns),
+            fmt::format(
+                "SELECT {} FROM channels c WHERE c.visibility = 1 OR EXISTS"
+                " (SELECT 1 FROM memberships m WHERE m.channel_id = c.id AND m.user_id = $1)"
+                " ORDER BY c.name LIMIT 1000",
+                kChannelColumns),
             static_cast<std::int64_t>(caller.user_id));
         std::vector<v1::Channel> out;
         for (const auto& row : rows) out.push_back(ChannelFromRow(row));
@@ -271,8 +274,8 @@ Result<v1::GetHistoryResponse> ShardService::GetHistory(const Principal& caller,
         if (request.has_before_seq()) {
           // The newest `limit` messages before before_seq, returned oldest first.
           const std::uint64_t before = request.before_seq();
-          const std::uint64_t after = std::max<std::uint64_t>(
-              request.after_seq(), before > limit ? before - limit - 1 : 0);
+          const std::uint64_t after =
+              std::max<std::uint64_t>(request.after_seq(), before > limit ? before - limit - 1 : 0);
           messages = ReadMessages(tx, access->id, *name, after, limit);
           std::erase_if(messages, [&](const v1::ChatMessage& m) { return m.seq() >= before; });
         } else {

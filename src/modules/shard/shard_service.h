@@ -1,9 +1,9 @@
 // ShardService: the in-process ShardApi.
 #pragma once
 
-#include <memory>
-
 #include <spdlog/logger.h>
+
+#include <memory>
 
 #include "group_committer.h"
 #include "infrachat/api/shard_api.h"

@@ -1,6 +1,6 @@
-#include <stdexcept>
-
 #include <fmt/format.h>
+
+#include <stdexcept>
 
 #include "infrachat/storage/pg.h"
 
@@ -32,11 +32,12 @@ void Migrate(pqxx::connection& conn, const std::string& module,
     try {
       tx.exec(m.sql);
     } catch (const std::exception& e) {
-      throw std::runtime_error(
-          fmt::format("migration {} v{} ({}) failed: {}", module, m.version, m.description, e.what()));
+      throw std::runtime_error(fmt::format("migration {} v{} ({}) failed: {}", module, m.version,
+                                           m.description, e.what()));
     }
-    tx.exec_params("INSERT INTO schema_migrations (module, version, description) VALUES ($1, $2, $3)",
-                   module, m.version, m.description);
+    tx.exec_params(
+        "INSERT INTO schema_migrations (module, version, description) VALUES ($1, $2, $3)", module,
+        m.version, m.description);
     tx.commit();
   }
 }

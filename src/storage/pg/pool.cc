@@ -1,6 +1,6 @@
-#include <stdexcept>
-
 #include <fmt/format.h>
+
+#include <stdexcept>
 
 #include "infrachat/storage/pg.h"
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds InfraChat and runs every test: unit, PostgreSQL-backed and end-to-end.
+#   scripts/test.sh                  everything (what CI runs)
+#   scripts/test.sh -L unit          only the fast unit tests (any ctest arguments work)
+#   INFRACHAT_SANITIZE=address scripts/test.sh   the same under ASan+UBSan (build-asan/)
+#   INFRACHAT_SANITIZE=thread  scripts/test.sh   under TSan (build-tsan/)
+# The database tests start their own private PostgreSQL cluster (CTest fixture `pg`).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/setup.sh"
+
+case "${INFRACHAT_SANITIZE:-}" in
+  address) export BUILD_DIR=${BUILD_DIR:-$root/build-asan} ;;
+  thread) export BUILD_DIR=${BUILD_DIR:-$root/build-tsan} ;;
+  "") export BUILD_DIR=${BUILD_DIR:-$root/build} ;;
+  *) echo "INFRACHAT_SANITIZE must be address or thread" >&2; exit 2 ;;
+esac
+
+"$root/scripts/check-format.sh"
+"$root/scripts/build.sh"
+cd "$BUILD_DIR"
+ctest --output-on-failure -j"$(nproc)" --timeout 300 "$@"
