@@ -124,7 +124,7 @@ TEST_CASE("environment overrides the file; unrelated INFRACHAT_ variables are ig
   CHECK(result.config.log.modules == std::map<std::string, std::string>{{"gateway", "debug"}});
 }
 
-TEST_CASE("--set overrides the environment, and a later --set wins", "[config]") {
+TEST_CASE("A --set override beats the environment, and a later --set wins", "[config]") {
   const ConfigLoadResult result =
       Load(kAuthGateway, {{"INFRACHAT_DATABASE_POOL_SIZE", "32"}, {"INFRACHAT_REGION", "env"}},
            {"database.pool_size=64", "region=first", "region=second",
