@@ -1,12 +1,18 @@
 // Input validation shared by every boundary. Pure functions; thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "infrachat/core/result.h"
 
 namespace infrachat {
+
+// Decodes the UTF-8 sequence starting at text[i]: returns its length in bytes and sets
+// `code_point`, or returns 0 if it is not well-formed (truncated, overlong, a surrogate, or
+// beyond U+10FFFF). Requires i < text.size().
+std::size_t DecodeUtf8(std::string_view text, std::size_t i, std::uint32_t& code_point);
 
 // True if `text` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
 bool IsValidUtf8(std::string_view text);
