@@ -49,7 +49,10 @@ void Executor::Run() {
         tasks_.clear();
         return;
       }
-      cv_.wait_until(lock, first->first);
+      // By value: while this thread waits, another worker may run and erase that task, and
+      // wait_until reads its deadline again after waking.
+      const Clock::time_point when = first->first;
+      cv_.wait_until(lock, when);
       continue;
     }
     Task task = std::move(first->second);

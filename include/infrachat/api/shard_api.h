@@ -30,8 +30,9 @@ struct SendOutcome {
   std::int64_t sent_at_unix_ms = 0;
 };
 
-// Called exactly once per SendAsync, on a shard thread, after the outcome is known. For a
-// success that is after COMMIT returned: ACK = durability. Must not block.
+// Called exactly once per SendAsync, after the outcome is known: on a shard thread, or inline on
+// the caller's thread when the command is rejected before it is queued (validation, full queue,
+// shutting down). For a success that is after COMMIT returned: ACK = durability. Must not block.
 using SendCallback = std::function<void(Result<SendOutcome>)>;
 
 // Thread-safety: every method may be called concurrently from any thread.

@@ -244,10 +244,29 @@ void FanoutService::CatchUp(const SubPtr& sub) {
   }
   auto sink = sub->sink.lock();
   if (!sink) return;
+  bool refused = false;
   for (const v1::ChatMessage& m : *messages) {
     if (m.seq() != sub->delivered + 1) continue;  // cannot happen with a gap-free log; be safe
-    if (!sink->Offer(MessageFrame(m), /*reserved=*/false)) break;  // retried from `delivered`
+    if (!sink->Offer(MessageFrame(m), /*reserved=*/false)) {
+      refused = true;  // retried from `delivered`
+      break;
+    }
     sub->delivered = m.seq();
+  }
+  if (refused) {
+    // The queue filled up while the log was read (the stream's other channels and the
+    // gateway's own frames share it): this read was short because of the queue, not because
+    // the head was reached. Continue at the client's pace, or end as a slow consumer, exactly
+    // as when the queue was full to begin with; never stop catching up silently.
+    const auto now = std::chrono::steady_clock::now();
+    if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
+    if (now - sub->stalled_since > options_.stalled_limit) {
+      ++slow_consumer_cuts_;
+      EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
+      return;
+    }
+    workers_.PostAfter(kFullQueueRetry, [this, sub] { CatchUp(sub); });
+    return;
   }
   const bool head_reached = messages->size() < want;
   if (!head_reached || sub->newest_live > sub->delivered) {

@@ -272,8 +272,9 @@ Result<v1::GetHistoryResponse> ShardService::GetHistory(const Principal& caller,
         response.set_head_seq(access->head_seq);
         std::vector<v1::ChatMessage> messages;
         if (request.has_before_seq()) {
-          // The newest `limit` messages before before_seq, returned oldest first.
-          const std::uint64_t before = request.before_seq();
+          // The newest `limit` messages before before_seq, returned oldest first. A before_seq
+          // beyond the head (e.g. UINT64_MAX for "the latest") means the newest messages.
+          const std::uint64_t before = std::min(request.before_seq(), access->head_seq + 1);
           const std::uint64_t after =
               std::max<std::uint64_t>(request.after_seq(), before > limit ? before - limit - 1 : 0);
           messages = ReadMessages(tx, access->id, *name, after, limit);

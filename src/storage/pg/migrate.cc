@@ -45,11 +45,16 @@ void Migrate(pqxx::connection& conn, const std::string& module,
 void CheckDurability(pqxx::connection& conn) {
   pqxx::nontransaction tx(conn);
   const std::string fsync = tx.exec("SHOW fsync")[0][0].c_str();
-  const std::string sync_commit = tx.exec("SHOW synchronous_commit")[0][0].c_str();
+  // reset_val is what a new session starts with (server, database and role settings), which the
+  // session value does not show: pg::Connect sessions always SET it on.
+  const auto sync_commit =
+      tx.exec("SELECT setting, reset_val FROM pg_settings WHERE name = 'synchronous_commit'")[0];
+  const std::string session = sync_commit[0].c_str();
+  const std::string for_new_sessions = sync_commit[1].c_str();
   std::string problems;
   if (fsync != "on") problems += " fsync is '" + fsync + "';";
   // 'remote_write', 'remote_apply' and 'on' all wait for the local WAL flush; 'local' too.
-  if (sync_commit == "off") problems += " synchronous_commit is 'off';";
+  if (session == "off" || for_new_sessions == "off") problems += " synchronous_commit is 'off';";
   if (!problems.empty()) {
     throw std::runtime_error(
         "the database cannot make acknowledged messages durable:" + problems +

@@ -45,9 +45,10 @@ void ConnectionPool::Release(std::unique_ptr<pqxx::connection> conn) {
 Result<std::unique_ptr<pqxx::connection>> Connect(const std::string& url) {
   try {
     auto conn = std::make_unique<pqxx::connection>(url);
-    // ACK = durability: a pooled session must never run with a weakened commit.
-    pqxx::nontransaction tx(*conn);
-    tx.exec("SET synchronous_commit = on");
+    // ACK = durability: a pooled session must never run with a weakened commit. set_variable,
+    // not a raw SET: libpqxx 6 silently reconnects a broken connection when it is used again,
+    // and only re-applies the variables it knows about (a raw SET would be lost).
+    conn->set_variable("synchronous_commit", "on");
     return conn;
   } catch (const std::exception& e) {
     return MakeError(Code::kUnavailable, e.what());
