@@ -1,11 +1,11 @@
 #include "test_db.h"
 
+#include <fmt/format.h>
+
 #include <cstdlib>
+#include <pqxx/pqxx>
 #include <random>
 #include <stdexcept>
-
-#include <fmt/format.h>
-#include <pqxx/pqxx>
 
 namespace infrachat::testing {
 
@@ -27,7 +27,8 @@ TestDatabase::TestDatabase() {
   tx.exec("CREATE DATABASE " + name_);
   std::string admin_url = AdminUrl();
   auto pos = admin_url.find("dbname=postgres");
-  if (pos == std::string::npos) throw std::runtime_error("INFRACHAT_TEST_PG must name dbname=postgres");
+  if (pos == std::string::npos)
+    throw std::runtime_error("INFRACHAT_TEST_PG must name dbname=postgres");
   url_ = admin_url.replace(pos, std::string("dbname=postgres").size(), "dbname=" + name_);
 }
 

@@ -37,7 +37,8 @@ class ConnectionPool {
 
  private:
   class Lease;
-  std::unique_ptr<pqxx::connection> Acquire(std::string* error);
+  // `reused` tells whether the connection was idle in the pool (it may have died meanwhile).
+  std::unique_ptr<pqxx::connection> Acquire(std::string* error, bool* reused);
   void Release(std::unique_ptr<pqxx::connection> conn);
   Error Translate(const std::exception& e) const;
 
@@ -80,23 +81,34 @@ std::string ToArrayLiteral(const std::vector<std::int64_t>& values);
 
 template <typename T>
 Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>& work) {
-  std::string why;
-  std::unique_ptr<pqxx::connection> conn = Acquire(&why);
-  if (!conn) return MakeError(Code::kUnavailable, "database unavailable: " + why);
-  try {
-    Result<T> result = work(*conn);
-    Release(std::move(conn));
-    return result;
-  } catch (const std::exception& e) {
-    Error error = TranslateException(e);
-    // A broken connection is dropped; anything else leaves the connection usable.
-    if (conn->is_open() && error.code != Code::kUnavailable) {
+  for (int attempt = 0;; ++attempt) {
+    std::string why;
+    bool reused = false;
+    std::unique_ptr<pqxx::connection> conn = Acquire(&why, &reused);
+    if (!conn) return MakeError(Code::kUnavailable, "database unavailable: " + why);
+    try {
+      Result<T> result = work(*conn);
       Release(std::move(conn));
-    } else {
-      conn.reset();
-      Release(nullptr);
+      return result;
+    } catch (const std::exception& e) {
+      Error error = TranslateException(e);
+      // A broken connection is dropped; anything else leaves the connection usable.
+      if (conn->is_open() && error.code != Code::kUnavailable) {
+        Release(std::move(conn));
+      } else {
+        conn.reset();
+        Release(nullptr);
+      }
+      // Idle connections may have died while the database was away (restart, outage). Unless a
+      // COMMIT's outcome is unknown, nothing was committed on this one: run the work again
+      // (each dead idle connection is dropped, then a fresh one is opened) instead of failing
+      // requests after the database is back.
+      if (reused && attempt < size_ && error.code == Code::kUnavailable &&
+          dynamic_cast<const pqxx::in_doubt_error*>(&e) == nullptr) {
+        continue;
+      }
+      return error;
     }
-    return error;
   }
 }
 

@@ -109,14 +109,19 @@ void ChatStream::OnReadDone(bool ok) {
       MaybeFinishLocked();
       return;
     }
+    // Until Handle returns, no other thread (OnSendDone) may start the next read into in_, and
+    // a drain must not finish the stream before this frame's send is counted in flight.
+    handling_ = true;
   }
   Handle(in_);  // consumes in_ before the next read reuses it
   std::lock_guard lock(mu_);
+  handling_ = false;
   ContinueReadingLocked();
+  MaybeFinishLocked();
 }
 
 void ChatStream::ContinueReadingLocked() {
-  if (reading_ || read_done_ || finished_ || draining_ || end_status_) return;
+  if (reading_ || handling_ || read_done_ || finished_ || draining_ || end_status_) return;
   if (inflight_sends_ >= deps_.limits.max_inflight_sends) return;  // resumed by OnSendDone
   reading_ = true;
   StartRead(&in_);
@@ -154,7 +159,7 @@ void ChatStream::BeginDrain() {
 }
 
 void ChatStream::MaybeFinishLocked() {
-  if (finished_) return;
+  if (finished_ || handling_) return;
   if (!read_done_ && !draining_ && !end_status_ && !write_failed_) return;
   if (inflight_sends_ > 0 || serial_running_ || !serial_.empty()) return;
   if (writing_ || (!out_.empty() && !write_failed_)) return;
@@ -355,6 +360,12 @@ void StreamRegistry::Add(const std::shared_ptr<ChatStream>& stream) {
 void StreamRegistry::Remove(const ChatStream* stream) {
   std::lock_guard lock(mu_);
   streams_.erase(stream);
+  if (streams_.empty()) empty_cv_.notify_all();
+}
+
+bool StreamRegistry::WaitUntilEmpty(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  return empty_cv_.wait_until(lock, deadline, [&] { return streams_.empty(); });
 }
 
 std::vector<std::shared_ptr<ChatStream>> StreamRegistry::Snapshot() const {

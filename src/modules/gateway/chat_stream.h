@@ -4,6 +4,8 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/logger.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -110,6 +112,7 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   bool writing_ = false;
   bool write_failed_ = false;
   bool reading_ = false;
+  bool handling_ = false;  // OnReadDone is handling in_ (no new read, no Finish meanwhile)
   bool read_done_ = false;
   bool draining_ = false;
   std::optional<grpc::Status> end_status_;
@@ -129,9 +132,12 @@ class StreamRegistry {
   void Remove(const ChatStream* stream);
   std::vector<std::shared_ptr<ChatStream>> Snapshot() const;
   std::size_t size() const;
+  // Waits until every stream has completed (OnDone), at most until `deadline`; true if empty.
+  bool WaitUntilEmpty(std::chrono::steady_clock::time_point deadline);
 
  private:
   mutable std::mutex mu_;
+  std::condition_variable empty_cv_;
   std::unordered_map<const ChatStream*, std::weak_ptr<ChatStream>> streams_;
 };
 

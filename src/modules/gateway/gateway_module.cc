@@ -33,6 +33,7 @@ class GatewayModule final : public Module {
     log_ = ModuleLogger("gateway");
     auth_ = &ctx.auth();
     check_interval_ = std::chrono::seconds(config.auth.revocation_check_interval_s);
+    grace_ = std::chrono::seconds(config.grpc.shutdown_grace_s);
     executor_ = std::make_unique<Executor>(4, "gateway");
 
     gateway::StreamDeps deps;
@@ -70,6 +71,12 @@ class GatewayModule final : public Module {
     const auto streams = registry_.Snapshot();
     log_->info("draining {} streams", streams.size());
     for (const auto& stream : streams) stream->BeginDrain();
+    // Server::Shutdown (next) sends GOAWAY and closes each connection as soon as its last call
+    // ends, while a client may still be writing: the reset then discards final acks the client
+    // had not read yet. Streams that end before it are read to their status by the clients.
+    if (!registry_.WaitUntilEmpty(std::chrono::steady_clock::now() + grace_)) {
+      log_->warn("{} streams still draining after {} s", registry_.size(), grace_.count());
+    }
   }
 
   void Stop() override { executor_->Stop(); }
@@ -111,6 +118,7 @@ class GatewayModule final : public Module {
   std::shared_ptr<spdlog::logger> log_;
   AuthApi* auth_ = nullptr;
   std::chrono::seconds check_interval_{5};
+  std::chrono::seconds grace_{10};
   gateway::StreamRegistry registry_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<gateway::AuthServiceImpl> auth_service_;

@@ -10,13 +10,15 @@ ConnectionPool::ConnectionPool(std::string url, int size) : url_(std::move(url))
 
 ConnectionPool::~ConnectionPool() = default;
 
-std::unique_ptr<pqxx::connection> ConnectionPool::Acquire(std::string* error) {
+std::unique_ptr<pqxx::connection> ConnectionPool::Acquire(std::string* error, bool* reused) {
+  *reused = false;
   {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return !idle_.empty() || leased_or_idle_ < size_; });
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
+      *reused = true;
       return conn;
     }
     ++leased_or_idle_;  // reserve a slot; the connection is opened outside the lock

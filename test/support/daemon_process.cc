@@ -1,0 +1,567 @@
+// Catch2's listener interface is only in the header with this switch.
+#define CATCH_CONFIG_EXTERNAL_INTERFACES
+#include "daemon_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <pqxx/pqxx>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace infrachat::testing {
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// ---- live daemons, so that a failing assertion can show what they logged -----------------------
+
+std::mutex g_live_mu;
+std::set<const DaemonProcess*> g_live;
+
+class DaemonLogListener : public Catch::TestEventListenerBase {
+ public:
+  using TestEventListenerBase::TestEventListenerBase;
+
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    TestEventListenerBase::testCaseStarting(info);
+    logs_.clear();
+    captured_ = false;
+  }
+
+  // The daemons are gone by the end of the test case: take their logs at the first failure
+  // (the interesting one), print them after the reporter's failure messages.
+  bool assertionEnded(const Catch::AssertionStats& stats) override {
+    if (!stats.assertionResult.isOk() && !captured_) {
+      captured_ = true;
+      std::lock_guard lock(g_live_mu);
+      for (const DaemonProcess* daemon : g_live) {
+        logs_ += "---- infrachatd (pid " + std::to_string(daemon->pid()) + ", " +
+                 daemon->log_path() + "), last lines at the first failure ----\n" +
+                 daemon->LogTail(80) + "---- end of infrachatd log ----\n";
+      }
+    }
+    return TestEventListenerBase::assertionEnded(stats);
+  }
+
+  void testCaseEnded(const Catch::TestCaseStats& stats) override {
+    if (!logs_.empty()) {
+      std::cout.flush();
+      std::cerr << logs_ << std::flush;
+    }
+    TestEventListenerBase::testCaseEnded(stats);
+  }
+
+ private:
+  bool captured_ = false;
+  std::string logs_;
+};
+
+CATCH_REGISTER_LISTENER(DaemonLogListener)
+
+std::string MakeTempDir(const char* prefix) {
+  std::string pattern = std::string("/tmp/") + prefix + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
+  }
+  return pattern;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string Tail(const std::string& text, std::size_t lines) {
+  std::size_t pos = text.size();
+  std::size_t seen = 0;
+  while (pos > 0) {
+    const std::size_t nl = text.rfind('\n', pos - 1);
+    if (nl == std::string::npos) return text;
+    if (nl + 1 < text.size() && ++seen > lines) return text.substr(nl + 1);
+    pos = nl;
+  }
+  return text;
+}
+
+// The environment of a child: ours without INFRACHAT_* (hermetic), plus `extra`.
+std::vector<std::string> ChildEnvironment(const std::map<std::string, std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string entry(*e);
+    if (entry.rfind("INFRACHAT_", 0) == 0) continue;
+    const std::string key = entry.substr(0, entry.find('='));
+    if (extra.count(key) > 0) continue;
+    env.push_back(entry);
+  }
+  for (const auto& [key, value] : extra) env.push_back(key + "=" + value);
+  return env;
+}
+
+std::vector<char*> Pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// fork + execve with stdin/stdout/stderr redirected to the given descriptors. Everything the child
+// needs is prepared before fork: between fork and exec only async-signal-safe calls are made
+// (the test process has gRPC threads).
+pid_t Spawn(std::vector<std::string> argv, std::vector<std::string> env, int in_fd, int out_fd,
+            int err_fd) {
+  std::vector<char*> argv_p = Pointers(argv);
+  std::vector<char*> env_p = Pointers(env);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
+  if (pid == 0) {
+    ::dup2(in_fd, STDIN_FILENO);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    // Dies with the thread that started it, so a crashed test leaves nothing running.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::execve(argv_p[0], argv_p.data(), env_p.data());
+    static const char kMsg[] = "exec failed\n";
+    (void)!::write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int OpenOrThrow(const std::string& path, int flags, mode_t mode = 0600) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  if (fd < 0) {
+    throw std::runtime_error("cannot open " + path + ": " + std::string(std::strerror(errno)));
+  }
+  return fd;
+}
+
+int DecodeStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// Waits for `pid` at most `timeout`; nullopt when it is still running.
+std::optional<int> WaitPid(pid_t pid, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return DecodeStatus(status);
+    if (r < 0 && errno != EINTR) return -1;  // not our child any more
+    if (Clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(5ms);  // polling a condition (child exit) against a deadline
+  }
+}
+
+}  // namespace
+
+// ---- DaemonProcess ------------------------------------------------------------------------------
+
+DaemonProcess::DaemonProcess(const TestDatabase& db, std::vector<std::string> overrides,
+                             std::chrono::milliseconds ready_timeout)
+    : db_(db), overrides_(std::move(overrides)), ready_timeout_(ready_timeout) {
+  dir_ = MakeTempDir("infrachatd-e2e");
+  log_path_ = dir_ + "/infrachatd.log";
+  ready_path_ = dir_ + "/ready.json";
+  {
+    std::lock_guard lock(g_live_mu);
+    g_live.insert(this);
+  }
+  try {
+    Start();
+  } catch (...) {
+    Kill9();
+    std::lock_guard lock(g_live_mu);
+    g_live.erase(this);
+    throw;
+  }
+}
+
+DaemonProcess::~DaemonProcess() {
+  {
+    std::lock_guard lock(g_live_mu);
+    g_live.erase(this);
+  }
+  Kill9();
+  std::error_code ignored;
+  std::filesystem::remove_all(dir_, ignored);
+}
+
+void DaemonProcess::Start() {
+  ::unlink(ready_path_.c_str());
+  std::vector<std::string> argv = {INFRACHATD_PATH,
+                                   "--config",
+                                   std::string(INFRACHAT_SOURCE_DIR) + "/config/all-in-one.yaml",
+                                   "--ready-file",
+                                   ready_path_,
+                                   "--set",
+                                   "grpc.listen_address=" + listen_address_,
+                                   "--set",
+                                   "auth.argon2_ops_limit=1",
+                                   "--set",
+                                   "auth.argon2_mem_limit_kib=8"};
+  for (const std::string& o : overrides_) {
+    argv.push_back("--set");
+    argv.push_back(o);
+  }
+  auto env = ChildEnvironment({{"INFRACHAT_DATABASE_URL", db_.url()}});
+
+  const int log_fd = OpenOrThrow(log_path_, O_WRONLY | O_CREAT | O_APPEND);
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  {
+    std::string banner = "==== test harness: starting infrachatd";
+    for (std::size_t i = 1; i < argv.size(); ++i) banner += " " + argv[i];
+    banner += "\n";
+    (void)!::write(log_fd, banner.data(), banner.size());
+  }
+  try {
+    pid_ = Spawn(argv, env, null_fd, log_fd, log_fd);
+  } catch (...) {
+    ::close(log_fd);
+    ::close(null_fd);
+    throw;
+  }
+  ::close(log_fd);
+  ::close(null_fd);
+
+  const auto deadline = Clock::now() + ready_timeout_;
+  for (;;) {
+    if (std::filesystem::exists(ready_path_)) {
+      try {
+        auto ready = nlohmann::json::parse(ReadFile(ready_path_));
+        address_ = ready.at("address").get<std::string>();
+        if (ready.at("pid").get<pid_t>() != pid_) {
+          throw std::runtime_error("ready file names another pid");
+        }
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("bad ready file: ") + e.what() + "\n" + LogTail());
+      }
+      listen_address_ = address_;  // restarts keep the port
+      return;
+    }
+    if (auto status = WaitPid(pid_, 0ms)) {
+      pid_ = -1;
+      throw std::runtime_error("infrachatd exited with status " + std::to_string(*status) +
+                               " before it was ready; log:\n" + LogTail());
+    }
+    if (Clock::now() >= deadline) {
+      throw std::runtime_error("infrachatd not ready within " +
+                               std::to_string(ready_timeout_.count()) + " ms; log:\n" + LogTail());
+    }
+    std::this_thread::sleep_for(10ms);  // polling for the ready file against a deadline
+  }
+}
+
+bool DaemonProcess::running() {
+  if (pid_ <= 0) return false;
+  if (WaitPid(pid_, 0ms)) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void DaemonProcess::SignalTerminate() {
+  if (pid_ > 0) ::kill(pid_, SIGTERM);
+}
+
+std::optional<int> DaemonProcess::Wait(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  auto status = WaitPid(pid_, timeout);
+  if (status) pid_ = -1;
+  return status;
+}
+
+int DaemonProcess::Terminate(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  SignalTerminate();
+  if (auto status = Wait(timeout)) return *status;
+  std::cerr << "infrachatd did not exit within " << timeout.count()
+            << " ms after SIGTERM; killing it. Log:\n"
+            << LogTail();
+  Kill9();
+  return -1;
+}
+
+void DaemonProcess::Kill9() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  WaitPid(pid_, 10s);
+  pid_ = -1;
+}
+
+void DaemonProcess::Restart(bool kill9) {
+  if (kill9) {
+    Kill9();
+  } else if (pid_ > 0) {
+    const int status = Terminate();
+    if (status != 0) {
+      throw std::runtime_error("infrachatd exited with " + std::to_string(status) +
+                               " on SIGTERM before a restart; log:\n" + LogTail());
+    }
+  }
+  Start();
+}
+
+std::string DaemonProcess::LogTail(std::size_t lines) const {
+  return Tail(ReadFile(log_path_), lines);
+}
+
+// ---- infrachat ----------------------------------------------------------------------------------
+
+std::vector<nlohmann::json> CliResult::JsonLines() const {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
+}
+
+std::string CliResult::Describe() const {
+  return "exit " + std::to_string(exit_code) + "\nstdout:\n" + out + "stderr:\n" + err;
+}
+
+CliResult RunCli(const std::vector<std::string>& args,
+                 const std::map<std::string, std::string>& env, std::chrono::milliseconds timeout,
+                 const std::string& stdin_text) {
+  const std::string dir = MakeTempDir("infrachat-cli");
+  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout",
+                    err_path = dir + "/stderr";
+  { std::ofstream(in_path, std::ios::binary) << stdin_text; }
+  std::vector<std::string> argv = {INFRACHAT_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::map<std::string, std::string> all_env = env;
+  all_env["NO_COLOR"] = "1";
+
+  const int in_fd = OpenOrThrow(in_path, O_RDONLY);
+  const int out_fd = OpenOrThrow(out_path, O_WRONLY | O_CREAT | O_TRUNC);
+  const int err_fd = OpenOrThrow(err_path, O_WRONLY | O_CREAT | O_TRUNC);
+  pid_t pid = -1;
+  try {
+    pid = Spawn(argv, ChildEnvironment(all_env), in_fd, out_fd, err_fd);
+  } catch (...) {
+    ::close(in_fd);
+    ::close(out_fd);
+    ::close(err_fd);
+    throw;
+  }
+  ::close(in_fd);
+  ::close(out_fd);
+  ::close(err_fd);
+
+  CliResult result;
+  if (auto status = WaitPid(pid, timeout)) {
+    result.exit_code = *status;
+  } else {
+    ::kill(pid, SIGKILL);
+    WaitPid(pid, 10s);
+    result.exit_code = -1;
+  }
+  result.out = ReadFile(out_path);
+  result.err = ReadFile(err_path);
+  if (result.exit_code == -1) {
+    result.err += "[test harness: killed after " + std::to_string(timeout.count()) + " ms]\n";
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
+  return result;
+}
+
+// ---- DatabaseOutage -----------------------------------------------------------------------------
+
+DatabaseOutage::DatabaseOutage(const TestDatabase& db) : name_(db.name()) {
+  pqxx::connection admin(TestDatabase::AdminUrl());
+  pqxx::nontransaction tx(admin);
+  tx.exec("ALTER DATABASE " + tx.quote_name(name_) + " ALLOW_CONNECTIONS false");
+  tx.exec_params(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE datname = $1 AND pid <> pg_backend_pid()",
+      name_);
+  // pg_terminate_backend only signals: wait until the sessions are really gone.
+  const auto deadline = Clock::now() + 10s;
+  while (tx.exec_params("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name_)[0][0]
+             .as<int>() > 0) {
+    if (Clock::now() >= deadline) throw std::runtime_error("sessions of " + name_ + " linger");
+    std::this_thread::sleep_for(10ms);  // polling pg_stat_activity against a deadline
+  }
+}
+
+DatabaseOutage::~DatabaseOutage() {
+  try {
+    Restore();
+  } catch (const std::exception& e) {
+    std::cerr << "DatabaseOutage: cannot restore " << name_ << ": " << e.what() << "\n";
+  }
+}
+
+void DatabaseOutage::Restore() {
+  if (!active_) return;
+  pqxx::connection admin(TestDatabase::AdminUrl());
+  pqxx::nontransaction tx(admin);
+  tx.exec("ALTER DATABASE " + tx.quote_name(name_) + " ALLOW_CONNECTIONS true");
+  active_ = false;
+}
+
+// ---- client helpers -----------------------------------------------------------------------------
+
+std::shared_ptr<client::Client> RegisterUser(const std::string& address,
+                                             const std::string& username,
+                                             client::ClientOptions options) {
+  auto c = std::make_shared<client::Client>(address, std::move(options));
+  auto session = c->Register(username, kTestPassword);
+  if (!session.ok()) {
+    throw std::runtime_error("register " + username + ": " + client::ToString(session.error()));
+  }
+  return c;
+}
+
+std::optional<client::v1::ServerFrame> NextMatching(
+    client::ChatStream& stream, const std::function<bool(const client::v1::ServerFrame&)>& pred,
+    std::chrono::milliseconds timeout, std::vector<client::v1::ServerFrame>* skipped) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    auto frame = stream.Next(left);
+    if (!frame) return std::nullopt;
+    if (pred(*frame)) return frame;
+    if (skipped != nullptr) skipped->push_back(std::move(*frame));
+  }
+}
+
+std::uint64_t SubscribeAndWait(client::ChatStream& stream, const std::string& channel,
+                               std::optional<std::uint64_t> after_seq,
+                               std::chrono::milliseconds timeout) {
+  if (!stream.Subscribe(channel, after_seq)) {
+    throw std::runtime_error("cannot write Subscribe " + channel);
+  }
+  auto frame = NextMatching(
+      stream,
+      [&](const client::v1::ServerFrame& f) {
+        return (f.has_subscribed() && f.subscribed().channel() == channel) ||
+               (f.has_error() && f.error().channel() == channel);
+      },
+      timeout);
+  if (!frame) {
+    const auto status = stream.final_status();
+    throw std::runtime_error("no Subscribed for " + channel +
+                             (status ? " (stream ended: " + client::ToString(*status) + ")" : ""));
+  }
+  if (frame->has_error()) {
+    throw std::runtime_error("subscribe " + channel + " failed: " + frame->error().message());
+  }
+  return frame->subscribed().head_seq();
+}
+
+std::optional<client::v1::ServerFrame> SendAndWait(client::ChatStream& stream,
+                                                   const std::string& channel,
+                                                   const std::string& client_msg_id,
+                                                   const std::string& body,
+                                                   std::chrono::milliseconds timeout) {
+  if (!stream.Send(channel, client_msg_id, body)) return std::nullopt;
+  return NextMatching(
+      stream,
+      [&](const client::v1::ServerFrame& f) {
+        return (f.has_send_ack() && f.send_ack().client_msg_id() == client_msg_id) ||
+               (f.has_error() && f.error().client_msg_id() == client_msg_id);
+      },
+      timeout);
+}
+
+std::vector<client::v1::ChatMessage> CollectMessages(client::ChatStream& stream,
+                                                     const std::string& channel,
+                                                     std::uint64_t until_seq,
+                                                     std::chrono::milliseconds timeout,
+                                                     client::v1::ServerFrame* stopped_by) {
+  std::vector<client::v1::ChatMessage> messages;
+  const auto deadline = Clock::now() + timeout;
+  while (messages.empty() || messages.back().seq() < until_seq) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    auto frame = stream.Next(left);
+    if (!frame) break;
+    if (frame->has_message() && frame->message().channel() == channel) {
+      messages.push_back(frame->message());
+    } else if ((frame->has_unsubscribed() && frame->unsubscribed().channel() == channel) ||
+               (frame->has_error() && frame->error().channel() == channel)) {
+      if (stopped_by != nullptr) *stopped_by = std::move(*frame);
+      break;
+    }
+  }
+  return messages;
+}
+
+std::vector<client::v1::ChatMessage> FullHistory(client::Client& client,
+                                                 const std::string& channel) {
+  std::vector<client::v1::ChatMessage> all;
+  std::uint64_t after = 0;
+  for (;;) {
+    auto page = client.GetHistory(channel, after, 1000);
+    if (!page.ok()) {
+      throw std::runtime_error("GetHistory " + channel + ": " + client::ToString(page.error()));
+    }
+    if (page->messages().empty()) return all;
+    for (const auto& m : page->messages()) all.push_back(m);
+    after = all.back().seq();
+  }
+}
+
+bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (condition()) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);  // polling a condition against a deadline
+  }
+}
+
+std::vector<std::uint64_t> Seqs(const std::vector<client::v1::ChatMessage>& messages) {
+  std::vector<std::uint64_t> out;
+  out.reserve(messages.size());
+  for (const auto& m : messages) out.push_back(m.seq());
+  return out;
+}
+
+std::vector<std::uint64_t> Range(std::uint64_t first, std::uint64_t last) {
+  std::vector<std::uint64_t> out;
+  for (std::uint64_t s = first; s <= last; ++s) out.push_back(s);
+  return out;
+}
+
+}  // namespace infrachat::testing
