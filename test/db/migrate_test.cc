@@ -368,7 +368,7 @@ TEST_CASE("ConnectionPool recovers by itself when the database comes back", "[db
   CHECK(*sync == "on");
 }
 
-TEST_CASE("ConnectionPool: errors of the work pass through; the connection is reused",
+TEST_CASE("ConnectionPool: errors of the work pass through, the connection is reused",
           "[db][pool]") {
   TestDatabase db;
   pg::ConnectionPool pool(db.url(), 1);

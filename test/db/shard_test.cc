@@ -1079,7 +1079,7 @@ TEST_CASE("message bodies with quotes, backslashes and braces are stored verbati
 // Database outages
 // ---------------------------------------------------------------------------------------------
 
-TEST_CASE("database down: UNAVAILABLE and no ACK; sends work again when it is back",
+TEST_CASE("database down: UNAVAILABLE and no ACK, sends work again when it is back",
           "[db][shard][outage]") {
   ShardFixture f;
   f.Create(kAlice, "general");
@@ -1167,7 +1167,7 @@ TEST_CASE("sends queued during a commit form the next batch, up to max_batch",
   CHECK(seqs == Range(1, kQueued));
 }
 
-TEST_CASE("a full queue refuses with RESOURCE_EXHAUSTED; Stop commits what is queued",
+TEST_CASE("a full queue refuses with RESOURCE_EXHAUSTED, Stop commits what is queued",
           "[db][shard][batch]") {
   shard::GroupCommitterOptions options;
   options.max_queue = 3;

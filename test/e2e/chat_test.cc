@@ -466,8 +466,12 @@ TEST_CASE("subscribe with after_seq delivers exactly the missed messages and the
   // Subscriptions made while messages keep coming: each gets a gap-free, duplicate-free run up
   // to the end, whether its catch-up started at 0, at 20, or it asked for live messages only.
   std::atomic<bool> first_round_done{false};
+  std::atomic<bool> live_subscribed{false};
   std::thread writer([&] {
     for (int round = 0; round < 12; ++round) {
+      // The last round waits for the live-only subscription, so that it has something to see
+      // however fast the first rounds went.
+      if (round == 11) WaitUntil([&] { return live_subscribed.load(); }, kWait);
       SendMany(*a, kGeneral, Bodies("during-" + std::to_string(round), 10));
       first_round_done = true;
     }
@@ -479,6 +483,7 @@ TEST_CASE("subscribe with after_seq delivers exactly the missed messages and the
   SubscribeAndWait(*from_zero, kGeneral, 0);
   SubscribeAndWait(*from_twenty, kGeneral, 20);
   const std::uint64_t live_head = SubscribeAndWait(*live_only, kGeneral);
+  live_subscribed = true;
   writer.join();
   constexpr std::uint64_t kEnd = 41 + 12 * 10;
 

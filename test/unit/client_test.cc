@@ -305,7 +305,7 @@ TEST_CASE("live-only subscription resumes from the head it was given", "[client]
   CHECK(out.frames[0].subscribe().after_seq() == 41);
 }
 
-TEST_CASE("explicit after_seq sets the cursor; several channels resume independently",
+TEST_CASE("explicit after_seq sets the cursor, several channels resume independently",
           "[client][resume]") {
   SessionCore core = MakeCore();
   SessionCore::Output out;
@@ -372,7 +372,7 @@ TEST_CASE("Unsubscribed (slow consumer) resubscribes from the last seen seq", "[
   CHECK(out.events.empty());
 }
 
-TEST_CASE("a refused subscribe is dropped; a transient one is retried", "[client][resume]") {
+TEST_CASE("a refused subscribe is dropped, a transient one is retried", "[client][resume]") {
   SessionCore core = MakeCore();
   SessionCore::Output out;
   core.OnConnected(kT0, out);

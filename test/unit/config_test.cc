@@ -106,7 +106,7 @@ TEST_CASE("file values of every type are parsed", "[config]") {
         std::map<std::string, std::string>{{"shard", "trace"}, {"router", "warn"}});
 }
 
-TEST_CASE("environment overrides the file; unrelated INFRACHAT_ variables are ignored",
+TEST_CASE("environment overrides the file, unrelated INFRACHAT_ variables are ignored",
           "[config]") {
   const ConfigLoadResult result = Load(kAuthGateway, {
                                                          {"INFRACHAT_DATABASE_URL", "host=env"},

@@ -463,7 +463,7 @@ TEST_CASE("a catch-up survives failed log reads", "[fanout]") {
   CHECK(f.shard.reads() >= 2);
 }
 
-TEST_CASE("a slow live consumer is cut with its resume point; memory stays bounded",
+TEST_CASE("a slow live consumer is cut with its resume point, memory stays bounded",
           "[fanout][slow]") {
   FanoutFixture f;
   constexpr std::size_t kCapacity = 5;
@@ -711,7 +711,7 @@ TEST_CASE("resubscribing replaces the old subscription: no double delivery", "[f
   }
 }
 
-TEST_CASE("typing is not echoed to the typist; receipts go to everyone", "[fanout]") {
+TEST_CASE("typing is not echoed to the typist, receipts go to everyone", "[fanout]") {
   FanoutFixture f;
   auto alice = std::make_shared<FakeSink>();
   auto bob = std::make_shared<FakeSink>();

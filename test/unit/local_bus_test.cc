@@ -283,7 +283,7 @@ TEST_CASE("Unsubscribe: after it returns the handler is not running and never ru
   }
 }
 
-TEST_CASE("subscription ids are distinct; a late subscriber gets later events", "[bus]") {
+TEST_CASE("subscription ids are distinct, a late subscriber gets later events", "[bus]") {
   LocalEventBus bus;
   Recorder early, late;
   const auto a = bus.Subscribe(early.Handler());
