@@ -207,6 +207,17 @@ void FanoutService::StartCatchUpLocked(const SubPtr& sub) {
   workers_.Post([this, sub] { CatchUp(sub); });
 }
 
+void FanoutService::RetryStalledLocked(const SubPtr& sub) {
+  const auto now = std::chrono::steady_clock::now();
+  if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
+  if (now - sub->stalled_since > options_.stalled_limit) {
+    ++slow_consumer_cuts_;
+    EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
+    return;
+  }
+  workers_.PostAfter(kFullQueueRetry, [this, sub] { CatchUp(sub); });
+}
+
 void FanoutService::CatchUp(const SubPtr& sub) {
   std::uint64_t from;
   std::uint32_t want;
@@ -220,14 +231,7 @@ void FanoutService::CatchUp(const SubPtr& sub) {
         std::min<std::size_t>(options_.catchup_batch, sink->FreeSlots()));
     if (want == 0) {
       // The stream's queue is full: come back when the client has read some of it.
-      const auto now = std::chrono::steady_clock::now();
-      if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
-      if (now - sub->stalled_since > options_.stalled_limit) {
-        ++slow_consumer_cuts_;
-        EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
-        return;
-      }
-      workers_.PostAfter(kFullQueueRetry, [this, sub] { CatchUp(sub); });
+      RetryStalledLocked(sub);
       return;
     }
     sub->stalled_since = {};
@@ -258,14 +262,7 @@ void FanoutService::CatchUp(const SubPtr& sub) {
     // gateway's own frames share it): this read was short because of the queue, not because
     // the head was reached. Continue at the client's pace, or end as a slow consumer, exactly
     // as when the queue was full to begin with; never stop catching up silently.
-    const auto now = std::chrono::steady_clock::now();
-    if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
-    if (now - sub->stalled_since > options_.stalled_limit) {
-      ++slow_consumer_cuts_;
-      EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
-      return;
-    }
-    workers_.PostAfter(kFullQueueRetry, [this, sub] { CatchUp(sub); });
+    RetryStalledLocked(sub);
     return;
   }
   const bool head_reached = messages->size() < want;

@@ -80,6 +80,9 @@ class FanoutService final : public FanoutApi {
   void EndLocked(const SubPtr& sub, const std::string& reason);
   void RemoveLocked(const SubPtr& sub);
   void StartCatchUpLocked(const SubPtr& sub);
+  // The stream's queue has no room: retry the catch-up shortly, or end the subscription as a
+  // slow consumer once it has been stalled for longer than options_.stalled_limit.
+  void RetryStalledLocked(const SubPtr& sub);
   void CatchUp(const SubPtr& sub);
 
   const FanoutOptions options_;
