@@ -24,32 +24,6 @@ namespace {
 
 using infrachat::testing::TestDatabase;
 
-// Runs one statement on the admin database.
-void Admin(const std::string& sql) {
-  pqxx::connection admin(TestDatabase::AdminUrl());
-  pqxx::nontransaction tx(admin);
-  tx.exec(sql);
-}
-
-// Takes a database away from its clients for the lifetime of the object (see the file comment).
-class Outage {
- public:
-  explicit Outage(const std::string& db) : db_(db) {
-    Admin("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS false");
-    Admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + db_ +
-          "' AND pid <> pg_backend_pid()");
-  }
-  ~Outage() { End(); }
-  void End() {
-    if (!ended_) Admin("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS true");
-    ended_ = true;
-  }
-
- private:
-  std::string db_;
-  bool ended_ = false;
-};
-
 std::int64_t Count(const std::string& url, const std::string& sql) {
   pqxx::connection conn(url);
   pqxx::nontransaction tx(conn);
@@ -209,7 +183,7 @@ TEST_CASE("CheckDurability passes on the test cluster", "[db][durability]") {
 TEST_CASE("CheckDurability refuses a database whose sessions default to asynchronous commit",
           "[db][durability]") {
   TestDatabase db;
-  Admin("ALTER DATABASE " + db.name() + " SET synchronous_commit = off");
+  testing::AdminExec("ALTER DATABASE " + db.name() + " SET synchronous_commit = off");
   SECTION("on a plain connection") {
     pqxx::connection raw(db.url());
     CHECK_THROWS_WITH(pg::CheckDurability(raw), Catch::Contains("synchronous_commit"));
@@ -232,15 +206,15 @@ std::string SessionSyncCommit(pqxx::connection& conn) {
 TEST_CASE("pg::Connect sessions commit synchronously whatever the database default",
           "[db][durability]") {
   TestDatabase db;
-  Admin("ALTER DATABASE " + db.name() + " SET synchronous_commit = off");
+  testing::AdminExec("ALTER DATABASE " + db.name() + " SET synchronous_commit = off");
   auto conn = pg::Connect(db.url());
   REQUIRE(conn.ok());
   CHECK(SessionSyncCommit(**conn) == "on");
 
   // libpqxx 6 reconnects a broken connection by itself when it is used again; the new session
   // must not fall back to the database default.
-  Admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + db.name() +
-        "'");
+  testing::AdminExec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" +
+                     db.name() + "'");
   std::string after;
   for (int attempt = 0; attempt < 5 && after.empty(); ++attempt) {
     try {
@@ -347,7 +321,7 @@ TEST_CASE("ConnectionPool recovers by itself when the database comes back", "[db
   auto before = pool.With<int>(Backend);
   REQUIRE(before.ok());
   {
-    Outage outage(db.name());
+    testing::DatabaseOutage outage(db);
     // The idle connection is dead, and no new one can be opened: every call fails cleanly, more
     // calls than the pool has slots (a leaked slot would block here).
     for (int i = 0; i < 6; ++i) {

@@ -48,31 +48,6 @@ const Principal kAlice{1, "alice", "", 0};
 const Principal kBob{2, "bob", "", 0};
 const Principal kCarol{3, "carol", "", 0};
 
-void Admin(const std::string& sql) {
-  pqxx::connection admin(TestDatabase::AdminUrl());
-  pqxx::nontransaction tx(admin);
-  tx.exec(sql);
-}
-
-// Takes the database away from its clients while alive (see the file comment).
-class Outage {
- public:
-  explicit Outage(std::string db) : db_(std::move(db)) {
-    Admin("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS false");
-    Admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + db_ +
-          "' AND pid <> pg_backend_pid()");
-  }
-  ~Outage() { End(); }
-  void End() {
-    if (!ended_) Admin("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS true");
-    ended_ = true;
-  }
-
- private:
-  std::string db_;
-  bool ended_ = false;
-};
-
 // Everything published on the bus, for assertions after LocalEventBus::Drain().
 struct BusLog {
   std::mutex mu;
@@ -1087,7 +1062,7 @@ TEST_CASE("database down: UNAVAILABLE and no ACK, sends work again when it is ba
   REQUIRE(first.ok());  // the committer holds a live connection now
   CHECK(first->seq == 1);
   {
-    Outage outage(f.db.name());
+    testing::DatabaseOutage outage(f.db);
     // First the writer's connection turns out to be dead, then reconnecting is refused.
     for (int i = 0; i < 3; ++i) {
       auto r = f.Send("general", kAlice, "during-" + std::to_string(i));
@@ -1120,7 +1095,7 @@ TEST_CASE("a committer that starts while the database is down recovers", "[db][s
   f.Create(kAlice, "general");
   std::unique_ptr<shard::GroupCommitter> committer;
   {
-    Outage outage(f.db.name());
+    testing::DatabaseOutage outage(f.db);
     committer = f.NewCommitter();
     CHECK(SubmitVia(*committer, Cmd("general", kAlice, "x")).code() == Code::kUnavailable);
   }

@@ -400,41 +400,6 @@ CliResult RunCli(const std::vector<std::string>& args,
   return result;
 }
 
-// ---- DatabaseOutage -----------------------------------------------------------------------------
-
-DatabaseOutage::DatabaseOutage(const TestDatabase& db) : name_(db.name()) {
-  pqxx::connection admin(TestDatabase::AdminUrl());
-  pqxx::nontransaction tx(admin);
-  tx.exec("ALTER DATABASE " + tx.quote_name(name_) + " ALLOW_CONNECTIONS false");
-  tx.exec_params(
-      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-      " WHERE datname = $1 AND pid <> pg_backend_pid()",
-      name_);
-  // pg_terminate_backend only signals: wait until the sessions are really gone.
-  const auto deadline = Clock::now() + 10s;
-  while (tx.exec_params("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name_)[0][0]
-             .as<int>() > 0) {
-    if (Clock::now() >= deadline) throw std::runtime_error("sessions of " + name_ + " linger");
-    std::this_thread::sleep_for(10ms);  // polling pg_stat_activity against a deadline
-  }
-}
-
-DatabaseOutage::~DatabaseOutage() {
-  try {
-    Restore();
-  } catch (const std::exception& e) {
-    std::cerr << "DatabaseOutage: cannot restore " << name_ << ": " << e.what() << "\n";
-  }
-}
-
-void DatabaseOutage::Restore() {
-  if (!active_) return;
-  pqxx::connection admin(TestDatabase::AdminUrl());
-  pqxx::nontransaction tx(admin);
-  tx.exec("ALTER DATABASE " + tx.quote_name(name_) + " ALLOW_CONNECTIONS true");
-  active_ = false;
-}
-
 // ---- client helpers -----------------------------------------------------------------------------
 
 std::shared_ptr<client::Client> RegisterUser(const std::string& address,

@@ -28,4 +28,25 @@ class TestDatabase {
   std::string url_;
 };
 
+// Runs one statement on the cluster's admin database (`postgres`).
+void AdminExec(const std::string& sql);
+
+// Takes `db` away from its clients while alive: `ALTER DATABASE ... ALLOW_CONNECTIONS false`
+// (refuses new connections, superusers included) and pg_terminate_backend of every session on
+// it, from an admin connection (TestDatabase::AdminUrl()). Restore() (or the destructor) gives it
+// back with ALLOW_CONNECTIONS true. Only the test's own database is touched.
+class DatabaseOutage {
+ public:
+  explicit DatabaseOutage(const TestDatabase& db);
+  ~DatabaseOutage();
+  DatabaseOutage(const DatabaseOutage&) = delete;
+  DatabaseOutage& operator=(const DatabaseOutage&) = delete;
+
+  void Restore();
+
+ private:
+  std::string name_;
+  bool active_ = true;
+};
+
 }  // namespace infrachat::testing
