@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -186,6 +187,27 @@ void Daemon::Shutdown() {
   log->info("stopped");
 }
 
+namespace {
+
+// Every client connection is a file descriptor, and the usual soft limit (1024) is far below
+// limits.max_streams; servers raise the soft limit to the hard one, which needs no privilege.
+// Warns when even the hard limit cannot hold max_streams connections.
+void RaiseFileLimit(const DaemonConfig& config, const std::shared_ptr<spdlog::logger>& log) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  const auto wanted = static_cast<rlim_t>(config.limits.max_streams) + 256;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < wanted) {
+    log->warn("open file limit {} is below limits.max_streams + 256 = {}; raise it (ulimit -n)",
+              limit.rlim_cur, wanted);
+  }
+}
+
+}  // namespace
+
 int RunDaemon(int argc, char** argv) {
   CLI::App app{"infrachatd: InfraChat server (gateway, auth, router, shard, fanout roles)"};
   std::string config_file, check_file, ready_file;
@@ -231,6 +253,7 @@ int RunDaemon(int argc, char** argv) {
   ConfigureLogging(loaded.config.log);
   auto log = ModuleLogger("core");
   log->info("effective configuration:\n{}", DescribeConfig(loaded.config));
+  RaiseFileLimit(loaded.config, log);
   Daemon daemon(loaded.config);
   try {
     daemon.Start();

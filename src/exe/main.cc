@@ -2,8 +2,10 @@
 #include <signal.h>
 
 #include "daemon/daemon.h"
+#include "infrachat/core/process_setup.h"
 
 int main(int argc, char** argv) {
+  infrachat::DisableMutexDeadlockDetection();
   // Blocked before any thread starts, so every thread inherits the mask and only the main
   // thread's sigwait receives SIGINT/SIGTERM.
   sigset_t signals;

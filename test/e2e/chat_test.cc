@@ -12,9 +12,18 @@
 //     leaving stops live delivery (Unsubscribed);
 //   - a subscriber that does not read is cut off (Unsubscribed with resume_after_seq), resumes
 //     from the log with every message, and the others are unaffected;
-//   - DELIVERED / READ acks are stored per member.
+//   - DELIVERED / READ acks are stored per member;
+//   - presence: another member's first subscription is online, the end of their last stream is
+//     offline; typing reaches the other subscribers, and is refused with the reason
+//     (PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION) where one may not type;
+//   - gRPC health checking says SERVING and server reflection describes the public services.
 //
 // Each test case has its own database and daemon. Waits are bounded (kWait); nothing sleeps.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -769,6 +778,310 @@ TEST_CASE("DELIVERED and READ acks are stored per member", "[e2e][chat]") {
   CHECK(error->error().code() == static_cast<int>(Code::kOutOfRange));
   CHECK(error->error().channel() == kGeneral);
   CHECK(positions("bob") == std::make_pair(std::uint64_t{5}, std::uint64_t{5}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ephemeral frames: presence and typing
+// ---------------------------------------------------------------------------------------------
+
+// The presence frames among `frames`, as "user:on" / "user:off".
+std::vector<std::string> Presences(const std::vector<v1::ServerFrame>& frames) {
+  std::vector<std::string> out;
+  for (const auto& f : frames) {
+    if (f.has_presence()) {
+      out.push_back(f.presence().username() + (f.presence().online() ? ":on" : ":off"));
+    }
+  }
+  return out;
+}
+
+bool IsPresence(const v1::ServerFrame& f, const std::string& user, bool online) {
+  return f.has_presence() && f.presence().username() == user && f.presence().online() == online;
+}
+
+TEST_CASE("a subscriber sees another member come online and go offline when the stream ends",
+          "[e2e][chat][presence]") {
+  Chat chat;
+  const std::uint64_t bob_id = chat.bob->credentials().user_id;
+  auto a = chat.alice->Connect();
+  REQUIRE(SubscribeAndWait(*a, kGeneral) == 0);
+
+  auto phone = chat.bob->Connect();
+  REQUIRE(SubscribeAndWait(*phone, kGeneral) == 0);
+  auto online = NextMatching(
+      *a, [](const v1::ServerFrame& f) { return f.has_presence(); }, kWait);
+  REQUIRE(online.has_value());
+  CHECK(online->presence().channel() == kGeneral);
+  CHECK(online->presence().user_id() == bob_id);
+  CHECK(online->presence().username() == "bob");
+  CHECK(online->presence().online());
+
+  // A second device changes nothing for alice, and bob hears nothing about alice (no snapshot)
+  // or himself.
+  auto laptop = chat.bob->Connect();
+  REQUIRE(SubscribeAndWait(*laptop, kGeneral) == 0);
+  CHECK(Presences(FramesBeforePong(*phone, 1)).empty());
+  CHECK(Presences(FramesBeforePong(*laptop, 2)).empty());
+
+  // One device unsubscribes: bob is still online. Its Unsubscribed frame comes after fanout has
+  // counted it out; a message sent after that travels the same bus, in order, so any presence
+  // frame about it would reach alice before the message.
+  REQUIRE(phone->Unsubscribe(kGeneral));
+  REQUIRE(NextMatching(
+              *phone, [](const v1::ServerFrame& f) { return f.has_unsubscribed(); }, kWait)
+              .has_value());
+  REQUIRE(SendAndWait(*laptop, kGeneral, "still-here", "still here").has_value());
+  std::vector<v1::ServerFrame> before;
+  REQUIRE(NextMatching(
+              *a, [](const v1::ServerFrame& f) { return f.has_message(); }, kWait, &before)
+              .has_value());
+  INFO(Describe(before));
+  CHECK(Presences(before).empty());
+
+  // The last device's stream is cancelled: offline, once.
+  laptop->Cancel();
+  auto offline = NextMatching(
+      *a, [](const v1::ServerFrame& f) { return f.has_presence(); }, kWait);
+  REQUIRE(offline.has_value());
+  CHECK(IsPresence(*offline, "bob", false));
+  CHECK(offline->presence().user_id() == bob_id);
+  CHECK(offline->presence().channel() == kGeneral);
+  auto after = FramesBeforePong(*a, 3);
+  INFO(Describe(after));
+  CHECK(Presences(after).empty());
+
+  // Back again: online again.
+  auto again = chat.bob->Connect();
+  REQUIRE(SubscribeAndWait(*again, kGeneral) == 1);
+  CHECK(NextMatching(
+            *a, [](const v1::ServerFrame& f) { return IsPresence(f, "bob", true); }, kWait)
+            .has_value());
+}
+
+TEST_CASE("typing reaches the other subscribers, and typing where one may not is refused",
+          "[e2e][chat][typing]") {
+  Chat chat;
+  const std::uint64_t bob_id = chat.bob->credentials().user_id;
+  auto a = chat.alice->Connect();
+  auto b = chat.bob->Connect();
+  REQUIRE(SubscribeAndWait(*a, kGeneral) == 0);
+
+  // Typing right behind the Subscribe, without waiting for Subscribed: frames of a stream take
+  // effect in order, so the subscription is in place.
+  REQUIRE(b->Subscribe(kGeneral));
+  REQUIRE(b->Typing(kGeneral));
+  auto typing = NextMatching(
+      *a, [](const v1::ServerFrame& f) { return f.has_typing(); }, kWait);
+  REQUIRE(typing.has_value());
+  CHECK(typing->typing().channel() == kGeneral);
+  CHECK(typing->typing().user_id() == bob_id);
+  CHECK(typing->typing().username() == "bob");
+  for (const auto& frame : FramesBeforePong(*b, 1)) {
+    INFO(frame.ShortDebugString());
+    CHECK_FALSE(frame.has_error());
+    CHECK_FALSE(frame.has_typing());  // not echoed to the typist
+  }
+
+  // Refusals say why, and the stream stays usable.
+  auto carol = chat.User("carol", /*join=*/false);
+  auto dave = chat.User("dave");  // a member, not subscribed
+  auto c = carol->Connect();
+  auto d = dave->Connect();
+  auto refused = [](ChatStream& stream, const std::string& channel) {
+    REQUIRE(stream.Typing(channel));
+    auto error = NextMatching(
+        stream, [](const v1::ServerFrame& f) { return f.has_error(); }, kWait);
+    REQUIRE(error.has_value());
+    CHECK(error->error().channel() == channel);
+    CHECK_FALSE(error->error().message().empty());
+    return error->error().code();
+  };
+  CHECK(refused(*c, kGeneral) == static_cast<int>(Code::kPermissionDenied));
+  CHECK(refused(*c, "nowhere") == static_cast<int>(Code::kNotFound));
+  CHECK(refused(*d, kGeneral) == static_cast<int>(Code::kFailedPrecondition));
+  CHECK(refused(*c, "Not A Name") == static_cast<int>(Code::kInvalidArgument));
+  REQUIRE(SubscribeAndWait(*d, kGeneral) == 0);
+  REQUIRE(d->Typing(kGeneral));
+  REQUIRE(NextMatching(
+              *a,
+              [](const v1::ServerFrame& f) {
+                return f.has_typing() && f.typing().username() == "dave";
+              },
+              kWait)
+              .has_value());
+  // Nothing of the refused ones reached alice.
+  for (const auto& frame : FramesBeforePong(*a, 2)) {
+    INFO(frame.ShortDebugString());
+    CHECK_FALSE(frame.has_typing());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC health checking and server reflection
+// ---------------------------------------------------------------------------------------------
+// Debian ships neither the health nor the reflection proto as generated C++, so the calls go
+// through grpc::GenericStub with messages built and read as protobuf wire data (UnknownFieldSet):
+// a client that knows nothing but the published .proto files sees the same.
+
+std::string ToBytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return {};
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+grpc::ByteBuffer FromBytes(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::string Encode(const google::protobuf::UnknownFieldSet& fields) {
+  std::string out;
+  REQUIRE(fields.SerializeToString(&out));
+  return out;
+}
+
+// Each call runs one operation at a time on its own completion queue.
+void Await(grpc::CompletionQueue& cq, void* want, bool want_ok = true) {
+  void* tag = nullptr;
+  bool ok = false;
+  REQUIRE(cq.Next(&tag, &ok));  // the call's deadline bounds the wait
+  REQUIRE(tag == want);
+  REQUIRE(ok == want_ok);
+}
+
+// A unary call; returns the response bytes (empty when the status is not OK).
+std::string CallUnary(const std::string& address, const std::string& method,
+                      const std::string& request, grpc::Status& status) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kWait);
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&context, method, FromBytes(request), &cq);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  call->Finish(&response, &status, &response);
+  Await(cq, &response);
+  return status.ok() ? ToBytes(response) : std::string();
+}
+
+// One request and its one response on a bidirectional stream.
+std::string CallStreamOnce(const std::string& address, const std::string& method,
+                           const std::string& request) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kWait);
+  grpc::CompletionQueue cq;
+  int tags[5];
+  auto call = stub.PrepareCall(&context, method, &cq);
+  call->StartCall(&tags[0]);
+  Await(cq, &tags[0]);
+  call->Write(FromBytes(request), &tags[1]);
+  Await(cq, &tags[1]);
+  call->WritesDone(&tags[2]);
+  Await(cq, &tags[2]);
+  grpc::ByteBuffer response;
+  call->Read(&response, &tags[3]);
+  Await(cq, &tags[3]);
+  grpc::ByteBuffer none;
+  call->Read(&none, &tags[3]);
+  Await(cq, &tags[3], /*want_ok=*/false);  // the server ends the stream after our half-close
+  grpc::Status status;
+  call->Finish(&status, &tags[4]);
+  Await(cq, &tags[4]);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  return ToBytes(response);
+}
+
+// The fields numbered `number` of a message, each as its length-delimited payload.
+std::vector<std::string> Field(const std::string& message, int number) {
+  google::protobuf::UnknownFieldSet fields;
+  REQUIRE(fields.ParseFromString(message));
+  std::vector<std::string> out;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const auto& f = fields.field(i);
+    if (f.number() == number && f.type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+      out.push_back(f.length_delimited());
+    }
+  }
+  return out;
+}
+
+TEST_CASE("grpc.health.v1.Health/Check says SERVING", "[e2e][chat][grpc]") {
+  TestDatabase db;
+  DaemonProcess daemon(db);
+  constexpr const char* kCheck = "/grpc.health.v1.Health/Check";
+  // HealthCheckRequest{service = ""}: the server as a whole.
+  grpc::Status status;
+  const std::string response = CallUnary(daemon.address(), kCheck, "", status);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  google::protobuf::UnknownFieldSet fields;
+  REQUIRE(fields.ParseFromString(response));
+  REQUIRE(fields.field_count() == 1);
+  CHECK(fields.field(0).number() == 1);  // HealthCheckResponse.status
+  REQUIRE(fields.field(0).type() == google::protobuf::UnknownField::TYPE_VARINT);
+  CHECK(fields.field(0).varint() == 1);  // SERVING
+
+  // A service the server does not know: NOT_FOUND, as the health protocol says.
+  google::protobuf::UnknownFieldSet unknown;
+  unknown.AddLengthDelimited(1, "no.such.Service");
+  CallUnary(daemon.address(), kCheck, Encode(unknown), status);
+  CHECK(status.error_code() == grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_CASE("server reflection lists the public services and serves their descriptors",
+          "[e2e][chat][grpc]") {
+  TestDatabase db;
+  DaemonProcess daemon(db);
+  constexpr const char* kInfo = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+  // ServerReflectionRequest{list_services = ""} -> list_services_response (6) -> service (1)
+  // -> name (1).
+  google::protobuf::UnknownFieldSet list;
+  list.AddLengthDelimited(7, "");
+  const std::string listed = CallStreamOnce(daemon.address(), kInfo, Encode(list));
+  std::set<std::string> names;
+  for (const auto& services : Field(listed, 6)) {
+    for (const auto& service : Field(services, 1)) {
+      for (const auto& name : Field(service, 1)) names.insert(name);
+    }
+  }
+  INFO("listed: " << fmt::format("{}", fmt::join(names, ", ")));
+  for (const char* want : {"infrachat.v1.ChatService", "infrachat.v1.AuthService",
+                           "infrachat.v1.ChannelService", "infrachat.v1.RouterService"}) {
+    CHECK(names.count(want) == 1);
+  }
+
+  // ServerReflectionRequest{file_containing_symbol = "infrachat.v1.ChatService"} ->
+  // file_descriptor_response (4) -> file_descriptor_proto (1): the real descriptor, so tools
+  // such as grpcurl can call Connect.
+  google::protobuf::UnknownFieldSet symbol;
+  symbol.AddLengthDelimited(4, "infrachat.v1.ChatService");
+  const std::string described = CallStreamOnce(daemon.address(), kInfo, Encode(symbol));
+  bool found = false;
+  for (const auto& response : Field(described, 4)) {
+    for (const auto& bytes : Field(response, 1)) {
+      google::protobuf::FileDescriptorProto file;
+      REQUIRE(file.ParseFromString(bytes));
+      for (const auto& service : file.service()) {
+        if (file.package() != "infrachat.v1" || service.name() != "ChatService") continue;
+        for (const auto& method : service.method()) {
+          if (method.name() != "Connect") continue;
+          found = true;
+          CHECK(method.client_streaming());
+          CHECK(method.server_streaming());
+          CHECK(method.input_type() == ".infrachat.v1.ClientFrame");
+          CHECK(method.output_type() == ".infrachat.v1.ServerFrame");
+        }
+      }
+    }
+  }
+  CHECK(found);
 }
 
 }  // namespace

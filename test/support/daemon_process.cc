@@ -4,26 +4,18 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
 #include <pqxx/pqxx>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
-
-extern char** environ;
 
 namespace infrachat::testing {
 
@@ -77,21 +69,6 @@ class DaemonLogListener : public Catch::TestEventListenerBase {
 
 CATCH_REGISTER_LISTENER(DaemonLogListener)
 
-std::string MakeTempDir(const char* prefix) {
-  std::string pattern = std::string("/tmp/") + prefix + "-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
-  }
-  return pattern;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string Tail(const std::string& text, std::size_t lines) {
   std::size_t pos = text.size();
   std::size_t seen = 0;
@@ -102,85 +79,6 @@ std::string Tail(const std::string& text, std::size_t lines) {
     pos = nl;
   }
   return text;
-}
-
-// The environment of a child: ours without INFRACHAT_* (hermetic), plus `extra`.
-std::vector<std::string> ChildEnvironment(const std::map<std::string, std::string>& extra) {
-  std::vector<std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    const std::string entry(*e);
-    if (entry.rfind("INFRACHAT_", 0) == 0) continue;
-    const std::string key = entry.substr(0, entry.find('='));
-    if (extra.count(key) > 0) continue;
-    env.push_back(entry);
-  }
-  for (const auto& [key, value] : extra) env.push_back(key + "=" + value);
-  return env;
-}
-
-std::vector<char*> Pointers(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (auto& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-// fork + execve with stdin/stdout/stderr redirected to the given descriptors. Everything the child
-// needs is prepared before fork: between fork and exec only async-signal-safe calls are made
-// (the test process has gRPC threads).
-pid_t Spawn(std::vector<std::string> argv, std::vector<std::string> env, int in_fd, int out_fd,
-            int err_fd) {
-  std::vector<char*> argv_p = Pointers(argv);
-  std::vector<char*> env_p = Pointers(env);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed: " + std::string(std::strerror(errno)));
-  if (pid == 0) {
-    ::dup2(in_fd, STDIN_FILENO);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    // Dies with the thread that started it, so a crashed test leaves nothing running.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGTERM, SIG_DFL);
-    ::signal(SIGINT, SIG_DFL);
-    ::signal(SIGPIPE, SIG_DFL);
-    ::execve(argv_p[0], argv_p.data(), env_p.data());
-    static const char kMsg[] = "exec failed\n";
-    (void)!::write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int OpenOrThrow(const std::string& path, int flags, mode_t mode = 0600) {
-  const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
-  if (fd < 0) {
-    throw std::runtime_error("cannot open " + path + ": " + std::string(std::strerror(errno)));
-  }
-  return fd;
-}
-
-int DecodeStatus(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
-
-// Waits for `pid` at most `timeout`; nullopt when it is still running.
-std::optional<int> WaitPid(pid_t pid, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return DecodeStatus(status);
-    if (r < 0 && errno != EINTR) return -1;  // not our child any more
-    if (Clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(5ms);  // polling a condition (child exit) against a deadline
-  }
 }
 
 }  // namespace
@@ -338,21 +236,6 @@ std::string DaemonProcess::LogTail(std::size_t lines) const {
 }
 
 // ---- infrachat ----------------------------------------------------------------------------------
-
-std::vector<nlohmann::json> CliResult::JsonLines() const {
-  std::vector<nlohmann::json> lines;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    lines.push_back(nlohmann::json::parse(line));
-  }
-  return lines;
-}
-
-std::string CliResult::Describe() const {
-  return "exit " + std::to_string(exit_code) + "\nstdout:\n" + out + "stderr:\n" + err;
-}
 
 CliResult RunCli(const std::vector<std::string>& args,
                  const std::map<std::string, std::string>& env, std::chrono::milliseconds timeout,

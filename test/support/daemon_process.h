@@ -1,5 +1,6 @@
 // End-to-end test support: a real `infrachatd` child process, the `infrachat` binary, database
-// outages, and small helpers shared by test/e2e/*.
+// outages, and small helpers shared by test/e2e/*. Other programs run with ChildProcess
+// (child_process.h).
 //
 // Everything here runs real processes against the private PostgreSQL cluster that CTest starts
 // (fixture `pg`, INFRACHAT_TEST_PG). Nothing sleeps as synchronization: waits poll a condition
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "child_process.h"
 #include "infrachat/client/chat_stream.h"
 #include "infrachat/client/client.h"
 #include "test_db.h"
@@ -95,16 +97,6 @@ class DaemonProcess {
 // ---------------------------------------------------------------------------------------------
 // The `infrachat` binary
 // ---------------------------------------------------------------------------------------------
-
-struct CliResult {
-  int exit_code = -1;  // -1: killed after the timeout
-  std::string out;
-  std::string err;
-  // stdout parsed as one JSON object per non-empty line; throws if a line is not JSON.
-  std::vector<nlohmann::json> JsonLines() const;
-  // "exit N, stdout: ..., stderr: ..." for failure messages.
-  std::string Describe() const;
-};
 
 // Runs `infrachat args...` with `env` added to the environment (INFRACHAT_* variables of the
 // test's environment are not inherited; NO_COLOR is set), stdin from `stdin_text` (empty: an

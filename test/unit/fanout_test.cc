@@ -1,6 +1,7 @@
 // FanoutService: catch-up from the log then live, without gap or duplicate; slow consumers;
-// membership changes; (un)subscription; typing. Against a fake ShardApi (an in-memory log per
-// channel) and a fake SessionSink with a bounded queue.
+// membership changes; (un)subscription; typing; presence, also over two fanout instances on one
+// bus. Against a fake ShardApi (an in-memory log per channel) and a fake SessionSink with a
+// bounded queue.
 //
 // Synchronization: LocalEventBus::Drain() for live events (handled on the bus thread), and
 // condition variables with a deadline for what fanout's workers do. At the end of a test the
@@ -469,8 +470,11 @@ TEST_CASE("a slow live consumer is cut with its resume point, memory stays bound
   constexpr std::size_t kCapacity = 5;
   auto slow = std::make_shared<FakeSink>(kCapacity);
   auto fast = std::make_shared<FakeSink>();
-  f.Subscribe(slow, kAlice, "general", std::nullopt);
+  // fast first, and its presence delivered before slow subscribes: slow's queue then holds only
+  // messages (no "bob is online" frame).
   f.Subscribe(fast, kBob, "general", std::nullopt);
+  f.bus.Drain();
+  f.Subscribe(slow, kAlice, "general", std::nullopt);
   f.CommitMany("general", 200);
   f.bus.Drain();
 
@@ -750,6 +754,133 @@ TEST_CASE("typing is not echoed to the typist, receipts go to everyone", "[fanou
   for (const auto& frame : bob->Frames()) {
     if (frame.has_typing()) CHECK(frame.typing().username() == "alice");
   }
+}
+
+// Presence frames a sink received, as "user:on" / "user:off", in order.
+std::vector<std::string> Presences(const std::vector<v1::ServerFrame>& frames,
+                                   const std::string& channel) {
+  std::vector<std::string> out;
+  for (const auto& f : frames) {
+    if (f.has_presence() && f.presence().channel() == channel) {
+      out.push_back(f.presence().username() + (f.presence().online() ? ":on" : ":off"));
+    }
+  }
+  return out;
+}
+
+using Strings = std::vector<std::string>;
+
+TEST_CASE("presence: a user is online from their first subscription until their last one ends",
+          "[fanout][presence]") {
+  FanoutFixture f;
+  auto alice = std::make_shared<FakeSink>();
+  auto bob_phone = std::make_shared<FakeSink>();
+  auto bob_laptop = std::make_shared<FakeSink>();
+  auto elsewhere = std::make_shared<FakeSink>();
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  f.Subscribe(elsewhere, Principal{9, "zed", "", 0}, "random", std::nullopt);
+  f.bus.Drain();  // alice:on went by before bob subscribes (presence travels on the bus)
+
+  f.Subscribe(bob_phone, kBob, "general", std::nullopt);
+  f.bus.Drain();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on"});
+
+  // A second device, and a resubscription that replaces a subscription: no change.
+  f.Subscribe(bob_laptop, kBob, "general", std::nullopt);
+  f.Subscribe(bob_phone, kBob, "general", 0);
+  f.fanout->Unsubscribe(bob_phone.get(), "general");
+  f.bus.Drain();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on"});
+
+  // The last device goes away (its stream ended).
+  f.fanout->UnsubscribeAll(bob_laptop.get());
+  f.bus.Drain();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on", "bob:off"});
+
+  // And comes back.
+  f.Subscribe(bob_laptop, kBob, "general", std::nullopt);
+  f.bus.Drain();
+  f.Stop();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on", "bob:off", "bob:on"});
+  const v1::ServerFrame frame = alice->Frames().back();
+  REQUIRE(frame.has_presence());
+  CHECK(frame.presence().user_id() == kBob.user_id);
+
+  // Nobody is told about themselves; no snapshot of who is already online; other channels see
+  // nothing.
+  for (const auto& sink : {bob_phone, bob_laptop, elsewhere}) {
+    CHECK(Presences(sink->Frames(), "general").empty());
+    CHECK(Presences(sink->Frames(), "random").empty());
+  }
+}
+
+TEST_CASE("presence: a slow-consumer cut and leaving the channel end a subscription too",
+          "[fanout][presence]") {
+  FanoutFixture f;
+  auto alice = std::make_shared<FakeSink>();
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  constexpr std::size_t kCapacity = 3;
+  auto slow_bob = std::make_shared<FakeSink>(kCapacity);
+  f.Subscribe(slow_bob, kBob, "general", std::nullopt);
+  auto carol = std::make_shared<FakeSink>();
+  const Principal kCarol{3, "carol", "", 0};
+  f.Subscribe(carol, kCarol, "general", std::nullopt);
+
+  f.CommitMany("general", 10);  // bob (who also got carol:on) is cut
+  f.bus.Drain();
+  REQUIRE(Unsubscribes(slow_bob->Frames(), "general").size() == 1);
+  f.bus.Publish(MembershipChanged{"general", kCarol.user_id, "carol", false});
+  f.bus.Drain();
+  f.Stop();
+  CHECK(Presences(alice->Frames(), "general") ==
+        Strings{"bob:on", "carol:on", "bob:off", "carol:off"});
+}
+
+TEST_CASE("presence is dropped, not queued, when the stream is behind", "[fanout][presence]") {
+  FanoutFixture f;
+  auto alice = std::make_shared<FakeSink>(/*capacity=*/1);
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  auto bob = std::make_shared<FakeSink>();
+  f.Subscribe(bob, kBob, "general", std::nullopt);  // fills alice's only data slot
+  f.bus.Drain();
+  f.fanout->Unsubscribe(bob.get(), "general");  // refused by alice's full queue
+  f.bus.Drain();
+  f.Stop();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on"});
+  CHECK(alice->refused() == 1);
+  // The drop cost alice nothing: she is still subscribed, not cut.
+  CHECK(Unsubscribes(alice->Frames(), "general").empty());
+}
+
+TEST_CASE("presence over two fanout instances: online until the user is gone from both",
+          "[fanout][presence]") {
+  FanoutFixture f;  // instance A
+  auto b = std::make_unique<fanout::FanoutService>(fanout::FanoutOptions{}, &f.bus, &f.shard,
+                                                   ModuleLogger("fanout-test"));
+  REQUIRE(b->presence_origin() != f.fanout->presence_origin());
+  auto alice = std::make_shared<FakeSink>();  // on A
+  auto carol = std::make_shared<FakeSink>();  // on B
+  auto bob_a = std::make_shared<FakeSink>();
+  auto bob_b = std::make_shared<FakeSink>();
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  f.bus.Drain();  // carol subscribes after alice:on went by
+  b->Subscribe(carol, Principal{3, "carol", "", 0}, "general", 0, std::nullopt);
+  f.bus.Drain();
+
+  f.Subscribe(bob_a, kBob, "general", std::nullopt);
+  b->Subscribe(bob_b, kBob, "general", 0, std::nullopt);
+  f.bus.Drain();
+  f.fanout->UnsubscribeAll(bob_a.get());  // still on B
+  f.bus.Drain();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"carol:on", "bob:on"});
+  CHECK(Presences(carol->Frames(), "general") == Strings{"bob:on"});
+
+  b->UnsubscribeAll(bob_b.get());
+  f.bus.Drain();
+  b.reset();
+  f.Stop();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"carol:on", "bob:on", "bob:off"});
+  CHECK(Presences(carol->Frames(), "general") == Strings{"bob:on", "bob:off"});
 }
 
 TEST_CASE("a stream that went away without unsubscribing is skipped safely", "[fanout]") {

@@ -64,6 +64,7 @@ TEST_CASE("EventChannel names the channel of every event type", "[bus]") {
   CHECK(EventChannel(BusEvent(typing)) == "t");
   CHECK(EventChannel(BusEvent(receipt)) == "r");
   CHECK(EventChannel(BusEvent(MembershipChanged{"j", 7, "alice", true})) == "j");
+  CHECK(EventChannel(BusEvent(PresenceChanged{"p", 7, "alice", true, 42})) == "p");
 }
 
 TEST_CASE("events of one publisher arrive in publish order", "[bus]") {

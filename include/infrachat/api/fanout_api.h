@@ -20,8 +20,9 @@ class SessionSink {
   virtual ~SessionSink() = default;
   // Queues a frame for the client. Returns false without queuing when the stream's bounded
   // queue is full (the slow-consumer case) or the stream has ended. Never blocks.
-  // `reserved` frames (Subscribed, Unsubscribed, Presence) may use a small reserve beyond the
-  // limit so that control frames are not lost with the data.
+  // `reserved` frames (Subscribed, Unsubscribed) may use a small reserve beyond the limit so
+  // that control frames are not lost with the data. Ephemeral frames (typing, receipts,
+  // presence) are never reserved: they are the first to go when a stream falls behind.
   virtual bool Offer(v1::ServerFrame frame, bool reserved) = 0;
   // Free slots in the queue now; fanout uses it to pace catch-up reads from the log.
   virtual std::size_t FreeSlots() const = 0;
@@ -29,6 +30,11 @@ class SessionSink {
 
 // Fanout is always co-located with the gateway (edge tier `[gateway, fanout]`); it receives
 // channel events from the EventBus, wherever the shard runs.
+//
+// Presence: fanout owns the subscriptions, so it also tells the other subscribers of a channel
+// when a user's first live subscription to it starts and when their last one ends (Subscribe,
+// Unsubscribe, UnsubscribeAll, a slow-consumer cut, leaving the channel). The caller does
+// nothing extra for it. Best effort: see docs/adr/0006-presence.md.
 //
 // Thread-safety: all methods may be called from any thread. Non-blocking: log reads for
 // catch-up run on fanout's own workers.

@@ -18,9 +18,23 @@ struct MembershipChanged {
   bool joined = false;
 };
 
-// A committed message (published only after COMMIT), a typing notice, a stored receipt, or a
-// membership change.
-using BusEvent = std::variant<v1::ChatMessage, v1::TypingEvent, v1::Receipt, MembershipChanged>;
+// A user's first live subscription to a channel started (online) or their last one ended
+// (offline), as one fanout instance (`origin`) sees its own subscriptions. Ephemeral like typing:
+// never stored or sequenced. Not a v1::Presence because `origin` is internal: every fanout merges
+// the reports of all origins, so a user with devices on two gateways is online until both are
+// gone (see docs/adr/0006-presence.md).
+struct PresenceChanged {
+  std::string channel;
+  std::uint64_t user_id = 0;
+  std::string username;
+  bool online = false;
+  std::uint64_t origin = 0;
+};
+
+// A committed message (published only after COMMIT), a typing notice, a stored receipt, a
+// membership change, or a presence change.
+using BusEvent =
+    std::variant<v1::ChatMessage, v1::TypingEvent, v1::Receipt, MembershipChanged, PresenceChanged>;
 
 // Returns the channel an event belongs to.
 const std::string& EventChannel(const BusEvent& event);

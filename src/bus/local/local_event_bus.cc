@@ -6,7 +6,7 @@ const std::string& EventChannel(const BusEvent& event) {
   return std::visit(
       [](const auto& e) -> const std::string& {
         using T = std::decay_t<decltype(e)>;
-        if constexpr (std::is_same_v<T, MembershipChanged>) {
+        if constexpr (std::is_same_v<T, MembershipChanged> || std::is_same_v<T, PresenceChanged>) {
           return e.channel;
         } else {
           return e.channel();

@@ -483,10 +483,12 @@ void Interactive::Show(const SessionEvent& e, std::map<std::string, std::uint64_
                      (e.channel.empty() ? "" : "#" + e.channel + ": ") + e.status.message));
       return;
     case EK::kPresence: {
+      // Only for the channel on screen: every member channel is followed, and a line per
+      // channel for each arrival would drown the conversation.
       const auto& p = e.frame.presence();
-      if (p.username() == me_) return;
-      Status(fmt::format("{} {} #{}", client::SanitizeForTerminal(p.username()),
-                         p.online() ? "joined" : "left", p.channel()));
+      if (p.channel() != current_ || p.username() == me_) return;
+      Status(fmt::format("{} is {} in #{}", client::SanitizeForTerminal(p.username()),
+                         p.online() ? "online" : "offline", p.channel()));
       return;
     }
   }

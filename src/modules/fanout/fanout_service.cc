@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <random>
 
 namespace infrachat::fanout {
 
@@ -17,6 +18,12 @@ v1::ServerFrame MessageFrame(const v1::ChatMessage& message) {
 constexpr std::chrono::milliseconds kFullQueueRetry{10};
 constexpr std::chrono::milliseconds kLogErrorRetry{500};
 
+// Random, so that instances in different processes do not collide without coordination.
+std::uint64_t NewOrigin() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd();
+}
+
 }  // namespace
 
 FanoutService::FanoutService(FanoutOptions options, EventBus* bus, ShardApi* shard,
@@ -25,6 +32,7 @@ FanoutService::FanoutService(FanoutOptions options, EventBus* bus, ShardApi* sha
       bus_(bus),
       shard_(shard),
       log_(std::move(logger)),
+      origin_(NewOrigin()),
       workers_(options.workers, "fanout") {
   bus_subscription_ = bus_->Subscribe([this](const BusEvent& event) { OnEvent(event); });
 }
@@ -41,11 +49,14 @@ void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Pr
   sub->sink = sink;
   sub->key = sink.get();
   sub->user_id = principal.user_id;
+  sub->username = principal.username;
   sub->channel = std::string(channel);
   // A client that claims more than the log holds gets what comes after the head.
   sub->delivered = after_seq ? std::min(*after_seq, head_seq) : head_seq;
 
   std::lock_guard lock(mu_);
+  // Counted in before the subscription it replaces is counted out: no offline/online flap.
+  CountInLocked(*sub);
   auto& mine = by_sink_[sub->key];
   if (auto it = mine.find(sub->channel); it != mine.end()) RemoveLocked(it->second);
   by_sink_[sub->key][sub->channel] = sub;
@@ -100,8 +111,25 @@ std::uint64_t FanoutService::slow_consumer_cuts() const {
   return slow_consumer_cuts_;
 }
 
+void FanoutService::CountInLocked(const Subscription& sub) {
+  if (++local_[sub.channel][sub.user_id] != 1) return;
+  bus_->Publish(PresenceChanged{sub.channel, sub.user_id, sub.username, true, origin_});
+}
+
+void FanoutService::CountOutLocked(const Subscription& sub) {
+  auto channel = local_.find(sub.channel);
+  if (channel == local_.end()) return;
+  auto user = channel->second.find(sub.user_id);
+  if (user == channel->second.end() || --user->second > 0) return;
+  channel->second.erase(user);
+  if (channel->second.empty()) local_.erase(channel);
+  bus_->Publish(PresenceChanged{sub.channel, sub.user_id, sub.username, false, origin_});
+}
+
 void FanoutService::RemoveLocked(const SubPtr& sub) {
+  if (!sub->active) return;  // counted out once only
   sub->active = false;
+  CountOutLocked(*sub);
   if (auto it = by_channel_.find(sub->channel); it != by_channel_.end()) {
     std::erase(it->second, sub);
     if (it->second.empty()) by_channel_.erase(it);
@@ -133,6 +161,8 @@ void FanoutService::OnEvent(const BusEvent& event) {
           OnMessage(e);
         } else if constexpr (std::is_same_v<T, MembershipChanged>) {
           OnMembership(e);
+        } else if constexpr (std::is_same_v<T, PresenceChanged>) {
+          OnPresence(e);
         } else if constexpr (std::is_same_v<T, v1::TypingEvent>) {
           v1::ServerFrame frame;
           *frame.mutable_typing() = e;
@@ -186,6 +216,36 @@ void FanoutService::OnMembership(const MembershipChanged& change) {
     if (sub->user_id == change.user_id) leaving.push_back(sub);
   }
   for (const SubPtr& sub : leaving) EndLocked(sub, "no longer a member of the channel");
+}
+
+void FanoutService::OnPresence(const PresenceChanged& change) {
+  bool changed = false;
+  {
+    std::lock_guard lock(mu_);
+    auto& origins = online_[change.channel][change.user_id];
+    if (change.online) {
+      changed = origins.empty();
+      origins.insert(change.origin);
+    } else {
+      // An offline from an origin that never reported online (this instance started after it)
+      // changes nothing: the subscribers here were never told the user was online.
+      changed = origins.erase(change.origin) > 0 && origins.empty();
+    }
+    if (origins.empty()) {
+      auto& users = online_[change.channel];
+      users.erase(change.user_id);
+      if (users.empty()) online_.erase(change.channel);
+    }
+  }
+  if (!changed) return;
+  v1::ServerFrame frame;
+  auto* p = frame.mutable_presence();
+  p->set_channel(change.channel);
+  p->set_user_id(change.user_id);
+  p->set_username(change.username);
+  p->set_online(change.online);
+  // The user's own streams are not told about themselves (like typing).
+  Broadcast(change.channel, frame, change.user_id);
 }
 
 void FanoutService::Broadcast(const std::string& channel, const v1::ServerFrame& frame,

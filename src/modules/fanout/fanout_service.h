@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -37,6 +38,13 @@ struct FanoutOptions {
 // an Unsubscribed{resume_after_seq} frame (from the queue's reserve); the client resubscribes
 // with after_seq and catches up from the log at the pace it reads. Memory per stream stays bounded.
 //
+// Presence: each instance counts its live subscriptions per (channel, user) and publishes a
+// PresenceChanged on the bus when a count goes 0 -> 1 or 1 -> 0, while holding mu_ so that the
+// reports of one instance reach the bus in the order the counts changed. Every instance (this
+// one included) merges the reports by origin and sends a Presence frame to the channel's other
+// subscribers when the first origin reports a user online or the last one reports them offline.
+// Presence frames are ephemeral: offered like typing, dropped when the stream is behind.
+//
 // Thread-safety: all public methods may be called from any thread. One mutex guards the
 // subscription tables; it is never held while calling the database. Lock order: this mutex,
 // then a sink's own lock (a sink must never call into fanout while holding its lock).
@@ -56,12 +64,15 @@ class FanoutService final : public FanoutApi {
 
   std::size_t subscription_count() const;
   std::uint64_t slow_consumer_cuts() const;
+  // The id this instance puts in its PresenceChanged reports.
+  std::uint64_t presence_origin() const { return origin_; }
 
  private:
   struct Subscription {
     std::weak_ptr<SessionSink> sink;
     const SessionSink* key = nullptr;
     std::uint64_t user_id = 0;
+    std::string username;
     std::string channel;
     std::uint64_t delivered = 0;    // last seq offered to the stream
     std::uint64_t newest_live = 0;  // highest live seq seen while catching up
@@ -74,11 +85,15 @@ class FanoutService final : public FanoutApi {
   void OnEvent(const BusEvent& event);
   void OnMessage(const v1::ChatMessage& message);
   void OnMembership(const MembershipChanged& change);
+  void OnPresence(const PresenceChanged& change);
   void Broadcast(const std::string& channel, const v1::ServerFrame& frame, std::uint64_t skip_user);
 
   // Requires mu_. Ends the subscription, telling the stream where to resume.
   void EndLocked(const SubPtr& sub, const std::string& reason);
   void RemoveLocked(const SubPtr& sub);
+  // Require mu_. Count sub's user in (out of) its channel; report the user's first (last) one.
+  void CountInLocked(const Subscription& sub);
+  void CountOutLocked(const Subscription& sub);
   void StartCatchUpLocked(const SubPtr& sub);
   // The stream's queue has no room: retry the catch-up shortly, or end the subscription as a
   // slow consumer once it has been stalled for longer than options_.stalled_limit.
@@ -94,6 +109,12 @@ class FanoutService final : public FanoutApi {
   std::unordered_map<std::string, std::vector<SubPtr>> by_channel_;
   std::unordered_map<const SessionSink*, std::unordered_map<std::string, SubPtr>> by_sink_;
   std::uint64_t slow_consumer_cuts_ = 0;
+  // Presence. local_: this instance's live subscriptions per channel and user. online_: per
+  // channel and user, the origins (fanout instances) that report the user online.
+  const std::uint64_t origin_;
+  std::unordered_map<std::string, std::unordered_map<std::uint64_t, std::size_t>> local_;
+  std::unordered_map<std::string, std::unordered_map<std::uint64_t, std::set<std::uint64_t>>>
+      online_;
 
   Executor workers_;
   EventBus::SubscriptionId bus_subscription_ = 0;

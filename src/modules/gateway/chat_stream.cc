@@ -336,20 +336,30 @@ void ChatStream::HandleTyping(const v1::Typing& typing) {
     Offer(ErrorFrame(name.error(), typing.channel()), true);
     return;
   }
-  if (!deps_.fanout->IsSubscribed(this, *name)) {
-    Offer(ErrorFrame(MakeError(Code::kFailedPrecondition, "subscribe to the channel first"), *name),
-          true);
-    return;
-  }
   {
     std::lock_guard lock(mu_);
+    // Before any check: the refusal below costs a database read, so it is rate-limited too.
     if (!send_bucket_.TryTake()) return;  // typing notices are best effort
   }
-  v1::TypingEvent event;
-  event.set_channel(*name);
-  event.set_user_id(principal_.user_id);
-  event.set_username(principal_.username);
-  deps_.bus->Publish(std::move(event));
+  // Serially, so that a Subscribe sent just before takes effect first.
+  RunSerial([this, channel = *name] {
+    if (deps_.fanout->IsSubscribed(this, channel)) {
+      v1::TypingEvent event;
+      event.set_channel(channel);
+      event.set_user_id(principal_.user_id);
+      event.set_username(principal_.username);
+      deps_.bus->Publish(std::move(event));
+      return;
+    }
+    // Say why: not a member (PERMISSION_DENIED), no such channel (NOT_FOUND), or a member that
+    // has not subscribed (FAILED_PRECONDITION).
+    auto access = deps_.shard->AuthorizeSubscribe(principal_, channel);
+    Offer(ErrorFrame(access.ok() ? MakeError(Code::kFailedPrecondition,
+                                             "subscribe to the channel before sending typing")
+                                 : access.error(),
+                     channel),
+          true);
+  });
 }
 
 void StreamRegistry::Add(const std::shared_ptr<ChatStream>& stream) {

@@ -55,8 +55,9 @@ struct StreamDeps {
 //   in-flight send limit, so they are never dropped.
 // - Incoming: at most `max_inflight_sends` sends await their ACK; beyond that the stream stops
 //   reading, and HTTP/2 flow control pushes back on the client.
-// Blocking work (subscribe authorization, acks) runs on the executor, serially per stream, so
-// frames of one stream take effect in the order they were sent.
+// Blocking work (subscribe authorization, acks) and typing runs on the executor, serially per
+// stream, so frames of one stream take effect in the order they were sent (a typing notice right
+// after its Subscribe finds the subscription in place).
 //
 // Lifetime: owned by shared_ptrs (itself until gRPC's OnDone, pending callbacks, the registry's
 // weak refs). Thread-safety: all public methods may be called from any thread.

@@ -1,0 +1,38 @@
+# Summary of a scripts/bench.sh results file (jq -rs: the whole file as one array of results):
+# every result, then each InfraChat figure as a ratio to its ceiling and against the targets of
+# issue 3.
+def by($name): (map(select(.label == $name)) | last) // null;
+def num(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
+def pad(n): tostring | if length >= n then . else . + (" " * (n - length)) end;
+def lpad(n): tostring | if length >= n then . else (" " * (n - length)) + . end;
+def ratio(a; b): if a == null or b == null or b.rate == 0 then null else a.rate / b.rate end;
+def verdict(ok): if ok == null then "n/a" elif ok then "met" else "MISSED" end;
+
+. as $all
+| (["label", "rate", "unit", "p50 ms", "p99 ms", "p99.9 ms", "max ms"]
+   | "\(.[0] | pad(28))\(.[1] | lpad(14))  \(.[2] | pad(14))\(.[3] | lpad(9))\(.[4] | lpad(9))\(.[5] | lpad(10))\(.[6] | lpad(9))"),
+  ($all[]
+   | "\(.label | pad(28))\(.rate | round | lpad(14))  \(.rate_unit | pad(14))\(num(.latency.p50) | lpad(9))\(num(.latency.p99) | lpad(9))\(num(.latency.p99_9) | lpad(10))\(num(.latency.max) | lpad(9))"),
+  "",
+  "Ratios and targets (issue 3):",
+  (by("durable-send") as $ds | by("pg-insert c1 b100") as $pg
+   | ratio($ds; $pg) as $r
+   | "  durable-send / raw PostgreSQL insert (1 conn, batch 100): \(num($r)) (target >= 0.40: \(verdict(if $r == null then null else $r >= 0.4 end)))"),
+  (by("durable-send") as $ds
+   | "  durable-send msg/s with 64 senders: \($ds.rate // 0 | round) (target >= 50000: \(verdict(if $ds == null then null else $ds.rate >= 50000 end)))"),
+  (ratio(by("durable-send"); by("relay durable-send")) as $r
+   | "  durable-send / raw gRPC relay send+ack: \(num($r))"),
+  (by("durable-send half load") as $h
+   | "  durable-send ACK p99 at half load: \(num($h.latency.p99)) ms (target < 20: \(verdict(if $h == null then null else $h.latency.p99 < 20 end)))"),
+  (ratio(by("durable-send"); by("durable-send max_batch=1")) as $r
+   | "  group commit speed-up (default / max_batch=1): \(num($r))x"),
+  (by("fanout") as $f | ratio($f; by("relay fanout")) as $r
+   | "  fanout / raw gRPC relay fanout: \(num($r)) (target >= 0.50: \(verdict(if $r == null then null else $r >= 0.5 end)))",
+     "  fanout deliveries/s: \($f.rate // 0 | round) (target >= 200000 with 1000 subscribers: \(verdict(if $f == null then null else $f.rate >= 200000 end)))",
+     "  fanout send-to-receive p99 at full load (closed loop): \(num($f.latency.p99)) ms"),
+  (by("fanout half load") as $h
+   | "  fanout send-to-receive p99 at half load: \(num($h.latency.p99)) ms (target < 50: \(verdict(if $h == null then null else $h.latency.p99 < 50 end)))"),
+  (by("fanout mux100") as $m | ratio($m; by("relay fanout mux100")) as $r
+   | "  fanout, 100 streams a connection: \($m.rate // 0 | round) deliveries/s, \(num($r)) of the relay's (target 200000: \(verdict(if $m == null then null else $m.rate >= 200000 end)))"),
+  (by("connections") as $c
+   | "  connections: \($c.count // 0) sessions, server RSS \(num($c.extra.server_rss_per_session_kib)) KiB per session (target < 50: \(verdict(if $c.extra.server_rss_per_session_kib == null then null else $c.extra.server_rss_per_session_kib < 50 end)))")

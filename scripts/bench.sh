@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Measures InfraChat against the limits under it, back to back on this machine and build:
+#   1. ceilings: raw PostgreSQL batched inserts (infrachat-ceiling pg-insert) and a raw gRPC relay
+#      of the same ChatService with no logic (infrachat-ceiling grpc-relay), driven by the same
+#      client code as InfraChat (infrachat-bench --raw);
+#   2. InfraChat: infrachatd with every role, driven by infrachat-bench (durable-send at full and
+#      half load, fanout, rooms, resume, connections);
+#   3. before/after group commit: durable-send again with shard.max_batch=1 (one transaction per
+#      send, as before group commit).
+# Prints every result as a JSON line into the results file and a summary with each InfraChat
+# figure as a ratio to its ceiling. See docs/PERFORMANCE.md.
+#
+#   scripts/bench.sh                 full run (about 4 minutes)
+#   scripts/bench.sh --quick         short run with smaller sizes (about 2 minutes)
+#   scripts/bench.sh --out FILE      results file (default bench-results/<date>.jsonl)
+#   BENCH_DURATION=S BENCH_WARMUP=S  measured and warm-up seconds per scenario
+#
+# Benchmarks are not tests: nothing here fails on a slow figure. The daemon runs with the limits
+# of a benchmark (per-stream rate limit off, argon2 at its minimum so registering thousands of
+# users takes seconds); every other setting is the product's default.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+quick=0
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --out) out=${2:?--out FILE}; shift ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+"$root/scripts/setup.sh"
+build=${BUILD_DIR:-$root/build}
+BUILD_DIR=$build "$root/scripts/build.sh" infrachatd infrachat-bench infrachat-ceiling >/dev/null
+bench=$build/src/bench/tool/infrachat-bench
+ceiling=$build/src/bench/ceilings/infrachat-ceiling
+daemon_bin=$build/src/exe/infrachatd
+
+if [ $quick = 1 ]; then
+  duration=${BENCH_DURATION:-3}; warmup=${BENCH_WARMUP:-1}
+  subscribers=200; sessions=1000; resume_messages=2000; rooms=50
+else
+  duration=${BENCH_DURATION:-10}; warmup=${BENCH_WARMUP:-2}
+  subscribers=1000; sessions=10000; resume_messages=10000; rooms=200
+fi
+senders=64
+timing=(--duration "$duration" --warmup "$warmup")
+
+mkdir -p "$root/bench-results"
+results=${out:-$root/bench-results/$(date +%Y%m%d-%H%M%S).jsonl}
+: >"$results"
+work=$(mktemp -d /tmp/infrachat-bench.XXXXXX)
+pgdir=/tmp/infrachat-bench-pg
+server_pid=""
+
+cleanup() {
+  if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  "$root/test/support/pg_cluster.sh" stop "$pgdir" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A fresh database for every run, so table sizes do not drift between runs.
+"$root/test/support/pg_cluster.sh" stop "$pgdir" >/dev/null 2>&1 || true
+db_url=$("$root/test/support/pg_cluster.sh" start "$pgdir")
+
+# record LABEL COMMAND...: runs a benchmark, adds {"label": LABEL} to each JSON line it prints.
+record() {
+  local label=$1
+  shift
+  echo "== $label" >&2
+  "$@" | jq -c --arg name "$label" '. + {"label": $name}' | tee -a "$results" >/dev/null ||
+    echo "bench.sh: '$label' failed (exit ${PIPESTATUS[0]}); continuing" >&2
+}
+
+# wait_ready FILE: waits until a server wrote its ready file; prints the address in it.
+wait_ready() {
+  for _ in $(seq 1 300); do
+    if [ -s "$1" ]; then
+      # infrachatd writes {"address": ...}; the relay writes host:port.
+      if jq -er .address "$1" 2>/dev/null; then return 0; fi
+      head -n1 "$1"
+      return 0
+    fi
+    kill -0 "$server_pid" 2>/dev/null || { echo "bench.sh: server exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench.sh: server not ready" >&2
+  exit 1
+}
+
+stop_server() {
+  kill -TERM "$server_pid"
+  wait "$server_pid" || true
+  server_pid=""
+}
+
+# start_infrachatd [--set k=v ...]: all roles on a fresh port; sets $address and $server_pid.
+start_infrachatd() {
+  rm -f "$work/ready"
+  ulimit -n "$(ulimit -Hn)"
+  "$daemon_bin" --config "$root/config/all-in-one.yaml" \
+    --set database.url="$db_url" --set grpc.listen_address=127.0.0.1:0 \
+    --set auth.argon2_ops_limit=1 --set auth.argon2_mem_limit_kib=8 \
+    --set limits.send_rate_per_s=1000000 --set limits.send_burst=1000000 \
+    --set limits.max_streams=$((sessions + 2000)) --set log.level=warn \
+    --ready-file "$work/ready" "$@" >>"$work/infrachatd.log" 2>&1 &
+  server_pid=$!
+  address=$(wait_ready "$work/ready")
+}
+
+start_relay() {
+  rm -f "$work/ready"
+  "$ceiling" grpc-relay --listen 127.0.0.1:0 --ready-file "$work/ready" >>"$work/relay.log" 2>&1 &
+  server_pid=$!
+  address=$(wait_ready "$work/ready")
+}
+
+ulimit -n "$(ulimit -Hn)"
+echo "bench.sh: results in $results; ${duration}s per scenario after ${warmup}s warm-up" >&2
+
+# --- 1. Ceilings ---------------------------------------------------------------------------
+for spec in "1 1" "1 100" "1 512" "4 100"; do
+  set -- $spec
+  record "pg-insert c$1 b$2" "$ceiling" pg-insert --url "$db_url" --connections "$1" --batch "$2" "${timing[@]}"
+done
+start_relay
+record "relay durable-send" "$bench" durable-send --raw --target "$address" --senders $senders --channels $senders "${timing[@]}"
+record "relay fanout" "$bench" fanout --raw --target "$address" --subscribers $subscribers "${timing[@]}"
+# The same with 100 subscriber streams sharing a TCP connection, as behind an HTTP/2 proxy.
+record "relay fanout mux100" "$bench" fanout --raw --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
+stop_server
+
+# --- 2. InfraChat ---------------------------------------------------------------------------
+start_infrachatd
+record "durable-send" "$bench" durable-send --target "$address" --senders $senders --channels $senders "${timing[@]}"
+max_rate=$(jq -r 'select(.label == "durable-send") | .rate | floor' "$results" | tail -n1)
+if [ -n "$max_rate" ] && [ "$max_rate" -gt 1 ]; then
+  record "durable-send half load" "$bench" durable-send --target "$address" --senders $senders --channels $senders --rate $((max_rate / 2)) "${timing[@]}"
+fi
+record "fanout" "$bench" fanout --target "$address" --subscribers $subscribers "${timing[@]}"
+# Latency at load: open loop at half the closed-loop message rate (deliveries / subscribers).
+fanout_rate=$(jq -r 'select(.label == "fanout") | .rate' "$results" | tail -n1)
+if [ -n "$fanout_rate" ]; then
+  half=$(jq -n --argjson r "$fanout_rate" --argjson n "$subscribers" '$r / $n / 2 | floor')
+  if [ "$half" -gt 0 ]; then
+    record "fanout half load" "$bench" fanout --target "$address" --subscribers $subscribers --rate "$half" "${timing[@]}"
+  fi
+fi
+record "fanout mux100" "$bench" fanout --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
+record "rooms" "$bench" rooms --target "$address" --rooms $rooms --members 5 --rate-per-member 1 "${timing[@]}"
+record "resume" "$bench" resume --target "$address" --messages $resume_messages
+stop_server
+# connections last and on a fresh daemon, so its RSS is not inflated by earlier scenarios.
+start_infrachatd
+record "connections" "$bench" connections --target "$address" --sessions $sessions --server-pid "$server_pid" --duration 3 --warmup 0
+stop_server
+
+# --- 3. Before group commit: one transaction per send ----------------------------------------
+start_infrachatd --set shard.max_batch=1
+record "durable-send max_batch=1" "$bench" durable-send --target "$address" --senders $senders --channels $senders "${timing[@]}"
+stop_server
+
+# --- Summary ---------------------------------------------------------------------------------
+jq -rs -f "$root/scripts/bench-summary.jq" "$results"
+echo "bench.sh: results in $results" >&2

@@ -1,0 +1,121 @@
+// End-to-end: the interactive mode of the `infrachat` binary, on a real pseudo-terminal (the
+// program sees a terminal on stdin and stdout, so libedit's line editing is what runs), against
+// a real `infrachatd`. A person types; another user (the client library) answers.
+//
+//   - `/join #general` joins, subscribes and switches the prompt to the channel;
+//   - another member coming online and going offline is shown as a status line;
+//   - a typed line is sent: the other user receives it, and it is shown with its seq;
+//   - the other user's message appears on the screen;
+//   - `/quit` exits 0.
+//
+// Waits are bounded (kWait) and look for whole lines of the client's output format.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+
+#include "daemon_process.h"
+#include "infrachat/client/client.h"
+#include "pty_process.h"
+
+namespace infrachat {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::DaemonProcess;
+using testing::kTestPassword;
+using testing::NextMatching;
+using testing::PtyProcess;
+using testing::RegisterUser;
+using testing::SendAndWait;
+using testing::SubscribeAndWait;
+using testing::TestDatabase;
+namespace v1 = client::v1;
+
+constexpr auto kWait = 15s;
+constexpr const char* kGeneral = "general";
+
+TEST_CASE("infrachat on a terminal - join then chat with another user then quit",
+          "[e2e][interactive]") {
+  TestDatabase db;
+  DaemonProcess daemon(db);
+  auto alice = RegisterUser(daemon.address(), "alice");  // not a member of #general yet
+  auto bob = RegisterUser(daemon.address(), "bob");
+  auto carol = RegisterUser(daemon.address(), "carol");  // watches for alice's subscription
+  REQUIRE(bob->CreateChannel(kGeneral).ok());
+  REQUIRE(carol->JoinChannel(kGeneral).ok());
+  auto carol_stream = carol->Connect();
+  REQUIRE(SubscribeAndWait(*carol_stream, kGeneral) == 0);
+
+  PtyProcess term({INFRACHAT_CLI_PATH, "--no-color"}, {{"INFRACHAT_SERVER", daemon.address()},
+                                                       {"INFRACHAT_USER", "alice"},
+                                                       {"INFRACHAT_PASSWORD", kTestPassword},
+                                                       {"NO_COLOR", "1"}});
+  // Waits for `text` after what was already matched; on failure shows the screen as text.
+  std::size_t seen = 0;
+  auto expect = [&](const std::string& text) {
+    auto at = term.WaitForText(text, seen, kWait);
+    INFO("waiting for \"" << text << "\" on alice's terminal:\n" << term.PlainOutput());
+    REQUIRE(at);
+    seen = *at;
+  };
+
+  expect("logged in as alice");
+  expect("[no channel] > ");
+  REQUIRE(term.Type("/join #general\r"));
+  expect("[#general] > ");
+  auto members = bob->ListMembers(kGeneral);
+  REQUIRE(members.ok());
+  CHECK(members->size() == 3);
+  // The prompt switches when the join returns, before the server has registered the
+  // subscription; carol seeing alice come online is the sign that it has. Without this wait,
+  // bob could come online before alice's subscription exists and she would never hear of it.
+  REQUIRE(NextMatching(
+      *carol_stream,
+      [](const v1::ServerFrame& f) {
+        return f.has_presence() && f.presence().username() == "alice" && f.presence().online();
+      },
+      kWait));
+
+  // bob comes online in #general after alice's subscription is live: her screen says so.
+  auto bob_stream = bob->Connect();
+  REQUIRE(SubscribeAndWait(*bob_stream, kGeneral) == 0);
+  expect("-- bob is online in #general");
+
+  // alice types a line: bob receives it, and her screen shows it with its seq.
+  REQUIRE(term.Type("hello from alice\r"));
+  auto got = NextMatching(
+      *bob_stream, [](const v1::ServerFrame& f) { return f.has_message(); }, kWait);
+  REQUIRE(got);
+  CHECK(got->message().sender() == "alice");
+  CHECK(got->message().body() == "hello from alice");
+  CHECK(got->message().seq() == 1);
+  expect("   1 <alice> hello from alice");
+
+  // bob answers: the message appears on alice's screen.
+  auto ack = SendAndWait(*bob_stream, kGeneral, "bob-1", "hello from bob");
+  REQUIRE(ack);
+  REQUIRE(ack->has_send_ack());
+  CHECK(ack->send_ack().seq() == 2);
+  expect("   2 <bob> hello from bob");
+
+  // bob's stream ends: he goes offline.
+  bob_stream->Cancel();
+  expect("-- bob is offline in #general");
+
+  REQUIRE(term.Type("/quit\r"));
+  const auto status = term.Wait(kWait);
+  INFO("alice's terminal:\n" << term.PlainOutput());
+  REQUIRE(status);
+  CHECK(*status == 0);
+  // alice's own line was shown once with its seq, not also echoed back as a second line.
+  const std::string out = term.output();
+  std::size_t shown = 0;
+  for (auto pos = out.find("<alice> hello from alice"); pos != std::string::npos;
+       pos = out.find("<alice> hello from alice", pos + 1)) {
+    ++shown;
+  }
+  CHECK(shown == 2);  // the [pending] line, then its replacement with the seq
+}
+
+}  // namespace
+}  // namespace infrachat
