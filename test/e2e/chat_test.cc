@@ -799,6 +799,16 @@ bool IsPresence(const v1::ServerFrame& f, const std::string& user, bool online) 
   return f.has_presence() && f.presence().username() == user && f.presence().online() == online;
 }
 
+// What ListMembers says of `user`'s being online, as seen by `client`.
+std::optional<bool> ListedOnline(client::Client& client, const std::string& user) {
+  auto members = client.ListMembers(kGeneral);
+  REQUIRE(members.ok());
+  for (const auto& m : *members) {
+    if (m.username() == user) return m.online();
+  }
+  return std::nullopt;
+}
+
 TEST_CASE("a subscriber sees another member come online and go offline when the stream ends",
           "[e2e][chat][presence]") {
   Chat chat;
@@ -846,6 +856,8 @@ TEST_CASE("a subscriber sees another member come online and go offline when the 
   CHECK(IsPresence(*offline, "bob", false));
   CHECK(offline->presence().user_id() == bob_id);
   CHECK(offline->presence().channel() == kGeneral);
+  // fanout counted bob out before it sent that frame, so ListMembers already agrees.
+  CHECK(ListedOnline(*chat.alice, "bob") == false);
   auto after = FramesBeforePong(*a, 3);
   INFO(Describe(after));
   CHECK(Presences(after).empty());

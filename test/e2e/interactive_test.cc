@@ -2,8 +2,9 @@
 // program sees a terminal on stdin and stdout, so libedit's line editing is what runs), against
 // a real `infrachatd`. A person types; another user (the client library) answers.
 //
-//   - `/join #general` joins, subscribes and switches the prompt to the channel;
+//   - `/join #general` joins, subscribes, names who is online and switches the prompt;
 //   - another member coming online and going offline is shown as a status line;
+//   - `/who` lists the members, online ones first;
 //   - a typed line is sent: the other user receives it, and it is shown with its seq;
 //   - the other user's message appears on the screen;
 //   - `/quit` exits 0.
@@ -62,6 +63,7 @@ TEST_CASE("infrachat on a terminal - join then chat with another user then quit"
   expect("logged in as alice");
   expect("[no channel] > ");
   REQUIRE(term.Type("/join #general\r"));
+  expect("-- online in #general: carol");  // who was already there, as on an irssi join
   expect("[#general] > ");
   auto members = bob->ListMembers(kGeneral);
   REQUIRE(members.ok());
@@ -101,6 +103,9 @@ TEST_CASE("infrachat on a terminal - join then chat with another user then quit"
   // bob's stream ends: he goes offline.
   bob_stream->Cancel();
   expect("-- bob is offline in #general");
+  // /who splits the members by whether they are online now (the screen said bob left).
+  REQUIRE(term.Type("/who\r"));
+  expect("-- #general: 3 member(s); online: alice, carol; offline: bob");
 
   REQUIRE(term.Type("/quit\r"));
   const auto status = term.Wait(kWait);

@@ -874,9 +874,16 @@ TEST_CASE("presence over two fanout instances: online until the user is gone fro
   f.bus.Drain();
   CHECK(Presences(alice->Frames(), "general") == Strings{"carol:on", "bob:on"});
   CHECK(Presences(carol->Frames(), "general") == Strings{"bob:on"});
+  // Both instances answer "who is online" from the merged reports; nobody is online elsewhere.
+  using Ids = std::vector<std::uint64_t>;
+  CHECK(f.fanout->OnlineUsers("general") == Ids{1, 2, 3});
+  CHECK(b->OnlineUsers("general") == Ids{1, 2, 3});
+  CHECK(b->OnlineUsers("random").empty());
 
   b->UnsubscribeAll(bob_b.get());
   f.bus.Drain();
+  CHECK(f.fanout->OnlineUsers("general") == Ids{1, 3});
+  CHECK(b->OnlineUsers("general") == Ids{1, 3});
   b.reset();
   f.Stop();
   CHECK(Presences(alice->Frames(), "general") == Strings{"carol:on", "bob:on", "bob:off"});

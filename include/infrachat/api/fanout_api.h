@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include "infrachat/api/principal.h"
 #include "infrachat/core/result.h"
@@ -57,6 +58,10 @@ class FanoutApi {
   virtual bool IsSubscribed(const SessionSink* sink, std::string_view channel) const = 0;
   // Number of live subscriptions of the sink (for the per-stream limit).
   virtual std::size_t CountSubscriptions(const SessionSink* sink) const = 0;
+  // The users this instance knows to be online in `channel` (a live subscription on any fanout
+  // instance whose reports it has heard), in ascending id order. A hint with the same limits as
+  // Presence frames: an instance that started after a user came online does not know of them.
+  virtual std::vector<std::uint64_t> OnlineUsers(std::string_view channel) const = 0;
 };
 
 }  // namespace infrachat

@@ -87,6 +87,8 @@ class Interactive {
   void Create(const SlashCommand& cmd);
   void Invite(const std::string& username);
   void Who();
+  // One status line naming the other members online in `channel` now (as on irssi's join).
+  void ShowOnline(const std::string& channel);
   void History(std::uint32_t count);
   void Channels();
   void Switch(const std::string& channel);
@@ -294,11 +296,25 @@ void Interactive::Join(const std::string& channel, bool make_current) {
         "joined #{}{}", channel,
         joined->topic().empty() ? "" : " - " + client::SanitizeForTerminal(joined->topic())));
     Follow(channel, head > kJoinContext ? head - kJoinContext : 0);
+    ShowOnline(channel);
   }
   if (make_current) {
     current_ = channel;
     UpdatePrompt();
   }
+}
+
+void Interactive::ShowOnline(const std::string& channel) {
+  auto members = client_->ListMembers(channel);
+  if (!members.ok()) return;  // only a courtesy after a join that worked; /who says why
+  std::string names;
+  for (const auto& m : *members) {
+    if (!m.online() || m.username() == me_) continue;
+    if (!names.empty()) names += ", ";
+    names += client::SanitizeForTerminal(m.username());
+  }
+  Status(names.empty() ? fmt::format("nobody else is online in #{}", channel)
+                       : fmt::format("online in #{}: {}", channel, names));
 }
 
 void Interactive::Part(std::string channel) {
@@ -331,12 +347,15 @@ void Interactive::Who() {
   if (!NeedChannel()) return;
   auto members = client_->ListMembers(current_);
   if (!members.ok()) return Fail(members.error());
-  std::string names;
+  std::string online;
+  std::string offline;
   for (const auto& m : *members) {
+    std::string& names = m.online() ? online : offline;
     if (!names.empty()) names += ", ";
     names += client::SanitizeForTerminal(m.username());
   }
-  Status(fmt::format("#{}: {} member(s): {}", current_, members->size(), names));
+  Status(fmt::format("#{}: {} member(s); online: {}; offline: {}", current_, members->size(),
+                     online.empty() ? "-" : online, offline.empty() ? "-" : offline));
 }
 
 void Interactive::History(std::uint32_t count) {

@@ -99,6 +99,19 @@ std::size_t FanoutService::CountSubscriptions(const SessionSink* sink) const {
   return it == by_sink_.end() ? 0 : it->second.size();
 }
 
+std::vector<std::uint64_t> FanoutService::OnlineUsers(std::string_view channel) const {
+  std::vector<std::uint64_t> users;
+  {
+    std::lock_guard lock(mu_);
+    auto it = online_.find(std::string(channel));
+    if (it == online_.end()) return users;
+    users.reserve(it->second.size());
+    for (const auto& [user_id, origins] : it->second) users.push_back(user_id);
+  }
+  std::sort(users.begin(), users.end());
+  return users;
+}
+
 std::size_t FanoutService::subscription_count() const {
   std::lock_guard lock(mu_);
   std::size_t n = 0;

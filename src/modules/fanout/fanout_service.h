@@ -61,6 +61,7 @@ class FanoutService final : public FanoutApi {
   void UnsubscribeAll(const SessionSink* sink) override;
   bool IsSubscribed(const SessionSink* sink, std::string_view channel) const override;
   std::size_t CountSubscriptions(const SessionSink* sink) const override;
+  std::vector<std::uint64_t> OnlineUsers(std::string_view channel) const override;
 
   std::size_t subscription_count() const;
   std::uint64_t slow_consumer_cuts() const;

@@ -55,7 +55,8 @@ class GatewayModule final : public Module {
 
     auth_service_ = std::make_unique<gateway::AuthServiceImpl>(auth_);
     router_service_ = std::make_unique<gateway::RouterServiceImpl>(auth_, &ctx.router());
-    channel_service_ = std::make_unique<gateway::ChannelServiceImpl>(auth_, &ctx.shard());
+    channel_service_ =
+        std::make_unique<gateway::ChannelServiceImpl>(auth_, &ctx.shard(), deps.fanout);
     chat_service_ = std::make_unique<ChatServiceImpl>(deps);
     ScheduleSweep();
   }

@@ -1,5 +1,8 @@
 #include "unary_services.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "grpc_edge.h"
 
 namespace infrachat::gateway {
@@ -93,7 +96,12 @@ grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
   INFRACHAT_AUTHENTICATE(ctx);
   auto members = shard_->ListMembers(*caller, request->channel());
   if (!members.ok()) return ToStatus(members.error());
-  for (auto& m : *members) *response->add_members() = std::move(m);
+  // Asked after the membership check above, so only members learn who is online.
+  const std::vector<std::uint64_t> online = fanout_->OnlineUsers(request->channel());
+  for (auto& m : *members) {
+    m.set_online(std::binary_search(online.begin(), online.end(), m.user_id()));
+    *response->add_members() = std::move(m);
+  }
   return grpc::Status::OK;
 }
 

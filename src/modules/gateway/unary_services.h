@@ -2,6 +2,7 @@
 #pragma once
 
 #include "infrachat/api/auth_api.h"
+#include "infrachat/api/fanout_api.h"
 #include "infrachat/api/router_api.h"
 #include "infrachat/api/shard_api.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
@@ -35,7 +36,9 @@ class RouterServiceImpl final : public v1::RouterService::Service {
 
 class ChannelServiceImpl final : public v1::ChannelService::Service {
  public:
-  ChannelServiceImpl(AuthApi* auth, ShardApi* shard) : auth_(auth), shard_(shard) {}
+  // `fanout` answers who is online for ListMembers (fanout always runs beside the gateway).
+  ChannelServiceImpl(AuthApi* auth, ShardApi* shard, FanoutApi* fanout)
+      : auth_(auth), shard_(shard), fanout_(fanout) {}
   grpc::Status CreateChannel(grpc::ServerContext*, const v1::CreateChannelRequest*,
                              v1::Channel*) override;
   grpc::Status JoinChannel(grpc::ServerContext*, const v1::JoinChannelRequest*,
@@ -54,6 +57,7 @@ class ChannelServiceImpl final : public v1::ChannelService::Service {
  private:
   AuthApi* auth_;
   ShardApi* shard_;
+  FanoutApi* fanout_;
 };
 
 }  // namespace infrachat::gateway
