@@ -516,6 +516,10 @@ std::vector<Field> WorkerFields() {
                 AtLeast(1)),
       MakeField(INFRACHAT_KEY(fanout.workers), "Threads reading the log for catch-up", AtLeast(1)),
       MakeField(INFRACHAT_KEY(fanout.catchup_batch), "Messages per log read", AtLeast(1)),
+      MakeField(INFRACHAT_KEY(fanout.presence_max_subscribers),
+                "Presence frames only in channels with at most this many live subscribers "
+                "(0: none)",
+                AtLeast(0)),
   };
 }
 

@@ -852,6 +852,48 @@ TEST_CASE("presence is dropped, not queued, when the stream is behind", "[fanout
   CHECK(Unsubscribes(alice->Frames(), "general").empty());
 }
 
+TEST_CASE("presence frames stop above presence_max_subscribers, who is online does not",
+          "[fanout][presence]") {
+  fanout::FanoutOptions options;
+  options.presence_max_subscribers = 2;
+  FanoutFixture f(options);
+  const Principal kCarol{3, "carol", "", 0};
+  auto alice = std::make_shared<FakeSink>();
+  auto bob = std::make_shared<FakeSink>();
+  auto carol = std::make_shared<FakeSink>();
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  f.bus.Drain();
+  f.Subscribe(bob, kBob, "general", std::nullopt);  // 2 subscribers: still told
+  f.bus.Drain();
+  f.Subscribe(carol, kCarol, "general", std::nullopt);  // 3: over the limit, nobody is told
+  f.bus.Drain();
+  CHECK(Presences(alice->Frames(), "general") == Strings{"bob:on"});
+  CHECK(Presences(bob->Frames(), "general").empty());
+  CHECK(f.fanout->OnlineUsers("general") == std::vector<std::uint64_t>{1, 2, 3});
+
+  f.fanout->UnsubscribeAll(alice.get());  // 2 subscribers remain: within the limit again
+  f.bus.Drain();
+  f.Stop();
+  // So they are told alice left, though carol never heard she came: a hint may lack its pair.
+  CHECK(Presences(bob->Frames(), "general") == Strings{"alice:off"});
+  CHECK(Presences(carol->Frames(), "general") == Strings{"alice:off"});
+}
+
+TEST_CASE("presence_max_subscribers 0 turns presence frames off", "[fanout][presence]") {
+  fanout::FanoutOptions options;
+  options.presence_max_subscribers = 0;
+  FanoutFixture f(options);
+  auto alice = std::make_shared<FakeSink>();
+  auto bob = std::make_shared<FakeSink>();
+  f.Subscribe(alice, kAlice, "general", std::nullopt);
+  f.Subscribe(bob, kBob, "general", std::nullopt);
+  f.bus.Drain();
+  CHECK(f.fanout->OnlineUsers("general") == std::vector<std::uint64_t>{1, 2});
+  f.Stop();
+  CHECK(Presences(alice->Frames(), "general").empty());
+  CHECK(Presences(bob->Frames(), "general").empty());
+}
+
 TEST_CASE("presence over two fanout instances: online until the user is gone from both",
           "[fanout][presence]") {
   FanoutFixture f;  // instance A

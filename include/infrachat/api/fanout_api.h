@@ -35,7 +35,8 @@ class SessionSink {
 // Presence: fanout owns the subscriptions, so it also tells the other subscribers of a channel
 // when a user's first live subscription to it starts and when their last one ends (Subscribe,
 // Unsubscribe, UnsubscribeAll, a slow-consumer cut, leaving the channel). The caller does
-// nothing extra for it. Best effort: see docs/adr/0006-presence.md.
+// nothing extra for it. Best effort, and only in channels up to a configured number of live
+// subscribers: see docs/adr/0006-presence.md.
 //
 // Thread-safety: all methods may be called from any thread. Non-blocking: log reads for
 // catch-up run on fanout's own workers.

@@ -54,6 +54,9 @@ struct ShardConfig {
 struct FanoutConfig {
   int workers = 2;          // threads reading the log for catch-up
   int catchup_batch = 256;  // messages per log read
+  // Presence frames only for channels with at most this many live subscribers on this instance
+  // (each change costs a frame per subscriber; bigger channels ask ListMembers). 0: none.
+  int presence_max_subscribers = 256;
 };
 
 struct LimitsConfig {

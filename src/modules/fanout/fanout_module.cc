@@ -16,6 +16,8 @@ class FanoutModule final : public Module {
     fanout::FanoutOptions options;
     options.workers = config.fanout.workers;
     options.catchup_batch = static_cast<std::uint32_t>(config.fanout.catchup_batch);
+    options.presence_max_subscribers =
+        static_cast<std::size_t>(config.fanout.presence_max_subscribers);
     service_ = std::make_unique<fanout::FanoutService>(options, &ctx.bus(), &ctx.shard(),
                                                        ModuleLogger("fanout"));
     ctx.ProvideFanout(service_.get());

@@ -249,6 +249,12 @@ void FanoutService::OnPresence(const PresenceChanged& change) {
       users.erase(change.user_id);
       if (users.empty()) online_.erase(change.channel);
     }
+    // A big channel keeps the merged view (OnlineUsers) but gets no frames: see FanoutOptions.
+    if (changed) {
+      auto subs = by_channel_.find(change.channel);
+      changed = subs != by_channel_.end() && !subs->second.empty() &&
+                subs->second.size() <= options_.presence_max_subscribers;
+    }
   }
   if (!changed) return;
   v1::ServerFrame frame;

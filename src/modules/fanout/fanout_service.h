@@ -23,6 +23,10 @@ struct FanoutOptions {
   // A catch-up that cannot hand a single message to its stream for this long ends as a slow
   // consumer, so a stalled reader cannot pin a worker or memory.
   std::chrono::milliseconds stalled_limit{30000};
+  // Presence frames go only to channels with at most this many live subscribers here: a change
+  // costs one frame per subscriber, so N people arriving cost N^2/2 frames. Bigger channels keep
+  // the merged view for OnlineUsers (ListMembers) but get no frames. 0: no presence frames.
+  std::size_t presence_max_subscribers = 256;
 };
 
 // Delivers bus events to subscribed streams, per channel in seq order, without gap or duplicate.
