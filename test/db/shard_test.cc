@@ -85,10 +85,10 @@ struct Acks {
 
   SendCallback Callback(SendCommand command) {
     return [this, command = std::move(command)](Result<SendOutcome> r) {
-      {
-        std::lock_guard lock(mu);
-        acks.push_back(Ack{command, std::move(r)});
-      }
+      // Notified under the lock: a waiter that sees the last ack may destroy this Acks (and
+      // its cv) as soon as it can take the lock (found by TSan).
+      std::lock_guard lock(mu);
+      acks.push_back(Ack{command, std::move(r)});
       cv.notify_all();
     };
   }
