@@ -50,12 +50,8 @@ class Connections final : public CountingHandler {
       case v1::ServerFrame::kUnsubscribed:
         counts_.cuts.fetch_add(1, std::memory_order_relaxed);
         return;
-      case v1::ServerFrame::kPresence:
-        counts_.presence.fetch_add(1, std::memory_order_relaxed);
-        return;
       default:
-        counts_.other.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return CountUnhandled(frame);
     }
   }
 

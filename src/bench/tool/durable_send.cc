@@ -64,8 +64,7 @@ class DurableSend final : public CountingHandler {
         }
         return;
       default:
-        counts_.other.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return CountUnhandled(frame);
     }
   }
 

@@ -65,7 +65,7 @@ class Fanout final : public CountingHandler {
 
   void OnFrame(BenchStream& stream, v1::ServerFrame& frame) override {
     if (is_sender(stream)) return OnSenderFrame(frame);
-    Sub& sub = subs_[stream.index() - options_.senders];
+    SubscriberState& sub = subs_[stream.index() - options_.senders];
     switch (frame.frame_case()) {
       case v1::ServerFrame::kMessage: {
         const std::int64_t now = UnixNanos();
@@ -105,12 +105,8 @@ class Fanout final : public CountingHandler {
       case v1::ServerFrame::kError:
         counts_.errors.Add(frame.error().code(), frame.error().message());
         return;
-      case v1::ServerFrame::kPresence:
-        counts_.presence.fetch_add(1, std::memory_order_relaxed);
-        return;
       default:
-        counts_.other.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return CountUnhandled(frame);
     }
   }
 
@@ -122,11 +118,7 @@ class Fanout final : public CountingHandler {
     return behind;
   }
 
-  SeqTotals Seqs() const {
-    SeqTotals totals;
-    for (const auto& sub : subs_) totals.Add(sub.seqs);
-    return totals;
-  }
+  SeqTotals Seqs() const { return SumSeqs(subs_); }
 
   std::size_t subscribed() const { return subscribed_.load(std::memory_order_acquire); }
   std::int64_t unacked() const { return unacked_.load(); }
@@ -135,11 +127,6 @@ class Fanout final : public CountingHandler {
   const PerThread<DeliveryStats>& stats() const { return stats_; }
 
  private:
-  struct Sub {
-    SeqTracker seqs;
-    bool subscribed = false;  // this stream's callbacks only
-  };
-
   void OnSenderFrame(v1::ServerFrame& frame) {
     switch (frame.frame_case()) {
       case v1::ServerFrame::kSendAck:
@@ -159,8 +146,7 @@ class Fanout final : public CountingHandler {
         }
         return;
       default:
-        counts_.other.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return CountUnhandled(frame);
     }
   }
 
@@ -170,7 +156,7 @@ class Fanout final : public CountingHandler {
   const std::string channel_;
   const bool closed_loop_;
   std::vector<BenchStream*> senders_;
-  std::vector<Sub> subs_;
+  std::vector<SubscriberState> subs_;
   std::vector<std::atomic<std::uint32_t>> ring_;  // per message number: subscribers reached
   std::atomic<std::uint64_t> issued_{0};
   std::atomic<std::uint64_t> completed_{0};

@@ -43,7 +43,7 @@ class Rooms final : public CountingHandler {
   }
 
   void OnFrame(BenchStream& stream, v1::ServerFrame& frame) override {
-    Member& member = members_[stream.index()];
+    SubscriberState& member = members_[stream.index()];
     switch (frame.frame_case()) {
       case v1::ServerFrame::kMessage: {
         const std::int64_t now = UnixNanos();
@@ -77,12 +77,8 @@ class Rooms final : public CountingHandler {
         if (!frame.error().client_msg_id().empty())
           unacked_.fetch_sub(1, std::memory_order_relaxed);
         return;
-      case v1::ServerFrame::kPresence:
-        counts_.presence.fetch_add(1, std::memory_order_relaxed);
-        return;
       default:
-        counts_.other.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return CountUnhandled(frame);
     }
   }
 
@@ -93,11 +89,7 @@ class Rooms final : public CountingHandler {
     }
     return behind;
   }
-  SeqTotals Seqs() const {
-    SeqTotals totals;
-    for (const auto& m : members_) totals.Add(m.seqs);
-    return totals;
-  }
+  SeqTotals Seqs() const { return SumSeqs(members_); }
 
   std::size_t subscribed() const { return subscribed_.load(std::memory_order_acquire); }
   std::int64_t unacked() const { return unacked_.load(); }
@@ -105,15 +97,10 @@ class Rooms final : public CountingHandler {
   const PerThread<DeliveryStats>& stats() const { return stats_; }
 
  private:
-  struct Member {
-    SeqTracker seqs;
-    bool subscribed = false;  // this stream's callbacks only
-  };
-
   const CommonOptions& common_;
   const RoomsOptions& options_;
   const PhaseClock* const clock_;
-  std::vector<Member> members_;
+  std::vector<SubscriberState> members_;
   std::vector<std::atomic<std::uint64_t>> max_acked_;  // per room
   std::atomic<std::uint64_t> sent_{0};
   std::atomic<std::int64_t> unacked_{0};

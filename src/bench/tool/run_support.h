@@ -211,6 +211,20 @@ struct SeqTotals {
   }
 };
 
+// One subscriber stream of a delivery scenario (fanout, rooms): its order check, and whether its
+// first Subscribed frame was counted. Touched by that stream's callbacks only.
+struct SubscriberState {
+  SeqTracker seqs;
+  bool subscribed = false;
+};
+
+// The totals over subscribers' SeqTrackers; call once their streams have ended.
+inline SeqTotals SumSeqs(const std::vector<SubscriberState>& subscribers) {
+  SeqTotals totals;
+  for (const auto& s : subscribers) totals.Add(s.seqs);
+  return totals;
+}
+
 // Counts of error frames by gRPC code number, as JSON {"8": 3, ...}. Thread-safe.
 class ErrorCounter {
  public:
@@ -266,6 +280,12 @@ class CountingHandler : public StreamHandler {
   const FrameCounters& counts() const { return counts_; }
 
  protected:
+  // Counts a frame the scenario does not handle itself: presence frames apart, the rest as other.
+  void CountUnhandled(const v1::ServerFrame& frame) {
+    (frame.has_presence() ? counts_.presence : counts_.other)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+
   FrameCounters counts_;
 };
 
