@@ -53,6 +53,12 @@ std::string Clock(std::int64_t unix_ms) {
   return buf;
 }
 
+// Appends another user's name, made safe for the terminal, to a ", "-separated list.
+void AppendName(std::string& list, const std::string& name) {
+  if (!list.empty()) list += ", ";
+  list += client::SanitizeForTerminal(name);
+}
+
 std::string Seconds(std::chrono::milliseconds ms) {
   return fmt::format("{:.1f} s", static_cast<double>(ms.count()) / 1000.0);
 }
@@ -309,9 +315,7 @@ void Interactive::ShowOnline(const std::string& channel) {
   if (!members.ok()) return;  // only a courtesy after a join that worked; /who says why
   std::string names;
   for (const auto& m : *members) {
-    if (!m.online() || m.username() == me_) continue;
-    if (!names.empty()) names += ", ";
-    names += client::SanitizeForTerminal(m.username());
+    if (m.online() && m.username() != me_) AppendName(names, m.username());
   }
   Status(names.empty() ? fmt::format("nobody else is online in #{}", channel)
                        : fmt::format("online in #{}: {}", channel, names));
@@ -349,11 +353,7 @@ void Interactive::Who() {
   if (!members.ok()) return Fail(members.error());
   std::string online;
   std::string offline;
-  for (const auto& m : *members) {
-    std::string& names = m.online() ? online : offline;
-    if (!names.empty()) names += ", ";
-    names += client::SanitizeForTerminal(m.username());
-  }
+  for (const auto& m : *members) AppendName(m.online() ? online : offline, m.username());
   Status(fmt::format("#{}: {} member(s); online: {}; offline: {}", current_, members->size(),
                      online.empty() ? "-" : online, offline.empty() ? "-" : offline));
 }
