@@ -232,31 +232,31 @@ void FanoutService::OnMembership(const MembershipChanged& change) {
 }
 
 void FanoutService::OnPresence(const PresenceChanged& change) {
-  bool changed = false;
+  bool tell = false;  // whether this report changes what the channel's subscribers were told
   {
     std::lock_guard lock(mu_);
-    auto& origins = online_[change.channel][change.user_id];
+    auto& users = online_[change.channel];
+    auto& origins = users[change.user_id];
     if (change.online) {
-      changed = origins.empty();
+      tell = origins.empty();
       origins.insert(change.origin);
     } else {
       // An offline from an origin that never reported online (this instance started after it)
       // changes nothing: the subscribers here were never told the user was online.
-      changed = origins.erase(change.origin) > 0 && origins.empty();
+      tell = origins.erase(change.origin) > 0 && origins.empty();
     }
     if (origins.empty()) {
-      auto& users = online_[change.channel];
-      users.erase(change.user_id);
+      users.erase(change.user_id);  // `origins`, then maybe `users`, dangle from here on
       if (users.empty()) online_.erase(change.channel);
     }
     // A big channel keeps the merged view (OnlineUsers) but gets no frames: see FanoutOptions.
-    if (changed) {
+    if (tell) {
       auto subs = by_channel_.find(change.channel);
-      changed = subs != by_channel_.end() && !subs->second.empty() &&
-                subs->second.size() <= options_.presence_max_subscribers;
+      tell = subs != by_channel_.end() && !subs->second.empty() &&
+             subs->second.size() <= options_.presence_max_subscribers;
     }
   }
-  if (!changed) return;
+  if (!tell) return;
   v1::ServerFrame frame;
   auto* p = frame.mutable_presence();
   p->set_channel(change.channel);
