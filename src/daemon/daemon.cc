@@ -25,6 +25,7 @@
 #include "modules/gateway/gateway_module.h"
 #include "modules/router/router_module.h"
 #include "modules/shard/shard_module.h"
+#include "reflection_v1.h"
 
 extern char** environ;
 
@@ -115,6 +116,7 @@ struct Daemon::State {
   std::unique_ptr<LocalEventBus> bus;
   std::unique_ptr<pg::ConnectionPool> pool;
   std::vector<std::unique_ptr<Module>> started;
+  std::unique_ptr<ReflectionV1Service> reflection_v1;  // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
   bool shut_down = false;
 };
@@ -154,6 +156,13 @@ void Daemon::Start() {
     int port = 0;
     builder.AddListeningPort(config.grpc.listen_address, grpc::InsecureServerCredentials(), &port);
     for (auto& module : state_->started) module->RegisterServices(builder);
+    // Reflection v1 beside gRPC's v1alpha plugin (Debian's gRPC 1.51 has only v1alpha).
+    std::vector<std::string> reflected = services;
+    reflected.insert(reflected.end(),
+                     {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                      "grpc.reflection.v1.ServerReflection"});
+    state_->reflection_v1 = std::make_unique<ReflectionV1Service>(std::move(reflected));
+    builder.RegisterService(state_->reflection_v1.get());
     state_->server = builder.BuildAndStart();
     if (!state_->server || port == 0) {
       throw std::runtime_error("cannot listen on " + config.grpc.listen_address +
