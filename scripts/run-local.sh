@@ -15,7 +15,10 @@ if [ "${1:-}" = "--reset" ]; then
   "$root/test/support/pg_cluster.sh" stop "$data"
 fi
 url=$("$root/test/support/pg_cluster.sh" start "$data")
-trap '"$root/test/support/pg_cluster.sh" halt "$data"' EXIT
+halt_database() { "$root/test/support/pg_cluster.sh" halt "$data" || true; }
+# Whatever ends this script (an error, a signal, the daemon exiting by itself), the database it
+# started is stopped again.
+trap halt_database EXIT
 
 export INFRACHAT_DATABASE_URL="$url"
 build=${BUILD_DIR:-$root/build}
@@ -27,5 +30,29 @@ In another terminal:
 MSG
 "$build/src/exe/infrachatd" --config "$root/config/all-in-one.yaml" "$@" &
 daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null; wait $daemon; "$root/test/support/pg_cluster.sh" halt "$data"' EXIT INT TERM
-wait $daemon
+# Ctrl-C (SIGINT to the whole process group) or SIGTERM to this script: the daemon drains and
+# exits 0. A second signal is harmless.
+interrupted=0
+stop_daemon() {
+  interrupted=1
+  kill -TERM "$daemon" 2>/dev/null || true
+}
+trap stop_daemon INT TERM
+set +e
+wait "$daemon"
+status=$?
+# A trapped signal interrupts `wait` (status 128+n); waiting again gives the daemon's own
+# status (bash keeps it even when the daemon has exited meanwhile).
+while [ "$interrupted" = 1 ] && [ "$status" -gt 128 ]; do
+  interrupted=0
+  wait "$daemon"
+  status=$?
+done
+set -e
+trap - INT TERM
+if [ "$status" = 0 ]; then
+  echo "infrachatd stopped; stopping the database."
+else
+  echo "infrachatd exited with status $status; stopping the database." >&2
+fi
+exit "$status"

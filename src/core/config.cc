@@ -662,16 +662,24 @@ class Loader {
   // Errors point at the key's line: a null value has no line of its own.
   void LoadYamlValue(const Field& field, const YAML::Node& key, const YAML::Node& value) {
     const Result<RawValue> raw = YamlToRaw(value);
-    if (!raw.ok()) return FailAt(key, fmt::format("{}: {}", field.key, raw.error().message));
+    if (!raw.ok()) {
+      failed_keys_.insert(field.key);
+      return FailAt(key, fmt::format("{}: {}", field.key, raw.error().message));
+    }
     for (const std::string& problem : field.apply(result_.config, raw.value())) {
+      failed_keys_.insert(field.key);
       FailAt(key, fmt::format("{}: {}", field.key, problem));
     }
   }
 
   void LoadText(const Field& field, std::string_view text, std::string_view origin) {
     const Result<RawValue> raw = TextToRaw(text, field.shape);
-    if (!raw.ok()) return Fail(origin, fmt::format("{}: {}", field.key, raw.error().message));
+    if (!raw.ok()) {
+      failed_keys_.insert(field.key);
+      return Fail(origin, fmt::format("{}: {}", field.key, raw.error().message));
+    }
     for (const std::string& problem : field.apply(result_.config, raw.value())) {
+      failed_keys_.insert(field.key);
       Fail(origin, fmt::format("{}: {}", field.key, problem));
     }
   }
@@ -705,17 +713,29 @@ class Loader {
   // Checks that involve several keys or a key nobody set; these have no single origin.
   void CheckWhole() {
     DaemonConfig& config = result_.config;
-    if (config.roles.empty()) {
+    // A role list that was refused already has its error; "no roles" would only repeat it.
+    if (config.roles.empty() && !failed_keys_.count("roles")) {
       result_.errors.push_back(fmt::format("roles: at least one role is required (one of: {})",
                                            fmt::join(AllRoles(), ", ")));
     }
     if ((config.HasRole("auth") || config.HasRole("shard")) && config.database.url.empty()) {
-      result_.errors.push_back(
-          "database.url: required when the auth or shard role runs (set INFRACHAT_DATABASE_URL)");
+      (sources_.check_only ? result_.warnings : result_.errors)
+          .push_back(
+              "database.url: required when the auth or shard role runs (set "
+              "INFRACHAT_DATABASE_URL)");
     }
     if (config.mode == "production" && config.HasRole("auth")) {
       RequireInProduction("auth.private_key_file", config.auth.private_key_file);
       RequireInProduction("auth.public_key_file", config.auth.public_key_file);
+    }
+    // A Send whose body is within the limit must fit in a frame the server accepts; otherwise
+    // gRPC refuses it before the gateway can answer, and the whole stream ends.
+    const auto needed = config.limits.max_body_bytes + kSendFrameOverheadBytes;
+    if (config.HasRole("gateway") && config.grpc.max_receive_message_bytes < needed) {
+      result_.errors.push_back(fmt::format(
+          "grpc.max_receive_message_bytes: {} leaves no room for a Send of limits.max_body_bytes "
+          "({}) plus its framing; set it to at least {}",
+          config.grpc.max_receive_message_bytes, config.limits.max_body_bytes, needed));
     }
     if (config.router.shards.empty()) config.router.shards.push_back(config.shard.id);
   }
@@ -730,6 +750,7 @@ class Loader {
   const ConfigSources& sources_;
   ConfigLoadResult result_;
   bool file_parsed_ = true;
+  std::set<std::string> failed_keys_;  // keys whose value was refused
 };
 
 }  // namespace

@@ -155,7 +155,10 @@ void Daemon::Start() {
     ApplyServerOptions(config.grpc, builder);
     int port = 0;
     builder.AddListeningPort(config.grpc.listen_address, grpc::InsecureServerCredentials(), &port);
-    for (auto& module : state_->started) module->RegisterServices(builder);
+    std::vector<std::string> services;
+    for (auto& module : state_->started) {
+      for (auto& name : module->RegisterServices(builder)) services.push_back(std::move(name));
+    }
     // Reflection v1 beside gRPC's v1alpha plugin (Debian's gRPC 1.51 has only v1alpha).
     std::vector<std::string> reflected = services;
     reflected.insert(reflected.end(),
@@ -167,6 +170,10 @@ void Daemon::Start() {
     if (!state_->server || port == 0) {
       throw std::runtime_error("cannot listen on " + config.grpc.listen_address +
                                " (address in use or invalid)");
+    }
+    // Per service, as load balancers and Kubernetes probes ask ("" is the whole server).
+    if (auto* health = state_->server->GetHealthCheckService()) {
+      for (const auto& name : services) health->SetServingStatus(name, true);
     }
     address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
     for (auto& module : state_->started) module->OnServing(address_);
@@ -182,6 +189,10 @@ void Daemon::Shutdown() {
   state_->shut_down = true;
   auto log = ModuleLogger("core");
   auto& started = state_->started;
+  // Readiness goes first: a load balancer stops sending new clients while streams drain.
+  if (state_->server) {
+    if (auto* health = state_->server->GetHealthCheckService()) health->Shutdown();
+  }
   for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->BeginShutdown();
   if (state_->server) {
     const auto grace = std::chrono::seconds(state_->context.config().grpc.shutdown_grace_s);
@@ -245,7 +256,8 @@ int RunDaemon(int argc, char** argv) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  ConfigLoadResult loaded = LoadConfig(ConfigSources{text.str(), file, Environment(), overrides});
+  ConfigLoadResult loaded = LoadConfig(ConfigSources{text.str(), file, Environment(), overrides,
+                                                     /*check_only=*/!check_file.empty()});
   if (loaded.ok()) {
     for (auto& e : CheckColocation(loaded.config)) loaded.errors.push_back(e);
   }
@@ -255,7 +267,9 @@ int RunDaemon(int argc, char** argv) {
     return 2;
   }
   if (!check_file.empty()) {
-    std::cout << "configuration is valid\n" << DescribeConfig(loaded.config);
+    std::cout << "configuration is valid\n";
+    for (const auto& w : loaded.warnings) std::cout << "note: " << w << "\n";
+    std::cout << DescribeConfig(loaded.config);
     return 0;
   }
 

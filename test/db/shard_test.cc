@@ -755,20 +755,37 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
     CHECK(bob_leaves == 1);
   }
 
-  SECTION("private channels need an invite from a member") {
+  SECTION("private channels need an invite from a member and are hidden from others") {
     f.Create(kAlice, "secret", v1::PRIVATE);
-    CHECK(f.service->JoinChannel(kBob, "secret").code() == Code::kPermissionDenied);
-    // Not visible to outsiders.
+    // To someone neither in it nor invited, a private channel is an unknown name (ADR 8).
+    const auto hidden = [&](const Principal& who) {
+      CHECK(f.service->JoinChannel(who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->LeaveChannel(who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->AuthorizeSubscribe(who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->ListMembers(who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->RecordAck(who, "secret", 1, v1::READ).code() == Code::kNotFound);
+      CHECK(f.service->InviteMember(who, "secret", kBob.user_id, kBob.username).code() ==
+            Code::kNotFound);
+      CHECK(f.service->ReadLog("secret", who.user_id, 0, 5).code() == Code::kNotFound);
+      v1::GetHistoryRequest req;
+      req.set_channel("secret");
+      auto history = f.service->GetHistory(who, req);
+      CHECK(history.code() == Code::kNotFound);
+      CHECK(history.error().message == "no such channel: secret");
+      auto sent = f.Send("secret", who, "probe");
+      CHECK(sent.code() == Code::kNotFound);
+      CHECK(sent.error().message == "no such channel: secret");
+    };
+    hidden(kBob);
+    // Not listed to outsiders.
     auto carol_sees = f.service->ListChannels(kCarol);
     REQUIRE(carol_sees.ok());
     for (const auto& c : *carol_sees) CHECK(c.name() != "secret");
-    // Only a member may invite.
-    CHECK(f.service->InviteMember(kCarol, "secret", kBob.user_id, kBob.username).code() ==
-          Code::kPermissionDenied);
-    CHECK(f.service->JoinChannel(kBob, "secret").code() == Code::kPermissionDenied);
     CHECK(f.service->InviteMember(kAlice, "nope", kBob.user_id, kBob.username).code() ==
           Code::kNotFound);
     REQUIRE(f.service->InviteMember(kAlice, "secret", kBob.user_id, kBob.username).ok());
+    // Invited, bob knows of it: not a member yet.
+    CHECK(f.service->AuthorizeSubscribe(kBob, "secret").code() == Code::kPermissionDenied);
     auto joined = f.service->JoinChannel(kBob, "secret");
     REQUIRE(joined.ok());
     CHECK(joined->visibility() == v1::PRIVATE);
@@ -781,9 +798,9 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
     // An invite does not make carol a member.
     REQUIRE(f.service->InviteMember(kBob, "secret", kCarol.user_id, kCarol.username).ok());
     CHECK(f.Send("secret", kCarol, "x").code() == Code::kPermissionDenied);
-    // Leaving uses up the invite: coming back needs a new one.
+    // Leaving uses up the invite: coming back needs a new one, and the channel is hidden again.
     REQUIRE(f.service->LeaveChannel(kBob, "secret").ok());
-    CHECK(f.service->JoinChannel(kBob, "secret").code() == Code::kPermissionDenied);
+    hidden(kBob);
   }
 
   SECTION("ListMembers lists the members with their positions") {
@@ -868,13 +885,17 @@ TEST_CASE("GetHistory: membership, windows and limits", "[db][shard][history]") 
   req.set_channel("Bad Name");
   CHECK(f.service->GetHistory(kAlice, req).code() == Code::kInvalidArgument);
 
-  // ReadLog: the same log without a membership check, for fanout.
-  auto log = f.service->ReadLog("general", 10, 5);
+  // ReadLog: the same log for fanout, for a reader who is a member at the time of the read.
+  auto log = f.service->ReadLog("general", kAlice.user_id, 10, 5);
   REQUIRE(log.ok());
   std::vector<std::uint64_t> log_seqs;
   for (const auto& m : *log) log_seqs.push_back(m.seq());
   CHECK(log_seqs == Range(11, 15));
-  CHECK(f.service->ReadLog("nope", 0, 5).code() == Code::kNotFound);
+  CHECK(f.service->ReadLog("nope", kAlice.user_id, 0, 5).code() == Code::kNotFound);
+  CHECK(f.service->ReadLog("general", kCarol.user_id, 0, 5).code() == Code::kPermissionDenied);
+  // Once the reader has left, nothing more is read for them.
+  REQUIRE(f.service->LeaveChannel(kAlice, "general").ok());
+  CHECK(f.service->ReadLog("general", kAlice.user_id, 10, 5).code() == Code::kPermissionDenied);
 }
 
 TEST_CASE("GetHistory: default and maximum page size", "[db][shard][history]") {
@@ -896,7 +917,7 @@ TEST_CASE("GetHistory: default and maximum page size", "[db][shard][history]") {
   page = f.service->GetHistory(kAlice, req);
   REQUIRE(page.ok());
   CHECK(HistorySeqs(*page) == Range(1, 1000));  // capped at 1000
-  auto log = f.service->ReadLog("busy", 0, 5000);
+  auto log = f.service->ReadLog("busy", kAlice.user_id, 0, 5000);
   REQUIRE(log.ok());
   CHECK(log->size() == 1000);
 }
@@ -1038,7 +1059,7 @@ TEST_CASE("message bodies with quotes, backslashes and braces are stored verbati
     f.service->SendAsync(cmd, acks.Callback(cmd));
   }
   REQUIRE(acks.WaitFor(bodies.size()));
-  auto log = f.service->ReadLog("general", 0, 100);
+  auto log = f.service->ReadLog("general", kAlice.user_id, 0, 100);
   REQUIRE(log.ok());
   std::map<std::string, std::string> stored;
   for (const auto& m : *log) {

@@ -35,12 +35,14 @@
 #include <memory>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "daemon_process.h"
+#include "grpc_wire.h"
 #include "infrachat/client/chat_stream.h"
 #include "infrachat/client/client.h"
 
@@ -50,8 +52,12 @@ namespace {
 using namespace std::chrono_literals;
 using client::ChatStream;
 using client::Client;
+using testing::CallStreamOnce;
+using testing::CallUnary;
 using testing::CollectMessages;
 using testing::DaemonProcess;
+using testing::Encode;
+using testing::Field;
 using testing::FullHistory;
 using testing::NextMatching;
 using testing::Range;
@@ -517,6 +523,105 @@ TEST_CASE("subscribe with after_seq delivers exactly the missed messages and the
         std::vector<std::uint64_t>{kEnd + 2});
 }
 
+// Issue 7's race, as an independent client found it: a live-only subscribe (or a resume at
+// the head) and another user's send to the same quiet channel within a few milliseconds of each
+// other. Whatever Subscribed.head_seq says, every message after it must arrive without waiting
+// for a later message to reveal a gap; nothing at or before it may arrive.
+TEST_CASE("subscribing while a message is being sent: the message after the head always arrives",
+          "[e2e][chat][switchover]") {
+  Chat chat({"limits.send_rate_per_s=100000", "limits.send_burst=100000"});
+  constexpr int kChannels = 200;
+  auto name = [](int i) { return "race-" + std::to_string(i); };
+  for (int i = 0; i < kChannels; ++i) {
+    REQUIRE(chat.alice->CreateChannel(name(i)).ok());
+    REQUIRE(chat.bob->JoinChannel(name(i)).ok());
+  }
+  auto sender = chat.alice->Connect();
+  auto subscriber = chat.bob->Connect();
+  std::mt19937 random(std::random_device{}());
+  std::vector<int> send_delay_us(kChannels), subscribe_delay_us(kChannels);
+  std::vector<bool> resume_at_head(kChannels);
+  for (int i = 0; i < kChannels; ++i) {
+    send_delay_us[i] = std::uniform_int_distribution<int>(0, 4000)(random);
+    subscribe_delay_us[i] = std::uniform_int_distribution<int>(0, 4000)(random);
+    resume_at_head[i] = i % 2 == 1;
+    // after_seq = 0: the head of the channel if the subscribe comes first, else one behind it.
+  }
+  // Both sides walk the channels on the same clock, each with its own jitter per channel.
+  const auto start = std::chrono::steady_clock::now() + 50ms;
+  auto slot = [&](int i, int delay_us) {
+    return start + std::chrono::microseconds(i * 5000 + delay_us);
+  };
+  std::thread sends([&] {
+    for (int i = 0; i < kChannels; ++i) {
+      std::this_thread::sleep_until(slot(i, send_delay_us[i]));
+      sender->Send(name(i), "m-" + std::to_string(i));
+    }
+  });
+  for (int i = 0; i < kChannels; ++i) {
+    std::this_thread::sleep_until(slot(i, subscribe_delay_us[i]));
+    subscriber->Subscribe(name(i),
+                          resume_at_head[i] ? std::optional<std::uint64_t>(0) : std::nullopt);
+  }
+  sends.join();
+  for (int i = 0; i < kChannels; ++i) {
+    auto ack = NextMatching(
+        *sender, [](const v1::ServerFrame& f) { return f.has_send_ack() || f.has_error(); }, kWait);
+    REQUIRE(ack.has_value());
+    INFO(ack->ShortDebugString());
+    REQUIRE(ack->has_send_ack());
+    REQUIRE(ack->send_ack().seq() == 1);
+  }
+
+  // Every channel whose starting point is 0 (subscribed at head 0, or resuming after 0) must
+  // deliver seq 1 with nothing else sent to it.
+  std::map<std::string, std::uint64_t> head;
+  std::map<std::string, std::vector<std::uint64_t>> got;
+  auto start_of = [&](int i) { return resume_at_head[i] ? 0 : head[name(i)]; };
+  auto expected_missing = [&] {
+    int missing = 0;
+    for (int i = 0; i < kChannels; ++i) {
+      if (head.count(name(i)) == 0 || (start_of(i) == 0 && got[name(i)].empty())) ++missing;
+    }
+    return missing;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (expected_missing() > 0 && std::chrono::steady_clock::now() < deadline) {
+    auto frame = subscriber->Next(100ms);
+    if (!frame) continue;
+    INFO(frame->ShortDebugString());
+    REQUIRE_FALSE(frame->has_error());
+    if (frame->has_subscribed())
+      head[frame->subscribed().channel()] = frame->subscribed().head_seq();
+    if (frame->has_message()) got[frame->message().channel()].push_back(frame->message().seq());
+  }
+  int heads_at_zero = 0;
+  for (const auto& [channel, h] : head) heads_at_zero += h == 0 ? 1 : 0;
+  INFO(heads_at_zero << " of " << kChannels << " subscriptions came before their message");
+  CHECK(expected_missing() == 0);
+
+  // Then one more message per channel: each channel shows exactly what follows its head.
+  for (int i = 0; i < kChannels; ++i) sender->Send(name(i), "n-" + std::to_string(i));
+  auto complete = [&] {
+    for (int i = 0; i < kChannels; ++i) {
+      const auto& seqs = got[name(i)];
+      if (seqs.empty() || seqs.back() < 2) return false;
+    }
+    return true;
+  };
+  const auto deadline2 = std::chrono::steady_clock::now() + kWait;
+  while (!complete() && std::chrono::steady_clock::now() < deadline2) {
+    auto frame = subscriber->Next(100ms);
+    if (frame && frame->has_message()) {
+      got[frame->message().channel()].push_back(frame->message().seq());
+    }
+  }
+  for (int i = 0; i < kChannels; ++i) {
+    INFO(name(i) << " head " << head[name(i)] << " resumed after 0: " << resume_at_head[i]);
+    CHECK(got[name(i)] == Range(start_of(i) + 1, 2));
+  }
+}
+
 TEST_CASE(
     "membership is checked on history and subscribe and send and private channels need an invite",
     "[e2e][chat]") {
@@ -549,20 +654,51 @@ TEST_CASE(
   REQUIRE(ok.has_value());
   CHECK(ok->has_send_ack());
 
-  // A private channel: invisible and closed to others until a member invites them.
+  // A private channel: invisible and closed to others until a member invites them. To anyone
+  // else it answers exactly as a name that does not exist (docs/adr/0008), on every path, so
+  // its name cannot be probed.
   REQUIRE(chat.alice->CreateChannel("secret", v1::PRIVATE).ok());
-  CHECK(chat.bob->JoinChannel("secret").code() == Code::kPermissionDenied);
-  CHECK(chat.bob->GetHistory("secret").code() == Code::kPermissionDenied);
   auto listed = chat.bob->ListChannels();
   REQUIRE(listed.ok());
   for (const auto& channel : *listed) CHECK(channel.name() != "secret");
-  CHECK(carol->InviteMember("secret", "bob").code() == Code::kPermissionDenied);
+  const auto same_as_unknown = [&](auto call) {
+    auto hidden = call("secret");
+    auto unknown = call("nosuch");
+    REQUIRE_FALSE(hidden.ok());
+    REQUIRE_FALSE(unknown.ok());
+    CHECK(hidden.code() == Code::kNotFound);
+    CHECK(unknown.code() == Code::kNotFound);
+    CHECK(hidden.error().message == "no such channel: secret");
+    CHECK(unknown.error().message == "no such channel: nosuch");
+  };
+  same_as_unknown([&](const std::string& c) { return chat.bob->JoinChannel(c); });
+  same_as_unknown([&](const std::string& c) { return chat.bob->GetHistory(c); });
+  same_as_unknown([&](const std::string& c) { return chat.bob->ListMembers(c); });
+  same_as_unknown([&](const std::string& c) { return chat.bob->LeaveChannel(c); });
+  same_as_unknown([&](const std::string& c) { return carol->InviteMember(c, "bob"); });
+  for (const std::string name : {"secret", "nosuch"}) {
+    INFO(name);
+    REQUIRE(c->Subscribe(name));
+    auto refused = NextMatching(
+        *c, [](const v1::ServerFrame& f) { return f.has_error() || f.has_subscribed(); }, kWait);
+    REQUIRE(refused.has_value());
+    REQUIRE(refused->has_error());
+    CHECK(refused->error().code() == static_cast<int>(Code::kNotFound));
+    auto sent = SendAndWait(*c, name, "probe-" + name, "anyone there?");
+    REQUIRE(sent.has_value());
+    REQUIRE(sent->has_error());
+    CHECK(sent->error().code() == static_cast<int>(Code::kNotFound));
+    CHECK(sent->error().message() == "no such channel: " + name);
+  }
+
   REQUIRE(chat.alice->InviteMember("secret", "bob").ok());
+  // Invited, bob knows of it: not a member yet, so reading is refused as such.
+  CHECK(chat.bob->GetHistory("secret").code() == Code::kPermissionDenied);
   auto joined = chat.bob->JoinChannel("secret");
   REQUIRE(joined.ok());
   CHECK(joined->visibility() == v1::PRIVATE);
   CHECK(chat.bob->GetHistory("secret").ok());
-  CHECK(carol->GetHistory("secret").code() == Code::kPermissionDenied);
+  CHECK(carol->GetHistory("secret").code() == Code::kNotFound);
 }
 
 TEST_CASE("leaving a channel stops live delivery with an Unsubscribed frame", "[e2e][chat]") {
@@ -799,9 +935,11 @@ bool IsPresence(const v1::ServerFrame& f, const std::string& user, bool online) 
   return f.has_presence() && f.presence().username() == user && f.presence().online() == online;
 }
 
-// What ListMembers says of `user`'s being online, as seen by `client`.
-std::optional<bool> ListedOnline(client::Client& client, const std::string& user) {
-  auto members = client.ListMembers(kGeneral);
+// What ListMembers says of `user`'s being online, as seen by `client`; `channel` as the caller
+// spells it ("#general" is the same channel).
+std::optional<bool> ListedOnline(client::Client& client, const std::string& user,
+                                 const std::string& channel = kGeneral) {
+  auto members = client.ListMembers(channel);
   REQUIRE(members.ok());
   for (const auto& m : *members) {
     if (m.username() == user) return m.online();
@@ -825,6 +963,8 @@ TEST_CASE("a subscriber sees another member come online and go offline when the 
   CHECK(online->presence().user_id() == bob_id);
   CHECK(online->presence().username() == "bob");
   CHECK(online->presence().online());
+  CHECK(ListedOnline(*chat.alice, "bob") == true);
+  CHECK(ListedOnline(*chat.alice, "bob", "#general") == true);  // as the terminal client asks
 
   // A second device changes nothing for alice, and bob hears nothing about alice (no snapshot)
   // or himself.
@@ -931,97 +1071,8 @@ TEST_CASE("typing reaches the other subscribers, and typing where one may not is
 // ---------------------------------------------------------------------------------------------
 // gRPC health checking and server reflection
 // ---------------------------------------------------------------------------------------------
-// Debian ships neither the health nor the reflection proto as generated C++, so the calls go
-// through grpc::GenericStub with messages built and read as protobuf wire data (UnknownFieldSet):
-// a client that knows nothing but the published .proto files sees the same.
-
-std::string ToBytes(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) return {};
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
-grpc::ByteBuffer FromBytes(const std::string& bytes) {
-  grpc::Slice slice(bytes);
-  return grpc::ByteBuffer(&slice, 1);
-}
-
-std::string Encode(const google::protobuf::UnknownFieldSet& fields) {
-  std::string out;
-  REQUIRE(fields.SerializeToString(&out));
-  return out;
-}
-
-// Each call runs one operation at a time on its own completion queue.
-void Await(grpc::CompletionQueue& cq, void* want, bool want_ok = true) {
-  void* tag = nullptr;
-  bool ok = false;
-  REQUIRE(cq.Next(&tag, &ok));  // the call's deadline bounds the wait
-  REQUIRE(tag == want);
-  REQUIRE(ok == want_ok);
-}
-
-// A unary call; returns the response bytes (empty when the status is not OK).
-std::string CallUnary(const std::string& address, const std::string& method,
-                      const std::string& request, grpc::Status& status) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + kWait);
-  grpc::CompletionQueue cq;
-  auto call = stub.PrepareUnaryCall(&context, method, FromBytes(request), &cq);
-  call->StartCall();
-  grpc::ByteBuffer response;
-  call->Finish(&response, &status, &response);
-  Await(cq, &response);
-  return status.ok() ? ToBytes(response) : std::string();
-}
-
-// One request and its one response on a bidirectional stream.
-std::string CallStreamOnce(const std::string& address, const std::string& method,
-                           const std::string& request) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + kWait);
-  grpc::CompletionQueue cq;
-  int tags[5];
-  auto call = stub.PrepareCall(&context, method, &cq);
-  call->StartCall(&tags[0]);
-  Await(cq, &tags[0]);
-  call->Write(FromBytes(request), &tags[1]);
-  Await(cq, &tags[1]);
-  call->WritesDone(&tags[2]);
-  Await(cq, &tags[2]);
-  grpc::ByteBuffer response;
-  call->Read(&response, &tags[3]);
-  Await(cq, &tags[3]);
-  grpc::ByteBuffer none;
-  call->Read(&none, &tags[3]);
-  Await(cq, &tags[3], /*want_ok=*/false);  // the server ends the stream after our half-close
-  grpc::Status status;
-  call->Finish(&status, &tags[4]);
-  Await(cq, &tags[4]);
-  INFO(status.error_message());
-  REQUIRE(status.ok());
-  return ToBytes(response);
-}
-
-// The fields numbered `number` of a message, each as its length-delimited payload.
-std::vector<std::string> Field(const std::string& message, int number) {
-  google::protobuf::UnknownFieldSet fields;
-  REQUIRE(fields.ParseFromString(message));
-  std::vector<std::string> out;
-  for (int i = 0; i < fields.field_count(); ++i) {
-    const auto& f = fields.field(i);
-    if (f.number() == number && f.type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
-      out.push_back(f.length_delimited());
-    }
-  }
-  return out;
-}
+// Debian ships neither the health nor the reflection proto as generated C++: the calls go
+// through test/support/grpc_wire.h, as protobuf wire data.
 
 TEST_CASE("grpc.health.v1.Health/Check says SERVING", "[e2e][chat][grpc]") {
   TestDatabase db;
@@ -1038,6 +1089,21 @@ TEST_CASE("grpc.health.v1.Health/Check says SERVING", "[e2e][chat][grpc]") {
   CHECK(fields.field(0).number() == 1);  // HealthCheckResponse.status
   REQUIRE(fields.field(0).type() == google::protobuf::UnknownField::TYPE_VARINT);
   CHECK(fields.field(0).varint() == 1);  // SERVING
+
+  // Each public service by name, as load balancers and Kubernetes probes ask.
+  for (const char* service : {"infrachat.v1.ChatService", "infrachat.v1.AuthService",
+                              "infrachat.v1.ChannelService", "infrachat.v1.RouterService"}) {
+    INFO(service);
+    google::protobuf::UnknownFieldSet request;
+    request.AddLengthDelimited(1, service);
+    const std::string answer = CallUnary(daemon.address(), kCheck, Encode(request), status);
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    google::protobuf::UnknownFieldSet got;
+    REQUIRE(got.ParseFromString(answer));
+    REQUIRE(got.field_count() == 1);
+    CHECK(got.field(0).varint() == 1);  // SERVING
+  }
 
   // A service the server does not know: NOT_FOUND, as the health protocol says.
   google::protobuf::UnknownFieldSet unknown;

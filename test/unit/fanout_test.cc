@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -86,23 +87,41 @@ class FakeShard final : public ShardApi {
     std::lock_guard lock(mu_);
     return reads_;
   }
+  // Waits until `n` reads have started (a read that was not held has then also finished with
+  // the log: it reads under the same lock).
+  bool WaitForReads(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, kWait, [&] { return reads_ >= n; });
+  }
 
-  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t after_seq,
+  // Everyone is a member of every channel until they leave it.
+  void Leave(const std::string& channel, std::uint64_t user_id) {
+    std::lock_guard lock(mu_);
+    left_.insert({channel, user_id});
+  }
+
+  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
+                                               std::uint64_t after_seq,
                                                std::uint32_t limit) override {
     std::unique_lock lock(mu_);
     ++reads_;
+    cv_.notify_all();
     if (fail_reads_ > 0) {
       --fail_reads_;
       return MakeError(Code::kUnavailable, "database unavailable (fake)");
     }
-    auto read = [&] {
+    auto read = [&]() -> Result<std::vector<v1::ChatMessage>> {
+      // Membership and messages from the same snapshot, as the shard reads them.
+      if (left_.count({std::string(channel), reader_id}) > 0) {
+        return MakeError(Code::kPermissionDenied, "not a member (fake)");
+      }
       std::vector<v1::ChatMessage> out;
       for (const auto& m : logs_[std::string(channel)]) {
         if (m.seq() > after_seq && out.size() < limit) out.push_back(m);
       }
       return out;
     };
-    std::optional<std::vector<v1::ChatMessage>> snapshot;
+    std::optional<Result<std::vector<v1::ChatMessage>>> snapshot;
     if (held_ && snapshot_first_) snapshot = read();
     ++blocked_;
     cv_.notify_all();
@@ -153,6 +172,7 @@ class FakeShard final : public ShardApi {
   int blocked_ = 0;
   int fail_reads_ = 0;
   int reads_ = 0;
+  std::set<std::pair<std::string, std::uint64_t>> left_;
 };
 
 // A stream with a bounded queue of `capacity` data frames plus `reserve` control frames, like
@@ -296,6 +316,11 @@ struct FanoutFixture {
   void CommitMany(const std::string& channel, int n) {
     for (int i = 0; i < n; ++i) Commit(channel);
   }
+  // A member leaves: the shard's membership changes, then the event is published.
+  void Leave(const std::string& channel, const Principal& who) {
+    shard.Leave(channel, who.user_id);
+    bus.Publish(MembershipChanged{channel, who.user_id, who.username, false});
+  }
   // Committed but the bus lost the event (at-most-once).
   v1::ChatMessage CommitSilently(const std::string& channel) { return shard.Append(channel); }
 
@@ -383,6 +408,7 @@ TEST_CASE("out-of-order live events: no gap, no duplicate", "[fanout]") {
   for (int i = 0; i < 4; ++i) f.CommitSilently("general");
   auto sink = std::make_shared<FakeSink>();
   f.Subscribe(sink, kAlice, "general", std::nullopt);  // live from head 4
+  REQUIRE(f.shard.WaitForReads(1));                    // its switch-over read found nothing
 
   SECTION("6 published before 5") {
     auto m5 = f.shard.Append("general");
@@ -438,7 +464,49 @@ TEST_CASE("subscribe without after_seq delivers only what comes after the head",
   REQUIRE(frames.size() == 2);
   CHECK(frames[0].subscribed().head_seq() == 5);
   CHECK(Seqs(frames, "general") == std::vector<std::uint64_t>{6});
-  CHECK(f.shard.reads() == 0);  // no catch-up needed
+  CHECK(f.shard.reads() == 1);  // the one read that confirms the switch-over to live
+}
+
+// The race of issue 7: the head was read (AuthorizeSubscribe), then a message was committed and
+// its event handled before the subscription was registered. Nothing else is sent afterwards, so
+// only the switch-over itself can deliver it.
+TEST_CASE("a message committed between the head read and the registration is delivered",
+          "[fanout][switchover]") {
+  const bool resume_at_head = GENERATE(false, true);
+  CAPTURE(resume_at_head);
+  FanoutFixture f;
+  for (int i = 0; i < 3; ++i) f.CommitSilently("general");
+  const std::uint64_t head = f.shard.Head("general");  // what AuthorizeSubscribe answered
+  const auto racing = f.Commit("general");             // seq 4: committed and published...
+  f.bus.Drain();                                       // ...and its event already handled
+  auto sink = std::make_shared<FakeSink>();
+  f.fanout->Subscribe(sink, kAlice, "general", head,
+                      resume_at_head ? std::optional<std::uint64_t>(head) : std::nullopt);
+  REQUIRE(WaitForSeq(*sink, "general", racing.seq()));
+  f.Commit("general");  // live delivery goes on after it
+  REQUIRE(WaitForSeq(*sink, "general", racing.seq() + 1));
+  f.Stop();
+  auto frames = sink->Frames();
+  CHECK(frames[0].subscribed().head_seq() == head);
+  CHECK(Seqs(frames, "general") == Range(head + 1, head + 2));
+}
+
+// The other order: the message commits while the switch-over's own log read is in progress and
+// that read does not see it (its snapshot began first); the event arrives meanwhile.
+TEST_CASE("a message committed during the switch-over read is delivered once",
+          "[fanout][switchover]") {
+  FanoutFixture f;
+  for (int i = 0; i < 3; ++i) f.CommitSilently("general");
+  f.shard.Hold(/*snapshot_first=*/true);
+  auto sink = std::make_shared<FakeSink>();
+  f.Subscribe(sink, kAlice, "general", std::nullopt);
+  REQUIRE(f.shard.WaitForBlockedReads(1));
+  f.Commit("general");  // seq 4: not in the held read, its event is noted
+  f.bus.Drain();
+  f.shard.Release();
+  REQUIRE(WaitForSeq(*sink, "general", 4));
+  f.Stop();
+  CHECK(Seqs(sink->Frames(), "general") == std::vector<std::uint64_t>{4});
 }
 
 TEST_CASE("after_seq beyond the head is treated as the head", "[fanout]") {
@@ -542,6 +610,7 @@ TEST_CASE("a catch-up whose queue fills up meanwhile neither skips nor stalls si
   for (int i = 0; i < 8; ++i) f.CommitSilently("a");
   auto sink = std::make_shared<FakeSink>(10);
   f.Subscribe(sink, kAlice, "b", std::nullopt);
+  REQUIRE(f.shard.WaitForReads(1));  // b's switch-over read is done: the held read will be a's
   f.shard.Hold(/*snapshot_first=*/true);
   f.Subscribe(sink, kAlice, "a", 0);  // catch-up of a: room for 10, reads 8
   REQUIRE(f.shard.WaitForBlockedReads(1));
@@ -614,7 +683,7 @@ TEST_CASE("leaving a channel ends that user's subscriptions to it only", "[fanou
   f.bus.Drain();
   CHECK(f.fanout->CountSubscriptions(alice_phone.get()) == 2);
 
-  f.bus.Publish(MembershipChanged{"general", kAlice.user_id, "alice", false});
+  f.Leave("general", kAlice);
   f.CommitMany("general", 2);
   f.Commit("random");
   f.bus.Drain();
@@ -632,6 +701,35 @@ TEST_CASE("leaving a channel ends that user's subscriptions to it only", "[fanou
   CHECK(Seqs(bob->Frames(), "general") == Range(1, 5));
   CHECK(Unsubscribes(bob->Frames(), "general").empty());
   f.Stop();
+}
+
+// Authorization on every read: the log read itself checks membership, so a read that runs
+// after the subscriber left, but before the leave's event reached fanout, returns nothing.
+TEST_CASE("a log read after the subscriber left delivers nothing and ends the subscription",
+          "[fanout]") {
+  const bool behind = GENERATE(true, false);  // a catch-up, or the switch-over read at the head
+  CAPTURE(behind);
+  FanoutFixture f;
+  for (int i = 0; i < 5; ++i) f.CommitSilently("general");
+  const std::uint64_t head = f.shard.Head("general");
+  f.shard.Hold(/*snapshot_first=*/false);
+  auto sink = std::make_shared<FakeSink>();
+  f.fanout->Subscribe(sink, kAlice, "general", head,
+                      behind ? std::optional<std::uint64_t>(0) : std::nullopt);
+  REQUIRE(f.shard.WaitForBlockedReads(1));
+  f.shard.Leave("general", kAlice.user_id);  // left; its event is still on its way
+  f.CommitSilently("general");               // and the channel goes on without her
+  f.shard.Release();
+  REQUIRE(
+      sink->WaitUntil([](const auto& frames) { return !Unsubscribes(frames, "general").empty(); }));
+  CHECK_FALSE(f.fanout->IsSubscribed(sink.get(), "general"));
+  f.Stop();
+  auto frames = sink->Frames();
+  CHECK(Seqs(frames, "general").empty());
+  auto cuts = Unsubscribes(frames, "general");
+  REQUIRE(cuts.size() == 1);
+  CHECK(cuts[0].reason() == "no longer a member of the channel");
+  CHECK(cuts[0].resume_after_seq() == (behind ? 0 : head));
 }
 
 TEST_CASE("Unsubscribe and UnsubscribeAll stop delivery", "[fanout]") {
@@ -829,7 +927,7 @@ TEST_CASE("presence: a slow-consumer cut and leaving the channel end a subscript
   f.CommitMany("general", 10);  // bob (who also got carol:on) is cut
   f.bus.Drain();
   REQUIRE(Unsubscribes(slow_bob->Frames(), "general").size() == 1);
-  f.bus.Publish(MembershipChanged{"general", kCarol.user_id, "carol", false});
+  f.Leave("general", kCarol);
   f.bus.Drain();
   f.Stop();
   CHECK(Presences(alice->Frames(), "general") ==

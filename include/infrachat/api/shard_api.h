@@ -71,9 +71,13 @@ class ShardApi {
   virtual Result<bool> RecordAck(const Principal& caller, std::string_view channel,
                                  std::uint64_t seq, v1::AckKind kind) = 0;
 
-  // Reads committed messages with seq > after_seq, oldest first, at most `limit`, without a
-  // membership check: for modules that authorized the reader already (fanout catch-up).
+  // Reads committed messages with seq > after_seq, oldest first, at most `limit`, for fanout's
+  // catch-up of a live subscriber. `reader_id` must be a member now, checked in the same
+  // snapshot as the read (PERMISSION_DENIED, or NOT_FOUND for a channel hidden from them): a
+  // read can never return messages committed after the reader left, even when the event of the
+  // leave has not reached fanout yet.
   virtual Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel,
+                                                       std::uint64_t reader_id,
                                                        std::uint64_t after_seq,
                                                        std::uint32_t limit) = 0;
 };

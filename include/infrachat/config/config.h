@@ -59,6 +59,10 @@ struct FanoutConfig {
   int presence_max_subscribers = 256;
 };
 
+// Room a Send frame needs besides its body (channel name, client_msg_id, tags and lengths, with
+// a wide margin): grpc.max_receive_message_bytes must be at least max_body_bytes plus this.
+inline constexpr int kSendFrameOverheadBytes = 1024;
+
 struct LimitsConfig {
   int max_body_bytes = 8 * 1024;
   int session_queue_frames = 1024;  // outgoing frames buffered per stream before "slow consumer"
@@ -100,12 +104,16 @@ struct ConfigSources {
   std::string yaml_origin;  // the file's name, for error messages
   std::map<std::string, std::string> env;
   std::vector<std::string> overrides;
+  // --check-config: settings that are normally given only where the daemon runs (the database
+  // URL, a secret, from INFRACHAT_DATABASE_URL) are reported as warnings when missing.
+  bool check_only = false;
 };
 
 // Either a config or every error found (not only the first).
 struct ConfigLoadResult {
   DaemonConfig config;
   std::vector<std::string> errors;
+  std::vector<std::string> warnings;  // only with ConfigSources::check_only
   bool ok() const { return errors.empty(); }
 };
 

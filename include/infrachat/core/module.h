@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "infrachat/config/config.h"
 
@@ -60,7 +61,10 @@ class ModuleContext {
 // A role of infrachatd. Lifecycle, driven by the daemon on its main thread:
 //   Start(ctx)              in dependency order (auth, router, shard, fanout, gateway); may throw
 //                           std::exception to abort start-up with a message. Provides its Api.
-//   RegisterServices(b)     after every Start, before the gRPC server is built.
+//   RegisterServices(b)     after every Start, before the gRPC server is built. Returns the full
+//                           names of the services registered ("infrachat.v1.ChatService"): the
+//                           daemon reports each as SERVING on grpc.health.v1.Health while it
+//                           serves, and NOT_SERVING from the start of a drain.
 //   OnServing(address)      the gRPC server listens at `address`.
 //   BeginShutdown()         in reverse order: stop taking new work, let in-flight work finish.
 //   Stop()                  in reverse order, after the gRPC server stopped: release resources.
@@ -69,7 +73,7 @@ class Module {
   virtual ~Module() = default;
   virtual std::string_view name() const = 0;
   virtual void Start(ModuleContext& ctx) = 0;
-  virtual void RegisterServices(grpc::ServerBuilder& /*builder*/) {}
+  virtual std::vector<std::string> RegisterServices(grpc::ServerBuilder& /*builder*/) { return {}; }
   virtual void OnServing(const std::string& /*address*/) {}
   virtual void BeginShutdown() {}
   virtual void Stop() = 0;

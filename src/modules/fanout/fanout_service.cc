@@ -66,7 +66,16 @@ void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Pr
   subscribed.mutable_subscribed()->set_channel(sub->channel);
   subscribed.mutable_subscribed()->set_head_seq(head_seq);
   sink->Offer(std::move(subscribed), /*reserved=*/true);
-  if (sub->delivered < head_seq) StartCatchUpLocked(sub);
+  // The switch-over is confirmed by a log read that starts after this registration: a message
+  // committed after the caller read head_seq may have reached the bus before the subscription
+  // existed (it was dropped here), and in a quiet channel nothing later would reveal the gap.
+  // Any message that such a read does not see commits after the read started, so its event
+  // comes after the registration and is handled by OnMessage.
+  if (sub->delivered < head_seq) {
+    StartCatchUpLocked(sub);  // its reads are the confirmation
+  } else {
+    StartProbeLocked(sub);  // live at once, plus a one-message read for what came before
+  }
 }
 
 void FanoutService::Unsubscribe(const SessionSink* sink, std::string_view channel) {
@@ -164,6 +173,14 @@ void FanoutService::EndLocked(const SubPtr& sub, const std::string& reason) {
     sink->Offer(std::move(frame), /*reserved=*/true);
   }
   RemoveLocked(sub);
+}
+
+bool FanoutService::EndIfRefusedLocked(const SubPtr& sub, const Error& error) {
+  if (error.code != Code::kPermissionDenied && error.code != Code::kNotFound) return false;
+  // The subscriber left (or was removed) and the event saying so has not arrived yet: the
+  // read stopped at the leave, so end here, as OnMembership will.
+  EndLocked(sub, "no longer a member of the channel");
+  return true;
 }
 
 void FanoutService::OnEvent(const BusEvent& event) {
@@ -286,6 +303,42 @@ void FanoutService::StartCatchUpLocked(const SubPtr& sub) {
   workers_.Post([this, sub] { CatchUp(sub); });
 }
 
+void FanoutService::StartProbeLocked(const SubPtr& sub) {
+  workers_.Post([this, sub, from = sub->delivered] { Probe(sub, from); });
+}
+
+void FanoutService::Probe(const SubPtr& sub, std::uint64_t from) {
+  {
+    std::lock_guard lock(mu_);
+    if (!sub->active || sub->catching_up) return;  // ended, or a catch-up reads anyway
+  }
+  // Blocking, outside the lock. Usually empty; a batch when events were lost or are late.
+  auto missed = shard_->ReadLog(sub->channel, sub->user_id, from, options_.catchup_batch);
+  std::lock_guard lock(mu_);
+  if (!sub->active || sub->catching_up) return;
+  if (!missed.ok() && EndIfRefusedLocked(sub, missed.error())) return;
+  if (!missed.ok()) {
+    log_->warn("switch-over read of {} after {} failed: {}", sub->channel, from,
+               missed.error().message);
+    workers_.PostAfter(kLogErrorRetry, [this, sub, from] { Probe(sub, from); });
+    return;
+  }
+  // Still live: hand over what live delivery has not, exactly as OnMessage would (its late
+  // events are then at or below `delivered` and ignored), and cut the stream if it is full.
+  auto sink = sub->sink.lock();
+  if (!sink) return;
+  for (const v1::ChatMessage& m : *missed) {
+    if (m.seq() != sub->delivered + 1) continue;  // delivered live meanwhile
+    if (!sink->Offer(MessageFrame(m), /*reserved=*/false)) {
+      ++slow_consumer_cuts_;
+      EndLocked(sub, "slow consumer: live delivery stopped; resubscribe with after_seq");
+      return;
+    }
+    sub->delivered = m.seq();
+  }
+  if (missed->size() >= options_.catchup_batch) StartCatchUpLocked(sub);  // there may be more
+}
+
 void FanoutService::RetryStalledLocked(const SubPtr& sub) {
   const auto now = std::chrono::steady_clock::now();
   if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
@@ -316,10 +369,12 @@ void FanoutService::CatchUp(const SubPtr& sub) {
     sub->stalled_since = {};
   }
 
-  auto messages = shard_->ReadLog(sub->channel, from, want);  // blocking, outside the lock
+  // Blocking, outside the lock.
+  auto messages = shard_->ReadLog(sub->channel, sub->user_id, from, want);
 
   std::lock_guard lock(mu_);
   if (!sub->active) return;
+  if (!messages.ok() && EndIfRefusedLocked(sub, messages.error())) return;
   if (!messages.ok()) {
     log_->warn("catch-up of {} after {} failed: {}", sub->channel, from, messages.error().message);
     workers_.PostAfter(kLogErrorRetry, [this, sub] { CatchUp(sub); });

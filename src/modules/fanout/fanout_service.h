@@ -38,6 +38,17 @@ struct FanoutOptions {
 // comes back short (the head was reached) and no newer live seq was noted, live delivery resumes.
 // Every message therefore comes either from the log or live, exactly once, in order.
 //
+// The switch-over: every subscription is confirmed by a log read that starts after it was
+// registered for live events, even when the caller's head_seq says there is nothing to read.
+// Behind the head, that is the catch-up. At the head, the subscription is live at once and a
+// worker reads what follows its starting point (a probe, normally empty); what it finds that
+// live delivery has not handed over yet is handed over from there, in order. A message
+// committed around the subscribe is thus either seen by that read or committed after the read
+// began, in which case its event arrives after the registration; whatever the order of head
+// read, registration and the message's event, nothing is skipped and no later message is needed
+// to reveal a gap. The cost is one indexed read per subscribe. A cross-process bus keeps the
+// same rule: the read starts once the remote interest is registered.
+//
 // Slow consumers: when a stream's bounded queue refuses a message, the subscription ends with
 // an Unsubscribed{resume_after_seq} frame (from the queue's reserve); the client resubscribes
 // with after_seq and catches up from the log at the pace it reads. Memory per stream stays bounded.
@@ -96,10 +107,17 @@ class FanoutService final : public FanoutApi {
   // Requires mu_. Ends the subscription, telling the stream where to resume.
   void EndLocked(const SubPtr& sub, const std::string& reason);
   void RemoveLocked(const SubPtr& sub);
+  // Requires mu_. Ends the subscription when a log read was refused because the subscriber is
+  // no longer a member; returns whether it did.
+  bool EndIfRefusedLocked(const SubPtr& sub, const Error& error);
   // Require mu_. Count sub's user in (out of) its channel; report the user's first (last) one.
   void CountInLocked(const Subscription& sub);
   void CountOutLocked(const Subscription& sub);
   void StartCatchUpLocked(const SubPtr& sub);
+  // Requires mu_. Confirms the switch-over of a subscription that starts live at the head: a
+  // read of what follows `delivered`, made after the registration (see the class comment).
+  void StartProbeLocked(const SubPtr& sub);
+  void Probe(const SubPtr& sub, std::uint64_t from);
   // The stream's queue has no room: retry the catch-up shortly, or end the subscription as a
   // slow consumer once it has been stalled for longer than options_.stalled_limit.
   void RetryStalledLocked(const SubPtr& sub);

@@ -38,6 +38,14 @@ grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
     return stream.get();
   }
   deps.registry->Add(stream);
+  // Before any frame, so that a client can pace itself and size its messages from the start.
+  const StreamLimits& limits = deps.limits;
+  context->AddInitialMetadata(kHeaderSendRate, fmt::format("{}", limits.send_rate_per_s));
+  context->AddInitialMetadata(kHeaderSendBurst, fmt::format("{}", limits.send_burst));
+  context->AddInitialMetadata(kHeaderMaxInflightSends, std::to_string(limits.max_inflight_sends));
+  context->AddInitialMetadata(kHeaderMaxBodyBytes, std::to_string(limits.max_body_bytes));
+  context->AddInitialMetadata(kHeaderMaxFrameBytes, std::to_string(limits.max_frame_bytes));
+  stream->StartSendInitialMetadata();
   stream->reading_ = true;
   stream->StartRead(&stream->in_);
   return stream.get();
@@ -144,6 +152,10 @@ void ChatStream::End(const grpc::Status& status) {
   std::lock_guard lock(mu_);
   if (finished_ || end_status_) return;
   end_status_ = status;
+  // Sends still waiting for a token are dropped unanswered, like unwritten frames: none of them
+  // was stored, and the client resends them (same ids, same order) on its next stream.
+  inflight_sends_ -= waiting_sends_.size();
+  waiting_sends_.clear();
   // Frames not yet written are dropped: the client resumes from its last seq.
   while (out_.size() > (writing_ ? 1u : 0u)) {
     if (IsDataFrame(out_.back())) --data_frames_queued_;
@@ -153,9 +165,16 @@ void ChatStream::End(const grpc::Status& status) {
 }
 
 void ChatStream::BeginDrain() {
-  std::lock_guard lock(mu_);
-  draining_ = true;
-  MaybeFinishLocked();
+  bool pump = false;
+  {
+    std::lock_guard lock(mu_);
+    draining_ = true;
+    // Sends already read are committed and answered before the stream ends, without waiting
+    // for their tokens: at most max_inflight_sends of them.
+    if (!waiting_sends_.empty() && !pumping_) pump = pumping_ = true;
+    MaybeFinishLocked();
+  }
+  if (pump) PumpSends();
 }
 
 void ChatStream::MaybeFinishLocked() {
@@ -277,24 +296,71 @@ void ChatStream::HandleSend(v1::Send& send) {
     Offer(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()), true);
     return;
   }
-  bool allowed;
+  bool pump = false;
   {
     std::lock_guard lock(mu_);
-    allowed = send_bucket_.TryTake();
-    if (allowed) ++inflight_sends_;
+    ++inflight_sends_;  // from here until its ACK or error, waiting for a token included
+    waiting_sends_.push_back(SendCommand{*name, principal_.user_id, principal_.username,
+                                         send.client_msg_id(), std::move(*send.mutable_body())});
+    // With the timer armed the bucket is empty: the timer pumps, in order.
+    if (!pumping_ && !send_timer_armed_) pump = pumping_ = true;
   }
-  if (!allowed) {
-    Offer(ErrorFrame(
-              MakeError(Code::kResourceExhausted, "sending too fast; retry this message later"),
-              *name, send.client_msg_id()),
-          true);
-    return;
+  if (pump) PumpSends();
+}
+
+void ChatStream::PumpSends() {
+  for (;;) {
+    SendCommand command;
+    {
+      std::lock_guard lock(mu_);
+      if (waiting_sends_.empty()) {
+        pumping_ = false;
+        MaybeFinishLocked();
+        return;
+      }
+      if (!draining_ && !send_bucket_.TryTake()) {
+        pumping_ = false;
+        ArmSendTimerLocked();
+        return;
+      }
+      command = std::move(waiting_sends_.front());
+      waiting_sends_.pop_front();
+    }
+    // Outside mu_: SendAsync may answer inline (OnSendDone takes mu_). Only the pumping thread
+    // gets here, so the shard receives this stream's sends in arrival order.
+    Dispatch(std::move(command));
   }
-  SendCommand command{*name, principal_.user_id, principal_.username, send.client_msg_id(),
-                      std::move(*send.mutable_body())};
+}
+
+void ChatStream::ArmSendTimerLocked() {
+  if (send_timer_armed_) return;
+  send_timer_armed_ = true;
+  const bool posted = deps_.executor->PostAfter(
+      send_bucket_.TimeUntilToken(), [self = shared_from_this()] { self->OnSendTimer(); });
+  if (!posted) {
+    // The executor stopped: the server is past its drain. Nothing waiting can be answered.
+    send_timer_armed_ = false;
+    inflight_sends_ -= waiting_sends_.size();
+    waiting_sends_.clear();
+  }
+}
+
+void ChatStream::OnSendTimer() {
+  {
+    std::lock_guard lock(mu_);
+    send_timer_armed_ = false;
+    if (pumping_ || waiting_sends_.empty()) return;
+    pumping_ = true;
+  }
+  PumpSends();
+}
+
+void ChatStream::Dispatch(SendCommand command) {
+  std::string channel = command.channel;
+  std::string id = command.client_msg_id;
   deps_.shard->SendAsync(
       std::move(command),
-      [self = shared_from_this(), channel = *name, id = send.client_msg_id()](
+      [self = shared_from_this(), channel = std::move(channel), id = std::move(id)](
           Result<SendOutcome> outcome) { self->OnSendDone(channel, id, std::move(outcome)); });
 }
 
@@ -339,7 +405,8 @@ void ChatStream::HandleTyping(const v1::Typing& typing) {
   {
     std::lock_guard lock(mu_);
     // Before any check: the refusal below costs a database read, so it is rate-limited too.
-    if (!send_bucket_.TryTake()) return;  // typing notices are best effort
+    // Best effort: never ahead of sends waiting for their tokens.
+    if (!waiting_sends_.empty() || !send_bucket_.TryTake()) return;
   }
   // Serially, so that a Subscribe sent just before takes effect first.
   RunSerial([this, channel = *name] {

@@ -29,7 +29,8 @@ struct StreamLimits {
   double send_burst = 100;
   std::size_t max_subscriptions = 256;
   std::size_t max_body_bytes = 8 * 1024;
-  std::size_t max_streams = 10000;  // per process
+  std::size_t max_streams = 10000;          // per process
+  std::size_t max_frame_bytes = 64 * 1024;  // grpc.max_receive_message_bytes, told to clients
 };
 
 class StreamRegistry;
@@ -55,6 +56,11 @@ struct StreamDeps {
 //   in-flight send limit, so they are never dropped.
 // - Incoming: at most `max_inflight_sends` sends await their ACK; beyond that the stream stops
 //   reading, and HTTP/2 flow control pushes back on the client.
+// - Send rate: shaped, not refused (docs/adr/0007-send-rate-shaping.md). A Send over the token
+//   bucket's rate waits in `waiting_sends_` (counted in flight) until a token is due; sends leave
+//   that queue in arrival order, one thread at a time (`pumping_`), so one stream's messages are
+//   stored in the order they were sent, however fast they come.
+// The stream's limits are sent to the client as initial metadata (kLimitHeaders) when it opens.
 // Blocking work (subscribe authorization, acks) and typing runs on the executor, serially per
 // stream, so frames of one stream take effect in the order they were sent (a typing notice right
 // after its Subscribe finds the subscription in place).
@@ -91,6 +97,10 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   void HandleSend(v1::Send& send);
   void HandleAck(const v1::Ack& ack);
   void HandleTyping(const v1::Typing& typing);
+  // Hands waiting sends to the shard in order while tokens last, then arms the timer.
+  void PumpSends();
+  void OnSendTimer();
+  void Dispatch(SendCommand command);
   void OnSendDone(const std::string& channel, const std::string& client_msg_id,
                   Result<SendOutcome> outcome);
 
@@ -100,6 +110,7 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   void ContinueReadingLocked();
   void MaybeFinishLocked();
   void StartWriteLocked();
+  void ArmSendTimerLocked();
 
   const StreamDeps deps_;
   const Principal principal_;
@@ -123,7 +134,17 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   std::deque<std::function<void()>> serial_;
   bool serial_running_ = false;
   TokenBucket send_bucket_;
+  std::deque<SendCommand> waiting_sends_;  // valid sends waiting for a token, in arrival order
+  bool pumping_ = false;                   // a thread is handing waiting_sends_ to the shard
+  bool send_timer_armed_ = false;          // OnSendTimer is scheduled for the next token
 };
+
+// Initial-metadata keys of a Connect stream: its limits, as decimal strings.
+inline constexpr const char* kHeaderSendRate = "infrachat-send-rate-per-s";
+inline constexpr const char* kHeaderSendBurst = "infrachat-send-burst";
+inline constexpr const char* kHeaderMaxInflightSends = "infrachat-max-inflight-sends";
+inline constexpr const char* kHeaderMaxBodyBytes = "infrachat-max-body-bytes";
+inline constexpr const char* kHeaderMaxFrameBytes = "infrachat-max-frame-bytes";
 
 // The live streams of a gateway, for draining on shutdown and for periodic session checks.
 // Thread-safe.

@@ -52,6 +52,7 @@ class GatewayModule final : public Module {
     deps.limits.max_subscriptions = static_cast<std::size_t>(limits.max_subscriptions_per_stream);
     deps.limits.max_body_bytes = static_cast<std::size_t>(limits.max_body_bytes);
     deps.limits.max_streams = static_cast<std::size_t>(limits.max_streams);
+    deps.limits.max_frame_bytes = static_cast<std::size_t>(config.grpc.max_receive_message_bytes);
 
     auth_service_ = std::make_unique<gateway::AuthServiceImpl>(auth_);
     router_service_ = std::make_unique<gateway::RouterServiceImpl>(auth_, &ctx.router());
@@ -61,11 +62,13 @@ class GatewayModule final : public Module {
     ScheduleSweep();
   }
 
-  void RegisterServices(grpc::ServerBuilder& builder) override {
+  std::vector<std::string> RegisterServices(grpc::ServerBuilder& builder) override {
     builder.RegisterService(auth_service_.get());
     builder.RegisterService(router_service_.get());
     builder.RegisterService(channel_service_.get());
     builder.RegisterService(chat_service_.get());
+    return {v1::AuthService::service_full_name(), v1::RouterService::service_full_name(),
+            v1::ChannelService::service_full_name(), v1::ChatService::service_full_name()};
   }
 
   void BeginShutdown() override {

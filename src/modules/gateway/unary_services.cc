@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "grpc_edge.h"
+#include "infrachat/core/validation.h"
 
 namespace infrachat::gateway {
 
@@ -96,8 +97,11 @@ grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
   INFRACHAT_AUTHENTICATE(ctx);
   auto members = shard_->ListMembers(*caller, request->channel());
   if (!members.ok()) return ToStatus(members.error());
-  // Asked after the membership check above, so only members learn who is online.
-  const std::vector<std::uint64_t> online = fanout_->OnlineUsers(request->channel());
+  // Asked after the membership check above, so only members learn who is online. Fanout
+  // knows channels by their normal name ("general" for "#general"), as the shard does.
+  const auto channel = NormalizeChannelName(request->channel());
+  if (!channel.ok()) return ToStatus(channel.error());
+  const std::vector<std::uint64_t> online = fanout_->OnlineUsers(*channel);
   for (auto& m : *members) {
     m.set_online(std::binary_search(online.begin(), online.end(), m.user_id()));
     *response->add_members() = std::move(m);

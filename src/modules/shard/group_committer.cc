@@ -139,7 +139,9 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
     senders.push_back(static_cast<std::int64_t>(p.command.sender_id));
   }
   auto resolved = tx.exec_params(
-      "SELECT x.ord, c.id, m.user_id IS NOT NULL"
+      "SELECT x.ord, c.id, m.user_id IS NOT NULL,"
+      " c.visibility = 2 AND NOT EXISTS"
+      "   (SELECT 1 FROM invites i WHERE i.channel_id = c.id AND i.user_id = x.sender)"
       " FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS x(name, sender, ord)"
       " LEFT JOIN channels c ON c.name = x.name"
       " LEFT JOIN memberships m ON m.channel_id = c.id AND m.user_id = x.sender",
@@ -147,7 +149,10 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
   std::vector<std::int64_t> channel_id(n, 0);
   for (const auto& row : resolved) {
     const auto i = row[0].as<std::size_t>() - 1;
-    if (row[1].is_null()) {
+    // A private channel that the sender is not in and not invited to answers as an unknown
+    // one (docs/adr/0008-private-channel-names.md).
+    const bool hidden = !row[1].is_null() && !row[2].as<bool>() && row[3].as<bool>();
+    if (row[1].is_null() || hidden) {
       outcomes[i] = MakeError(Code::kNotFound, "no such channel: " + batch[i].command.channel);
     } else if (!row[2].as<bool>()) {
       outcomes[i] =

@@ -21,6 +21,10 @@ struct ChannelAccess {
   bool is_invited = false;
 };
 
+Error NoSuchChannel(const std::string& channel) {
+  return MakeError(Code::kNotFound, "no such channel: " + channel);
+}
+
 Result<ChannelAccess> LoadAccess(pqxx::transaction_base& tx, const std::string& channel,
                                  std::uint64_t user_id) {
   auto rows = tx.exec_params(
@@ -29,7 +33,7 @@ Result<ChannelAccess> LoadAccess(pqxx::transaction_base& tx, const std::string& 
       " EXISTS (SELECT 1 FROM invites i WHERE i.channel_id = c.id AND i.user_id = $2)"
       " FROM channels c WHERE c.name = $1",
       channel, static_cast<std::int64_t>(user_id));
-  if (rows.empty()) return MakeError(Code::kNotFound, "no such channel: " + channel);
+  if (rows.empty()) return NoSuchChannel(channel);
   ChannelAccess a;
   a.id = rows[0][0].as<std::int64_t>();
   a.visibility = static_cast<v1::Visibility>(rows[0][1].as<int>());
@@ -39,9 +43,24 @@ Result<ChannelAccess> LoadAccess(pqxx::transaction_base& tx, const std::string& 
   return a;
 }
 
+// A private channel exists, for a user, only while they are a member or hold an invite: anyone
+// else gets the answer an unknown name gets, so that private names cannot be probed
+// (docs/adr/0008-private-channel-names.md). Public channels are listed to everyone anyway.
+bool HiddenFrom(const ChannelAccess& access) {
+  return access.visibility == v1::PRIVATE && !access.is_member && !access.is_invited;
+}
+
+// LoadAccess, with private channels hidden from users who may not know of them.
+Result<ChannelAccess> LoadVisibleAccess(pqxx::transaction_base& tx, const std::string& channel,
+                                        std::uint64_t user_id) {
+  auto access = LoadAccess(tx, channel, user_id);
+  if (access.ok() && HiddenFrom(*access)) return NoSuchChannel(channel);
+  return access;
+}
+
 Result<ChannelAccess> RequireMember(pqxx::transaction_base& tx, const std::string& channel,
                                     std::uint64_t user_id) {
-  auto access = LoadAccess(tx, channel, user_id);
+  auto access = LoadVisibleAccess(tx, channel, user_id);
   if (access.ok() && !access->is_member) {
     return MakeError(Code::kPermissionDenied, "not a member of channel " + channel);
   }
@@ -149,13 +168,10 @@ Result<v1::Channel> ShardService::JoinChannel(const Principal& caller, std::stri
   bool joined_now = false;
   auto result = pool_->With<v1::Channel>([&](pqxx::connection& conn) -> Result<v1::Channel> {
     pqxx::work tx(conn);
-    auto access = LoadAccess(tx, *name, caller.user_id);
+    // Without an invite a private channel is not there (an invitation is how one learns of it).
+    auto access = LoadVisibleAccess(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
     if (!access->is_member) {
-      if (access->visibility == v1::PRIVATE && !access->is_invited) {
-        return MakeError(Code::kPermissionDenied,
-                         "channel " + *name + " is private: ask a member for an invite");
-      }
       auto ins = tx.exec_params(
           "INSERT INTO memberships (channel_id, user_id, username) VALUES ($1, $2, $3)"
           " ON CONFLICT DO NOTHING",
@@ -177,7 +193,7 @@ Result<void> ShardService::LeaveChannel(const Principal& caller, std::string_vie
   if (!name.ok()) return name.error();
   auto result = pool_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
     pqxx::work tx(conn);
-    auto access = LoadAccess(tx, *name, caller.user_id);
+    auto access = LoadVisibleAccess(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
     // Leaving also drops a pending invite: a private channel needs a new one to come back.
     tx.exec_params("DELETE FROM invites WHERE channel_id = $1 AND user_id = $2", access->id,
@@ -340,16 +356,16 @@ Result<bool> ShardService::RecordAck(const Principal& caller, std::string_view c
 }
 
 Result<std::vector<v1::ChatMessage>> ShardService::ReadLog(std::string_view channel,
+                                                           std::uint64_t reader_id,
                                                            std::uint64_t after_seq,
                                                            std::uint32_t limit) {
   const std::string name(channel);
   return pool_->With<std::vector<v1::ChatMessage>>(
       [&](pqxx::connection& conn) -> Result<std::vector<v1::ChatMessage>> {
         pqxx::read_transaction tx(conn);
-        auto rows = tx.exec_params("SELECT id FROM channels WHERE name = $1", name);
-        if (rows.empty()) return MakeError(Code::kNotFound, "no such channel: " + name);
-        return ReadMessages(tx, rows[0][0].as<std::int64_t>(), name, after_seq,
-                            std::min(limit, kMaxHistoryLimit));
+        auto access = RequireMember(tx, name, reader_id);  // same snapshot as the messages
+        if (!access.ok()) return access.error();
+        return ReadMessages(tx, access->id, name, after_seq, std::min(limit, kMaxHistoryLimit));
       });
 }
 

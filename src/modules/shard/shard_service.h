@@ -39,7 +39,8 @@ class ShardService final : public ShardApi {
                                            std::string_view channel) override;
   Result<bool> RecordAck(const Principal& caller, std::string_view channel, std::uint64_t seq,
                          v1::AckKind kind) override;
-  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t after_seq,
+  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
+                                               std::uint64_t after_seq,
                                                std::uint32_t limit) override;
 
  private:
