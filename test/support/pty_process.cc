@@ -1,5 +1,6 @@
 #include "pty_process.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
 #include <sys/prctl.h>
@@ -7,6 +8,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -76,14 +78,48 @@ PtyProcess::~PtyProcess() {
 }
 
 bool PtyProcess::Type(const std::string& keys) {
+  // The program echoes what is typed: a long paste fills the terminal's output buffer, and a
+  // program blocked writing its echo stops reading its input. So output is collected while the
+  // keys are written (non-blocking), as a terminal emulator does.
+  const int flags = ::fcntl(master_, F_GETFL);
+  ::fcntl(master_, F_SETFL, flags | O_NONBLOCK);
+  const auto deadline = Clock::now() + 60s;
   std::size_t done = 0;
+  bool ok = true;
   while (done < keys.size()) {
-    const ssize_t n = ::write(master_, keys.data() + done, keys.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
+    if (Left(deadline).count() == 0) {
+      ok = false;
+      break;
+    }
+    pollfd fd{master_, POLLIN | POLLOUT, 0};
+    const int ready = ::poll(&fd, 1, 100);
+    if (ready < 0 && errno != EINTR) {
+      ok = false;
+      break;
+    }
+    if (ready <= 0) continue;
+    if (fd.revents & POLLIN) {
+      char buf[4096];
+      const ssize_t n = ::read(master_, buf, sizeof buf);
+      if (n > 0) output_.append(buf, static_cast<std::size_t>(n));
+    }
+    if (fd.revents & POLLOUT) {
+      const ssize_t n =
+          ::write(master_, keys.data() + done, std::min<std::size_t>(keys.size() - done, 512));
+      if (n > 0) {
+        done += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+        ok = false;
+        break;
+      }
+    }
+    if ((fd.revents & (POLLHUP | POLLERR)) && !(fd.revents & (POLLIN | POLLOUT))) {
+      ok = false;
+      break;
+    }
   }
-  return true;
+  ::fcntl(master_, F_SETFL, flags);
+  return ok;
 }
 
 bool PtyProcess::Pump(std::chrono::milliseconds timeout) {
@@ -115,6 +151,12 @@ std::optional<std::size_t> PtyProcess::WaitForText(const std::string& text, std:
       auto at = output_.find(text, std::min(from, output_.size()));
       return at == std::string::npos ? std::nullopt : std::optional(at + text.size());
     }
+  }
+}
+
+void PtyProcess::Collect(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Left(deadline).count() > 0 && Pump(Left(deadline))) {
   }
 }
 

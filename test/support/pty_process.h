@@ -33,13 +33,18 @@ class PtyProcess {
   PtyProcess(const PtyProcess&) = delete;
   PtyProcess& operator=(const PtyProcess&) = delete;
 
-  // Types `keys` (use "\r" for Enter). Returns false if the terminal is gone.
+  // Types `keys` (use "\r" for Enter), collecting the program's output meanwhile (so a long
+  // paste cannot deadlock on the program's echo). Returns false if the terminal is gone or the
+  // program did not take the keys within 60 s.
   bool Type(const std::string& keys);
 
   // Collects output until `text` appears at or after output offset `from`, or `timeout` passes.
   // Returns the offset just after the match (for the next wait), or nullopt on timeout.
   std::optional<std::size_t> WaitForText(const std::string& text, std::size_t from,
                                          std::chrono::milliseconds timeout);
+
+  // Collects output for `timeout` (the program blocks when its output is not read).
+  void Collect(std::chrono::milliseconds timeout);
 
   // Waits at most `timeout` for the child to exit, collecting output meanwhile. Returns its exit
   // status (0-255), 128+signal when a signal killed it, or nullopt on timeout.

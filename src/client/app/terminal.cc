@@ -3,6 +3,7 @@
 #include <editline/readline.h>
 #include <fmt/format.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,6 +34,11 @@ std::size_t VisibleWidth(const std::string& text) {
 
 void Out(const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); }
 
+// A read of at least this many bytes is a paste, not typing.
+constexpr int kPasteBytes = 64;
+// A paste's unfinished last line goes to the line editor after this long without more input.
+constexpr auto kPasteQuiet = std::chrono::milliseconds(300);
+
 }  // namespace
 
 Terminal::Terminal(bool interactive, bool color)
@@ -47,7 +53,17 @@ void Terminal::Start(const std::string& prompt, LineHandler on_line) {
   if (!interactive_) return;
   g_terminal = this;
   rl_catch_signals = 0;  // SIGINT/SIGTERM are the interactive loop's
+  saved_termios_.emplace();
+  if (::tcgetattr(STDIN_FILENO, &*saved_termios_) != 0) saved_termios_.reset();
+  rl_initialize();
+  // libedit switches the terminal to its "execute" mode (by default the canonical, echoing mode
+  // it found) each time a line is complete, until the handler is installed again. Input that
+  // arrives meanwhile, e.g. the rest of a long paste, would be line-edited by the kernel (lines
+  // cut at 4095 bytes, echoed twice). Keep the execute mode non-canonical and silent; the
+  // original settings are restored in Stop().
+  rl_parse_and_bind("setty -x -icanon -echo");
   rl_callback_handler_install(prompt_.c_str(), &Terminal::OnLineThunk);
+  EnsureLineShadow(0);
   std::fflush(stdout);
 }
 
@@ -56,6 +72,7 @@ void Terminal::Stop() {
   started_ = false;
   if (interactive_) {
     rl_callback_handler_remove();
+    if (saved_termios_) ::tcsetattr(STDIN_FILENO, TCSADRAIN, &*saved_termios_);
     Out("\r\n");
     std::fflush(stdout);
     g_terminal = nullptr;
@@ -89,9 +106,9 @@ void Terminal::OnLineThunk(char* line) {
                             1;
     self->submitted_ = std::string(line);
     std::free(line);
-    // libedit (3.1-2022) keeps the old line in its buffer after the callback unless the
-    // handler is installed again; this also draws a fresh prompt.
-    rl_callback_handler_install(self->prompt_.c_str(), &Terminal::OnLineThunk);
+    // Nothing else here: libedit is still inside rl_callback_read_char, and re-installing the
+    // handler from the callback frees buffers it goes on to write to (heap corruption on long
+    // input). OnStdinReadable resets the handler once rl_callback_read_char has returned.
   }
 }
 
@@ -113,7 +130,33 @@ void Terminal::OnStdinReadable() {
     }
     return;
   }
+  // A paste (many bytes at once) bypasses the line editor: libedit's callback API re-encodes the
+  // whole line for every character (quadratic: a 10k-character line took 10 s of CPU), and its
+  // line is what the user edits, not what they paste. Only when its line is empty, so that no
+  // half-typed text is lost.
+  int available = 0;
+  if (editor_text_.has_value() && ::ioctl(STDIN_FILENO, FIONREAD, &available) == 0 &&
+      (available >= kPasteBytes || !paste_carry_.empty())) {
+    std::string data(static_cast<std::size_t>(std::max(available, 1)), '\0');
+    const ssize_t n = ::read(STDIN_FILENO, data.data(), data.size());
+    if (n > 0) {
+      data.resize(static_cast<std::size_t>(n));
+      TakePaste(data);
+      return;
+    }
+  }
+  FlushPasteCarry();
+  EnsureLineShadow(line_bytes_ + 64);
   rl_callback_read_char();
+  line_bytes_ = static_cast<std::size_t>(std::max(rl_end, 0));
+  editor_text_.reset();  // edited by the user: only its length is known
+  if (line_bytes_ == 0) editor_text_.emplace();
+  if (submitted_) {
+    // libedit (3.1-2022) keeps the old line in its buffer after the line callback unless the
+    // handler is installed again; this also draws a fresh prompt. Done here, outside the
+    // callback (see OnLineThunk).
+    ResetLineEditor();
+  }
   if (eof_) {
     eof_ = false;
     on_line_(std::nullopt);
@@ -130,6 +173,93 @@ void Terminal::OnStdinReadable() {
   }
 }
 
+// libedit's rl_line_buffer points into a conversion buffer that libedit reallocates when a
+// longer line comes, yet rl_callback_read_char writes rl_line_buffer[rl_end] = '\0' after every
+// character: on a long line, a write into freed memory ("malloc(): invalid next size"). Pointed at
+// a zeroed buffer of ours that is always longer than the line, that write is harmless. Nothing
+// here reads rl_line_buffer (its content is not the line).
+void Terminal::EnsureLineShadow(std::size_t bytes) {
+  if (line_shadow_.size() < bytes + 64 || rl_line_buffer != line_shadow_.data()) {
+    line_shadow_.assign(std::max<std::size_t>({bytes * 2 + 64, line_shadow_.size(), 4096}), '\0');
+    rl_line_buffer = line_shadow_.data();
+  }
+}
+
+void Terminal::ResetLineEditor() {
+  // Re-installing clears libedit's line and draws a fresh prompt; never from inside the line
+  // callback.
+  rl_callback_handler_remove();
+  rl_callback_handler_install(prompt_.c_str(), &Terminal::OnLineThunk);
+  EnsureLineShadow(0);
+  line_bytes_ = 0;
+  editor_text_.emplace();
+}
+
+void Terminal::TakePaste(const std::string& data) {
+  paste_at_ = std::chrono::steady_clock::now();
+  ClearInput();  // what is shown: the prompt, or the prompt and the paste so far
+  std::string carry = std::exchange(paste_carry_, {});
+  if (editor_text_ && !editor_text_->empty()) {
+    // The rest of a paste whose start went to the line editor (OnIdle): take it back.
+    carry = *editor_text_ + carry;
+    ResetLineEditor();
+    ClearInput();  // the prompt that drew
+  }
+  std::vector<std::string> lines;
+  for (const char c : data) {
+    if (c == '\n' && paste_cr_) {
+      paste_cr_ = false;
+      continue;
+    }
+    paste_cr_ = c == '\r';
+    if (c == '\r' || c == '\n') {
+      lines.push_back(std::exchange(carry, {}));
+    } else {
+      carry.push_back(c);
+    }
+  }
+  rl_forced_update_display();  // the (empty) line editor, for the prints of the handler
+  for (auto& line : lines) {
+    if (!line.empty()) add_history(line.c_str());
+    last_tag_.clear();
+    on_line_(std::move(line));
+  }
+  ClearInput();
+  // Shown while more may come; taken by the line editor once the paste has ended (OnIdle).
+  paste_carry_ = std::move(carry);
+  Redraw();
+}
+
+int Terminal::IdleTimeoutMs() const {
+  if (paste_carry_.empty()) return -1;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      paste_at_ + kPasteQuiet - std::chrono::steady_clock::now());
+  return static_cast<int>(std::max<std::int64_t>(0, left.count()) + 1);
+}
+
+void Terminal::OnIdle() {
+  if (!paste_carry_.empty() && std::chrono::steady_clock::now() >= paste_at_ + kPasteQuiet) {
+    FlushPasteCarry();
+  }
+}
+
+void Terminal::FlushPasteCarry() {
+  if (paste_carry_.empty()) return;
+  const std::string text = std::exchange(paste_carry_, {});
+  // Erase what TakePaste showed (the prompt and the text, possibly wrapped).
+  const std::size_t cols = static_cast<std::size_t>(Columns());
+  const std::size_t up = (VisibleWidth(prompt_) + client::DisplayWidth(text)) / cols;
+  if (up > 0) Out(fmt::format("\x1b[{}A", up));
+  Out("\r\x1b[J");
+  ResetLineEditor();
+  EnsureLineShadow(text.size() + 64);
+  rl_insert_text(text.c_str());
+  line_bytes_ = text.size();
+  editor_text_ = text;
+  EnsureLineShadow(line_bytes_ + 64);
+  Redraw();
+}
+
 int Terminal::Columns() const {
   winsize ws{};
   if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
@@ -139,10 +269,11 @@ int Terminal::Columns() const {
 void Terminal::ClearInput() {
   const std::size_t cols = static_cast<std::size_t>(Columns());
   std::size_t before_cursor = VisibleWidth(prompt_);
-  if (rl_line_buffer != nullptr) {
-    const std::size_t point = std::min<std::size_t>(static_cast<std::size_t>(std::max(rl_point, 0)),
-                                                    std::strlen(rl_line_buffer));
-    before_cursor += client::DisplayWidth(std::string_view(rl_line_buffer, point));
+  if (!paste_carry_.empty()) {
+    before_cursor += client::DisplayWidth(client::SanitizeForTerminal(paste_carry_));
+  } else {
+    // rl_point counts bytes: exact for ASCII, an overestimate for other UTF-8 text.
+    before_cursor += static_cast<std::size_t>(std::max(rl_point, 0));
   }
   const std::size_t up = before_cursor / cols;
   if (up > 0) Out(fmt::format("\x1b[{}A", up));
@@ -151,7 +282,11 @@ void Terminal::ClearInput() {
 
 void Terminal::Redraw() {
   std::fflush(stdout);
-  rl_forced_update_display();
+  if (!paste_carry_.empty()) {
+    Out(prompt_ + client::SanitizeForTerminal(paste_carry_));
+  } else {
+    rl_forced_update_display();
+  }
   std::fflush(stdout);
 }
 

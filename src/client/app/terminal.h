@@ -6,9 +6,13 @@
 // Without a terminal on stdin/stdout it degrades to plain line reading and printing.
 #pragma once
 
+#include <termios.h>
+
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace infrachat::cli {
 
@@ -29,6 +33,9 @@ class Terminal {
   // Reads what is available on stdin; calls the line handler for each completed line (after
   // libedit has returned, so the handler may print).
   void OnStdinReadable();
+  // Milliseconds until OnIdle() has something to do (a paste to hand to the line editor), or -1.
+  int IdleTimeoutMs() const;
+  void OnIdle();
 
   // Prints one line above the input line. `tag` names it so that ReplaceLast can overwrite it
   // while nothing else was printed after it.
@@ -46,6 +53,13 @@ class Terminal {
 
  private:
   static void OnLineThunk(char* line);
+  // Bytes of a paste: complete lines go to the line handler directly, the rest waits in
+  // paste_carry_ for more (see OnStdinReadable).
+  void TakePaste(const std::string& data);
+  void FlushPasteCarry();
+  // Points rl_line_buffer at a buffer of ours that is large enough (see terminal.cc).
+  void EnsureLineShadow(std::size_t bytes);
+  void ResetLineEditor();
   void ClearInput();
   void Redraw();
   int Columns() const;
@@ -61,6 +75,15 @@ class Terminal {
   int last_cols_ = 0;
   std::optional<std::string> submitted_;  // a line completed during rl_callback_read_char
   bool eof_ = false;
+  std::optional<termios> saved_termios_;  // the terminal's settings before Start
+  std::vector<char> line_shadow_;         // what rl_line_buffer points to
+  std::size_t line_bytes_ = 0;            // bytes in libedit's line (an upper bound)
+  std::string paste_carry_;               // the unfinished last line of a paste
+  // libedit's line when known (empty after a reset, a paste's tail after FlushPasteCarry);
+  // nullopt once the user has edited it.
+  std::optional<std::string> editor_text_ = std::string();
+  bool paste_cr_ = false;  // the paste's last byte was \r (a \n after it is not a line)
+  std::chrono::steady_clock::time_point paste_at_{};
   std::size_t submitted_rows_ = 0;  // rows the echo of the submitted line occupies
 };
 
