@@ -703,6 +703,81 @@ TEST_CASE("leaving a channel ends that user's subscriptions to it only", "[fanou
   f.Stop();
 }
 
+// A bus whose Watch readiness the test controls, as a bus across processes would give it: the
+// owner answers later, and answers again after a lost connection. Events pass through a
+// LocalEventBus.
+class ControlledBus final : public EventBus {
+ public:
+  void Publish(BusEvent event) override { inner.Publish(std::move(event)); }
+  SubscriptionId Subscribe(Handler handler) override { return inner.Subscribe(std::move(handler)); }
+  void Unsubscribe(SubscriptionId id) override { inner.Unsubscribe(id); }
+  void Watch(const std::string& channel, Ready ready) override {
+    std::lock_guard lock(mu);
+    ready_[channel] = std::move(ready);
+  }
+  void Unwatch(const std::string& channel) override {
+    std::lock_guard lock(mu);
+    ready_.erase(channel);
+  }
+  // The owner says the interest is in place (again).
+  void FireReady(const std::string& channel) {
+    Ready ready;
+    {
+      std::lock_guard lock(mu);
+      REQUIRE(ready_.count(channel) == 1);
+      ready = ready_[channel];
+    }
+    ready();
+  }
+  bool Watched(const std::string& channel) {
+    std::lock_guard lock(mu);
+    return ready_.count(channel) == 1;
+  }
+
+  LocalEventBus inner;
+
+ private:
+  std::mutex mu;
+  std::map<std::string, Ready> ready_;
+};
+
+TEST_CASE(
+    "across processes: nothing is read before the watch is ready, and a re-established "
+    "watch repairs what was lost",
+    "[fanout][switchover]") {
+  ControlledBus bus;
+  FakeShard shard;
+  auto fanout = std::make_unique<fanout::FanoutService>(fanout::FanoutOptions{}, &bus, &shard,
+                                                        ModuleLogger("fanout-test"));
+  for (int i = 0; i < 3; ++i) shard.Append("general");
+  auto sink = std::make_shared<FakeSink>();
+  fanout->Subscribe(sink, kAlice, "general", shard.Head("general"), std::nullopt);
+  CHECK(bus.Watched("general"));
+  shard.Append("general");  // seq 4, its event published before the owner watched for us
+  bus.inner.Drain();
+  CHECK(shard.reads() == 0);  // no switch-over read before the interest is in place
+  bus.FireReady("general");
+  REQUIRE(WaitForSeq(*sink, "general", 4));
+  CHECK(shard.WaitForReads(1));
+
+  // Live from here; then the connection to the owner is lost, seq 5 with it, and re-made.
+  auto m5 = shard.Append("general");
+  bus.inner.Drain();
+  bus.FireReady("general");
+  REQUIRE(WaitForSeq(*sink, "general", 5));
+  // Later events are live again, and a late copy of 5 is not delivered twice.
+  bus.Publish(m5);
+  bus.Publish(shard.Append("general"));
+  REQUIRE(WaitForSeq(*sink, "general", 6));
+  bus.inner.Drain();
+
+  // The last subscription ends: the channel is no longer watched.
+  fanout->UnsubscribeAll(sink.get());
+  CHECK_FALSE(bus.Watched("general"));
+  fanout.reset();
+  CHECK(Seqs(sink->Frames(), "general") == Range(4, 6));
+}
+
 // Authorization on every read: the log read itself checks membership, so a read that runs
 // after the subscriber left, but before the leave's event reached fanout, returns nothing.
 TEST_CASE("a log read after the subscriber left delivers nothing and ends the subscription",

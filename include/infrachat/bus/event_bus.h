@@ -59,6 +59,19 @@ class EventBus {
   virtual SubscriptionId Subscribe(Handler handler) = 0;
   // After it returns the handler is not running and will not be called again.
   virtual void Unsubscribe(SubscriptionId id) = 0;
+
+  // Interest per channel, for a bus that crosses processes: an edge receives only the channels
+  // its sessions watch (a bus may deliver more; the in-process bus delivers everything).
+  // `ready` runs on a bus thread each time the interest is in place: once after Watch, and
+  // again whenever a lost connection to the channel's owner was re-established. Every event of
+  // the channel published after the owner put the interest in place is delivered (at most once,
+  // like all events), so a watcher reads the durable log after each `ready` to repair what may
+  // have been lost before it (the switch-over rule, docs/adr/0003 and 0009).
+  // Watching a channel again replaces its `ready`; Unwatch stops it (a `ready` already on its
+  // way may still run). Neither blocks, nor calls `ready` inline: callers may hold their locks.
+  using Ready = std::function<void()>;
+  virtual void Watch(const std::string& channel, Ready ready) = 0;
+  virtual void Unwatch(const std::string& channel) = 0;
 };
 
 }  // namespace infrachat

@@ -29,7 +29,7 @@ LocalEventBus::~LocalEventBus() {
 void LocalEventBus::Publish(BusEvent event) {
   {
     std::lock_guard lock(queue_mu_);
-    queue_.push_back(std::move(event));
+    queue_.push_back(Item(std::in_place_type<BusEvent>, std::move(event)));
     ++published_;
   }
   queue_cv_.notify_one();
@@ -58,9 +58,20 @@ std::size_t LocalEventBus::queued() const {
   return queue_.size();
 }
 
+void LocalEventBus::Watch(const std::string& /*channel*/, Ready ready) {
+  {
+    std::lock_guard lock(queue_mu_);
+    queue_.push_back(std::move(ready));
+    ++published_;
+  }
+  queue_cv_.notify_one();
+}
+
+void LocalEventBus::Unwatch(const std::string& /*channel*/) {}
+
 void LocalEventBus::Run() {
   for (;;) {
-    BusEvent event;
+    Item item;
     {
       std::unique_lock lock(queue_mu_);
       queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -68,10 +79,13 @@ void LocalEventBus::Run() {
         drained_cv_.notify_all();
         return;
       }
-      event = std::move(queue_.front());
+      item = std::move(queue_.front());
       queue_.pop_front();
     }
-    {
+    if (auto* ready = std::get_if<Ready>(&item)) {
+      if (*ready) (*ready)();
+    } else {
+      const BusEvent& event = std::get<BusEvent>(item);
       std::shared_lock lock(handlers_mu_);
       for (auto& [id, handler] : handlers_) handler(event);
     }

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
+#include <variant>
 
 #include "infrachat/bus/event_bus.h"
 
@@ -28,6 +29,10 @@ class LocalEventBus final : public EventBus {
   void Publish(BusEvent event) override;
   SubscriptionId Subscribe(Handler handler) override;
   void Unsubscribe(SubscriptionId id) override;
+  // Every event reaches every subscriber anyway: `ready` runs on the dispatcher thread after the
+  // events published before the call.
+  void Watch(const std::string& channel, Ready ready) override;
+  void Unwatch(const std::string& channel) override;
 
   // Blocks until every event published before the call has been handled. For tests and for an
   // orderly shutdown.
@@ -40,7 +45,9 @@ class LocalEventBus final : public EventBus {
   mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::condition_variable drained_cv_;
-  std::deque<BusEvent> queue_;
+  // An event, or a Watch's `ready` to run in its place in the order.
+  using Item = std::variant<BusEvent, Ready>;
+  std::deque<Item> queue_;
   std::uint64_t published_ = 0;
   std::uint64_t handled_ = 0;
   bool stopping_ = false;

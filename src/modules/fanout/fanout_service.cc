@@ -34,11 +34,16 @@ FanoutService::FanoutService(FanoutOptions options, EventBus* bus, ShardApi* sha
       log_(std::move(logger)),
       origin_(NewOrigin()),
       workers_(options.workers, "fanout") {
+  life_->self = this;
   bus_subscription_ = bus_->Subscribe([this](const BusEvent& event) { OnEvent(event); });
 }
 
 FanoutService::~FanoutService() {
   bus_->Unsubscribe(bus_subscription_);
+  {
+    std::lock_guard lock(life_->mu);  // waits for a running `ready`
+    life_->self = nullptr;
+  }
   workers_.Stop();
 }
 
@@ -66,15 +71,57 @@ void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Pr
   subscribed.mutable_subscribed()->set_channel(sub->channel);
   subscribed.mutable_subscribed()->set_head_seq(head_seq);
   sink->Offer(std::move(subscribed), /*reserved=*/true);
-  // The switch-over is confirmed by a log read that starts after this registration: a message
-  // committed after the caller read head_seq may have reached the bus before the subscription
-  // existed (it was dropped here), and in a quiet channel nothing later would reveal the gap.
-  // Any message that such a read does not see commits after the read started, so its event
-  // comes after the registration and is handled by OnMessage.
-  if (sub->delivered < head_seq) {
+  sub->start_behind = sub->delivered < head_seq;
+  auto watch = watched_.find(sub->channel);
+  if (watch == watched_.end()) {
+    watched_.emplace(sub->channel, false);
+    bus_->Watch(sub->channel, [life = life_, channel = sub->channel] {
+      std::lock_guard lock(life->mu);
+      if (life->self != nullptr) life->self->OnWatchReady(channel);
+    });
+  }
+  if (watch == watched_.end() || !watch->second) {
+    sub->awaiting_watch = true;  // OnWatchReady starts the switch-over
+    return;
+  }
+  StartSwitchOverLocked(sub);
+}
+
+void FanoutService::StartSwitchOverLocked(const SubPtr& sub) {
+  // The switch-over is confirmed by a log read that starts after this registration and after
+  // the channel's events flow here: a message committed after the caller read head_seq may have
+  // reached the bus before the subscription existed (it was dropped here), and in a quiet
+  // channel nothing later would reveal the gap. Any message that such a read does not see
+  // commits after the read started, so its event comes after the registration and is handled
+  // by OnMessage.
+  if (sub->start_behind) {
     StartCatchUpLocked(sub);  // its reads are the confirmation
   } else {
-    StartProbeLocked(sub);  // live at once, plus a one-message read for what came before
+    StartProbeLocked(sub);  // live at once, plus a read of what may have come before
+  }
+}
+
+void FanoutService::OnWatchReady(const std::string& channel) {
+  std::lock_guard lock(mu_);
+  auto watch = watched_.find(channel);
+  if (watch == watched_.end()) return;  // nobody here watches it any more
+  const bool again = watch->second;     // re-established: events may have been lost meanwhile
+  watch->second = true;
+  auto subs = by_channel_.find(channel);
+  if (subs == by_channel_.end()) return;
+  for (const SubPtr& sub : subs->second) {
+    if (sub->awaiting_watch) {
+      sub->awaiting_watch = false;
+      StartSwitchOverLocked(sub);
+    } else if (again) {
+      // Repair from the log, as after a gap: a catch-up in progress reads once more (its read
+      // may have begun before the events flowed again); a live one probes.
+      if (sub->catching_up) {
+        sub->reread = true;
+      } else {
+        StartProbeLocked(sub);
+      }
+    }
   }
 }
 
@@ -154,7 +201,12 @@ void FanoutService::RemoveLocked(const SubPtr& sub) {
   CountOutLocked(*sub);
   if (auto it = by_channel_.find(sub->channel); it != by_channel_.end()) {
     std::erase(it->second, sub);
-    if (it->second.empty()) by_channel_.erase(it);
+    if (it->second.empty()) {
+      by_channel_.erase(it);
+      // The last subscription here: the channel's events are no longer needed.
+      watched_.erase(sub->channel);
+      bus_->Unwatch(sub->channel);
+    }
   }
   if (auto it = by_sink_.find(sub->key); it != by_sink_.end()) {
     auto sub_it = it->second.find(sub->channel);
@@ -213,7 +265,7 @@ void FanoutService::OnMessage(const v1::ChatMessage& message) {
   std::vector<SubPtr> cut;
   for (const SubPtr& sub : it->second) {
     if (message.seq() <= sub->delivered) continue;  // already delivered (from the log)
-    if (sub->catching_up) {
+    if (sub->catching_up || sub->awaiting_watch) {
       sub->newest_live = std::max(sub->newest_live, message.seq());
       continue;
     }
@@ -304,13 +356,15 @@ void FanoutService::StartCatchUpLocked(const SubPtr& sub) {
 }
 
 void FanoutService::StartProbeLocked(const SubPtr& sub) {
-  workers_.Post([this, sub, from = sub->delivered] { Probe(sub, from); });
+  workers_.Post([this, sub] { Probe(sub); });
 }
 
-void FanoutService::Probe(const SubPtr& sub, std::uint64_t from) {
+void FanoutService::Probe(const SubPtr& sub) {
+  std::uint64_t from;
   {
     std::lock_guard lock(mu_);
     if (!sub->active || sub->catching_up) return;  // ended, or a catch-up reads anyway
+    from = sub->delivered;
   }
   // Blocking, outside the lock. Usually empty; a batch when events were lost or are late.
   auto missed = shard_->ReadLog(sub->channel, sub->user_id, from, options_.catchup_batch);
@@ -320,7 +374,7 @@ void FanoutService::Probe(const SubPtr& sub, std::uint64_t from) {
   if (!missed.ok()) {
     log_->warn("switch-over read of {} after {} failed: {}", sub->channel, from,
                missed.error().message);
-    workers_.PostAfter(kLogErrorRetry, [this, sub, from] { Probe(sub, from); });
+    workers_.PostAfter(kLogErrorRetry, [this, sub] { Probe(sub); });
     return;
   }
   // Still live: hand over what live delivery has not, exactly as OnMessage would (its late
@@ -400,7 +454,8 @@ void FanoutService::CatchUp(const SubPtr& sub) {
     return;
   }
   const bool head_reached = messages->size() < want;
-  if (!head_reached || sub->newest_live > sub->delivered) {
+  if (!head_reached || sub->newest_live > sub->delivered || sub->reread) {
+    sub->reread = false;
     workers_.Post([this, sub] { CatchUp(sub); });
     return;
   }

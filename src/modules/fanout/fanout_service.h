@@ -39,7 +39,9 @@ struct FanoutOptions {
 // Every message therefore comes either from the log or live, exactly once, in order.
 //
 // The switch-over: every subscription is confirmed by a log read that starts after it was
-// registered for live events, even when the caller's head_seq says there is nothing to read.
+// registered for live events and the bus said that the channel's events flow here (Watch's
+// `ready`: at once in process, after the owner's answer across processes), even when the
+// caller's head_seq says there is nothing to read.
 // Behind the head, that is the catch-up. At the head, the subscription is live at once and a
 // worker reads what follows its starting point (a probe, normally empty); what it finds that
 // live delivery has not handed over yet is handed over from there, in order. A message
@@ -93,12 +95,21 @@ class FanoutService final : public FanoutApi {
     std::uint64_t delivered = 0;    // last seq offered to the stream
     std::uint64_t newest_live = 0;  // highest live seq seen while catching up
     bool catching_up = false;
+    // Registered, but the bus has not said that the channel's events flow here yet: nothing is
+    // read or delivered until then (live events are only noted).
+    bool awaiting_watch = false;
+    bool start_behind = false;  // subscribed behind the head: the switch-over is a catch-up
+    bool reread = false;        // the watch was re-established: a catch-up reads once more
     bool active = true;
     std::chrono::steady_clock::time_point stalled_since{};
   };
   using SubPtr = std::shared_ptr<Subscription>;
 
   void OnEvent(const BusEvent& event);
+  // The bus says the channel's events flow to this instance (first watch or re-established).
+  void OnWatchReady(const std::string& channel);
+  // Requires mu_. Starts the switch-over read of a registered subscription.
+  void StartSwitchOverLocked(const SubPtr& sub);
   void OnMessage(const v1::ChatMessage& message);
   void OnMembership(const MembershipChanged& change);
   void OnPresence(const PresenceChanged& change);
@@ -117,7 +128,7 @@ class FanoutService final : public FanoutApi {
   // Requires mu_. Confirms the switch-over of a subscription that starts live at the head: a
   // read of what follows `delivered`, made after the registration (see the class comment).
   void StartProbeLocked(const SubPtr& sub);
-  void Probe(const SubPtr& sub, std::uint64_t from);
+  void Probe(const SubPtr& sub);
   // The stream's queue has no room: retry the catch-up shortly, or end the subscription as a
   // slow consumer once it has been stalled for longer than options_.stalled_limit.
   void RetryStalledLocked(const SubPtr& sub);
@@ -138,6 +149,16 @@ class FanoutService final : public FanoutApi {
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, std::size_t>> local_;
   std::unordered_map<std::string, std::unordered_map<std::uint64_t, std::set<std::uint64_t>>>
       online_;
+
+  // Channels with live subscriptions here, watched on the bus; true once the bus said ready.
+  std::unordered_map<std::string, bool> watched_;
+  // Lets a `ready` callback that the bus runs late find out that this service is gone: the
+  // destructor clears `self` under `mu` (waiting for a running callback).
+  struct Life {
+    std::mutex mu;
+    FanoutService* self = nullptr;
+  };
+  std::shared_ptr<Life> life_ = std::make_shared<Life>();
 
   Executor workers_;
   EventBus::SubscriptionId bus_subscription_ = 0;
