@@ -36,7 +36,9 @@ std::string DumpJsonLine(const nlohmann::json& value);
 
 // Text from other users made safe to print on a terminal: C0/C1 control characters and DEL
 // (which could carry escape sequences) become U+FFFD, except that a tab becomes a space.
-// Invalid UTF-8 bytes become U+FFFD too.
+// Invalid UTF-8 bytes become U+FFFD too, and so do invisible formatting characters: bidi
+// overrides, embeddings, isolates and marks (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F,
+// U+061C) and zero-width characters (U+200B-U+200D, U+2060, U+FEFF).
 std::string SanitizeForTerminal(std::string_view text);
 
 // Number of terminal columns `text` (already sanitized UTF-8) takes, counting one per code point

@@ -70,6 +70,20 @@ namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
+// Characters that change how the text around them is shown without being visible themselves:
+// bidirectional overrides, embeddings, isolates and marks (they can make "evil.com/txt.exe" read
+// as something else, "Trojan Source"), and zero-width characters (invisible differences in
+// names and links).
+bool IsInvisibleFormat(std::uint32_t cp) {
+  return (cp >= 0x202A && cp <= 0x202E) ||  // LRE RLE PDF LRO RLO
+         (cp >= 0x2066 && cp <= 0x2069) ||  // LRI RLI FSI PDI
+         cp == 0x200E || cp == 0x200F ||    // LRM RLM
+         cp == 0x061C ||                    // ALM
+         (cp >= 0x200B && cp <= 0x200D) ||  // ZWSP ZWNJ ZWJ
+         cp == 0x2060 ||                    // WJ
+         cp == 0xFEFF;                      // ZWNBSP (BOM)
+}
+
 }  // namespace
 
 std::string SanitizeForTerminal(std::string_view text) {
@@ -86,7 +100,7 @@ std::string SanitizeForTerminal(std::string_view text) {
     }
     if (cp == '\t') {
       out += ' ';
-    } else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) {
+    } else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || IsInvisibleFormat(cp)) {
       out += kReplacement;
     } else {
       out.append(text.substr(i, len));
