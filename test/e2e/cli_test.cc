@@ -384,5 +384,134 @@ TEST_CASE(
   CHECK(tailed[3]["body"] == "welcome back");
 }
 
+// The bodies of `messages`, in order.
+std::vector<std::string> Bodies(const std::vector<v1::ChatMessage>& messages) {
+  std::vector<std::string> out;
+  for (const auto& m : messages) out.push_back(m.body());
+  return out;
+}
+
+// "prefix-0\n" ... "prefix-(n-1)\n", and the bodies they make.
+std::pair<std::string, std::vector<std::string>> NumberedLines(const std::string& prefix, int n) {
+  std::string text;
+  std::vector<std::string> bodies;
+  for (int i = 0; i < n; ++i) {
+    bodies.push_back(prefix + "-" + std::to_string(i));
+    text += bodies.back() + "\n";
+  }
+  return {text, bodies};
+}
+
+// Issue 7: `printf 'hello\n' | infrachat --user carol --join general` sometimes exited 0 after
+// 50 ms without sending; a 60-line pipe lost all 60. The end of a pipe now waits for every ack.
+TEST_CASE("infrachat with piped input stores every line exactly once, in order, then exits 0",
+          "[e2e][cli][pipe]") {
+  Cli cli;
+  cli.Ok("alice", {"register"});
+  cli.Ok("alice", {"create", "-c", kGeneral});
+  cli.Ok("carol", {"register"});
+  auto reader = RegisterUser(cli.daemon.address(), "reader");
+  REQUIRE(reader->JoinChannel(kGeneral).ok());
+
+  std::vector<std::string> expected;
+  for (int run = 0; run < 10; ++run) {
+    const std::string body = "hello " + std::to_string(run);
+    CliResult r = cli.Run("carol", {"--join", kGeneral}, body + "\n");
+    INFO("run " << run << ": " << r.Describe());
+    CHECK(r.exit_code == 0);
+    expected.push_back(body);
+  }
+  CHECK(Bodies(FullHistory(*reader, kGeneral)) == expected);
+
+  auto [text, bodies] = NumberedLines("line", 300);
+  CliResult r = cli.Run("carol", {"--join", kGeneral}, text);
+  INFO(r.Describe());
+  CHECK(r.exit_code == 0);
+  expected.insert(expected.end(), bodies.begin(), bodies.end());
+  CHECK(Bodies(FullHistory(*reader, kGeneral)) == expected);
+
+  // Without --join, lines go to the user's channel, and it says which first.
+  CliResult implicit = cli.Run("carol", {}, "where am I\n");
+  INFO(implicit.Describe());
+  CHECK(implicit.exit_code == 0);
+  CHECK_THAT(implicit.out, Catch::Contains("-- now in #general"));
+  // A line that cannot be sent makes the exit code say so, naming it.
+  cli.Ok("bob", {"register"});
+  CliResult lost = cli.Run("bob", {}, "nobody hears me\n");
+  INFO(lost.Describe());
+  CHECK(lost.exit_code == 2);
+  CHECK_THAT(lost.err, Catch::Contains("nobody hears me"));
+}
+
+// Issue 7: the rate limit reordered one sender's messages. Whether the server refuses over-rate
+// sends (older servers) or shapes them, a pipe is stored in order, exactly once, and the client
+// says once that it is throttled instead of once per message.
+TEST_CASE("infrachat keeps a rate-limited pipe in order and says once that it is throttled",
+          "[e2e][cli][pipe]") {
+  TestDatabase db;
+  DaemonProcess daemon(db, {"limits.send_rate_per_s=100", "limits.send_burst=20"});
+  auto alice = RegisterUser(daemon.address(), "alice");
+  REQUIRE(alice->CreateChannel(kGeneral).ok());
+  const std::map<std::string, std::string> env = {{"INFRACHAT_SERVER", daemon.address()},
+                                                  {"INFRACHAT_USER", "alice"},
+                                                  {"INFRACHAT_PASSWORD", kTestPassword}};
+  auto [text, bodies] = NumberedLines("paced", 300);
+  CliResult r = RunCli({"--quit-timeout-s", "30"}, env, 60s, text);
+  INFO(r.Describe());
+  CHECK(r.exit_code == 0);
+  CHECK(Bodies(FullHistory(*alice, kGeneral)) == bodies);
+  std::size_t throttle_lines = 0;
+  for (std::size_t at = 0; (at = r.out.find("-- ", at)) != std::string::npos; ++at) {
+    const auto end = r.out.find('\n', at);
+    const std::string line = r.out.substr(at, end - at);
+    if (line.find("limit") != std::string::npos || line.find("pending") != std::string::npos ||
+        line.find("RESOURCE_EXHAUSTED") != std::string::npos) {
+      ++throttle_lines;
+    }
+  }
+  CHECK(throttle_lines >= 1);  // it did say so
+  CHECK(throttle_lines <= 3);  // limited, caught up: not one line per message
+}
+
+// Issue 7: a body over the limits retried for 10 s and exited 6.
+TEST_CASE("infrachat send refuses a body over the server's limit at once", "[e2e][cli]") {
+  Cli cli;
+  cli.Ok("alice", {"register"});
+  cli.Ok("alice", {"create", "-c", kGeneral});
+  for (std::size_t size : {std::size_t{70000}, std::size_t{9000}}) {
+    const auto started = std::chrono::steady_clock::now();
+    CliResult r = cli.Run("alice", {"send", "-c", kGeneral, std::string(size, 'w')});
+    const auto took = std::chrono::steady_clock::now() - started;
+    INFO(size << " bytes: " << r.Describe());
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.rfind("infrachat: INVALID_ARGUMENT: ", 0) == 0);
+    CHECK_THAT(r.err, Catch::Contains("8192"));  // names the limit
+    CHECK(took < 5s);
+  }
+  auto alice = std::make_shared<Client>(cli.daemon.address());
+  REQUIRE(alice->Login("alice", kTestPassword).ok());
+  CHECK(FullHistory(*alice, kGeneral).empty());
+  CHECK(cli.Ok("alice", {"send", "-c", kGeneral, std::string(8192, 'w')})[0]["seq"] == 1);
+}
+
+TEST_CASE("infrachat history prints the newest messages by default, oldest first", "[e2e][cli]") {
+  Cli cli;
+  cli.Ok("alice", {"register"});
+  cli.Ok("alice", {"create", "-c", kGeneral});
+  for (int i = 1; i <= 5; ++i) cli.Ok("alice", {"send", "-c", kGeneral, "m" + std::to_string(i)});
+  auto seqs = [](const std::vector<json>& lines) {
+    std::vector<std::uint64_t> out;
+    for (const auto& l : lines) out.push_back(l["seq"].get<std::uint64_t>());
+    return out;
+  };
+  using Seqs = std::vector<std::uint64_t>;
+  CHECK(seqs(cli.Ok("alice", {"history", "-c", kGeneral, "--limit", "3"})) == Seqs{3, 4, 5});
+  CHECK(seqs(cli.Ok("alice", {"history", "-c", kGeneral})) == Seqs{1, 2, 3, 4, 5});
+  CHECK(seqs(cli.Ok("alice", {"history", "-c", kGeneral, "--after-seq", "1", "--limit", "2"})) ==
+        Seqs{2, 3});
+  CHECK(seqs(cli.Ok("alice", {"history", "-c", kGeneral, "--before-seq", "5", "--limit", "2"})) ==
+        Seqs{3, 4});
+}
+
 }  // namespace
 }  // namespace infrachat

@@ -79,6 +79,25 @@ SessionCore MakeCore() {
 
 const SteadyClock::time_point kT0 = SteadyClock::time_point{} + 1h;
 
+// What a server that shapes sends announces (infrachat-max-inflight-sends 256).
+StreamLimits Announced(std::uint32_t max_body = 8192) {
+  StreamLimits limits;
+  limits.announced = true;
+  limits.send_rate_per_s = 50;
+  limits.send_burst = 100;
+  limits.max_inflight_sends = 256;
+  limits.max_body_bytes = max_body;
+  return limits;
+}
+
+std::vector<std::string> SentIds(const SessionCore::Output& out) {
+  std::vector<std::string> ids;
+  for (const auto& f : out.frames) {
+    if (f.has_send()) ids.push_back(f.send().client_msg_id());
+  }
+  return ids;
+}
+
 }  // namespace
 
 // ================================================================================================
@@ -496,6 +515,7 @@ TEST_CASE("pending sends are retried with the same client_msg_id after a reconne
           "[client][pending]") {
   SessionCore core = MakeCore();
   SessionCore::Output out;
+  core.SetLimits(Announced(), kT0, out);  // a window of 256: both are written at once
   core.Send("early", "general", "queued while offline", kT0, out);
   CHECK(out.frames.empty());
   core.OnConnected(kT0, out);
@@ -577,6 +597,148 @@ TEST_CASE("retryable send errors are retried with backoff, final ones dropped",
   CHECK(out.frames[0].send().client_msg_id() == "r");
 }
 
+// Issue 7: a rate-limited paste was stored as 101 102 103 116 121 ... 104 120: a refused send
+// was overtaken by later ones of the same channel.
+TEST_CASE("without announced limits one send is in flight at a time, in order",
+          "[client][pending][order]") {
+  SessionCore core = MakeCore();
+  SessionCore::Output out;
+  core.OnConnected(kT0, out);
+  core.Send("a", "general", "1", kT0, out);
+  core.Send("b", "general", "2", kT0, out);
+  core.Send("c", "general", "3", kT0, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a"});
+  CHECK(core.SendWindow() == 1);
+  CHECK_FALSE(core.NextTimer().has_value());  // nothing to do before an answer
+
+  // An older server refuses a: nothing else is written until a is stored.
+  out = {};
+  core.OnFrame(ErrorFrame(Code::kResourceExhausted, "general", "a"), kT0, out);
+  CHECK(SentIds(out).empty());
+  CHECK(core.NextTimer() == kT0 + 200ms);
+  core.OnTimer(kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a"});
+  out = {};
+  core.OnFrame(AckFrame("general", "a", 1), kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"b"});
+  out = {};
+  core.OnFrame(AckFrame("general", "b", 2), kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"c"});
+
+  // Announced limits open the window; the stream's next sends go out together.
+  core.Send("d", "general", "4", kT0, out);
+  core.Send("e", "general", "5", kT0, out);
+  out = {};
+  core.SetLimits(Announced(), kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"d", "e"});
+}
+
+TEST_CASE("a refused send holds back the later sends of its channel, which follow it in order",
+          "[client][pending][order]") {
+  SessionCore core = MakeCore();
+  SessionCore::Output out;
+  core.SetLimits(Announced(), kT0, out);
+  core.OnConnected(kT0, out);
+  core.Subscribe("general", std::uint64_t{0}, out);
+  out = {};
+  for (std::string id : {"a", "b", "c", "d"}) core.Send(id, "general", id, kT0, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a", "b", "c", "d"});
+
+  // a is refused twice (its retry waits 400 ms), b once (200 ms): b must not overtake a.
+  out = {};
+  core.OnFrame(ErrorFrame(Code::kResourceExhausted, "general", "a"), kT0, out);
+  core.OnTimer(kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a"});
+  out = {};
+  core.OnFrame(ErrorFrame(Code::kResourceExhausted, "general", "a"), kT0 + 200ms, out);
+  core.OnFrame(ErrorFrame(Code::kResourceExhausted, "general", "b"), kT0 + 200ms, out);
+  core.OnFrame(ErrorFrame(Code::kUnavailable, "general", "c"), kT0 + 200ms, out);
+  CHECK(SentIds(out).empty());
+  // Another channel is not held back.
+  core.Send("x", "other", "x", kT0 + 200ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"x"});
+  out = {};
+  REQUIRE(core.NextTimer().has_value());
+  CHECK(*core.NextTimer() == kT0 + 600ms);  // a's retry: b's earlier time does not count
+  core.OnTimer(kT0 + 400ms, out);
+  CHECK(SentIds(out).empty());
+  core.OnTimer(kT0 + 600ms, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a", "b", "c"});  // d is still in flight
+
+  // After a reconnect everything pending is written again in the original order.
+  core.OnDisconnected();
+  out = {};
+  core.OnConnected(kT0 + 1s, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"a", "b", "c", "d", "x"});
+}
+
+TEST_CASE("oversized sends fail at once instead of being retried", "[client][pending][limits]") {
+  SessionCore core = MakeCore();
+  SessionCore::Output out;
+  core.OnConnected(kT0, out);
+  // An older server (no limits announced): the send goes out, the stream ends because the frame
+  // is over gRPC's receive limit. That send is final; the next stream does not rewrite it.
+  core.Send("big", "general", std::string(70000, 'w'), kT0, out);
+  REQUIRE(SentIds(out) == std::vector<std::string>{"big"});
+  out = {};
+  core.OnDisconnected(
+      Status{Code::kResourceExhausted, "Received message larger than max (70021 vs. 65536)"}, out);
+  REQUIRE(Kinds(out) == std::vector<EK>{EK::kSendFailed});
+  CHECK(out.events[0].send.client_msg_id == "big");
+  CHECK(out.events[0].status.code == Code::kInvalidArgument);
+  CHECK(core.pending().empty());
+  out = {};
+  core.OnConnected(kT0 + 1s, out);
+  CHECK(SentIds(out).empty());
+
+  // Any other stream end keeps the send.
+  core.Send("ok", "general", "fine", kT0, out);
+  core.OnDisconnected(Status{Code::kResourceExhausted, "too many streams"}, out);
+  CHECK(core.pending().size() == 1);
+
+  // Announced limits: a body over max_body_bytes is refused without being written.
+  out = {};
+  core.OnConnected(kT0 + 2s, out);
+  core.SetLimits(Announced(/*max_body=*/10), kT0 + 2s, out);
+  core.Send("long", "general", std::string(11, 'x'), kT0 + 2s, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"ok"});
+  REQUIRE(Kinds(out) == std::vector<EK>{EK::kSendFailed});
+  CHECK(out.events[0].status.code == Code::kInvalidArgument);
+  CHECK_THAT(out.events[0].status.message, Catch::Contains("at most 10"));
+  core.Send("short", "general", std::string(10, 'x'), kT0 + 2s, out);
+  CHECK(SentIds(out) == std::vector<std::string>{"ok", "short"});
+}
+
+TEST_CASE("stream limits are parsed from the initial metadata", "[client][limits]") {
+  const StreamLimits none = ParseStreamLimits({});
+  CHECK_FALSE(none.announced);
+  CHECK(none.max_body_bytes == 8192);
+  CHECK(none.max_inflight_sends == 0);
+  CHECK(none.send_rate_per_s == 0);
+
+  const StreamLimits all = ParseStreamLimits({{"infrachat-send-rate-per-s", "0.5"},
+                                              {"infrachat-send-burst", "20"},
+                                              {"infrachat-max-inflight-sends", "256"},
+                                              {"infrachat-max-body-bytes", "16384"},
+                                              {"infrachat-max-frame-bytes", "65536"},
+                                              {"other", "x"}});
+  CHECK(all.announced);
+  CHECK(all.send_rate_per_s == 0.5);
+  CHECK(all.send_burst == 20);
+  CHECK(all.max_inflight_sends == 256);
+  CHECK(all.max_body_bytes == 16384);
+  CHECK(all.max_frame_bytes == 65536);
+
+  // Malformed values keep the defaults.
+  const StreamLimits bad = ParseStreamLimits({{"infrachat-send-rate-per-s", "-1"},
+                                              {"infrachat-max-body-bytes", "12abc"},
+                                              {"infrachat-max-inflight-sends", "0"},
+                                              {"infrachat-send-burst", "99999999999"}});
+  CHECK_FALSE(bad.announced);
+  CHECK(bad.max_body_bytes == 8192);
+  CHECK(bad.max_inflight_sends == 0);
+}
+
 TEST_CASE("acks and typing are dropped while disconnected", "[client][pending]") {
   SessionCore core = MakeCore();
   SessionCore::Output out;
@@ -630,6 +792,21 @@ TEST_CASE("JSON output never throws and terminal output is sanitized", "[client]
         "\xEF\xBF\xBD"
         "31m");  // C1 CSI
   CHECK(DisplayWidth("caf\xC3\xA9") == 4);
+}
+
+// Issue 7: bidi overrides and zero-width characters passed the sanitizer ("Trojan Source").
+TEST_CASE("terminal output neutralizes bidi controls and zero-width characters", "[client][cli]") {
+  const std::string fffd = "\xEF\xBF\xBD";
+  // RLO makes "txt.exe" after it display reversed; it must not reach the terminal.
+  CHECK(SanitizeForTerminal("evil\u202Eexe.txt") == "evil" + fffd + "exe.txt");
+  for (const char* c :
+       {"\u202A", "\u202B", "\u202C", "\u202D", "\u202E", "\u2066", "\u2067", "\u2068", "\u2069",
+        "\u200E", "\u200F", "\u061C", "\u200B", "\u200C", "\u200D", "\u2060", "\uFEFF"}) {
+    INFO("character " << c);
+    CHECK(SanitizeForTerminal(std::string("a") + c + "b") == "a" + fffd + "b");
+  }
+  // Neighbours that are ordinary text stay.
+  CHECK(SanitizeForTerminal("\u2010\u2070\u05D0\u0627") == "\u2010\u2070\u05D0\u0627");
 }
 
 TEST_CASE("client_msg_ids are 16 hex characters and unique", "[client][cli]") {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -41,9 +42,39 @@ class ClientReaderWriter;
 
 namespace infrachat::client {
 
+// The per-stream limits a server announces in the initial metadata (response headers) of every
+// Connect stream, all decimal strings:
+//   infrachat-send-rate-per-s (may be fractional), infrachat-send-burst,
+//   infrachat-max-inflight-sends, infrachat-max-body-bytes, infrachat-max-frame-bytes.
+// An older server announces none (`announced` false): the defaults below apply (no pacing, one
+// send in flight at a time so that a refused send can never be overtaken; see session_core.h).
+struct StreamLimits {
+  static constexpr std::uint32_t kDefaultMaxBodyBytes = 8192;
+
+  bool announced = false;      // at least one of the headers was present and valid
+  double send_rate_per_s = 0;  // 0: not announced
+  std::uint32_t send_burst = 0;
+  std::uint32_t max_inflight_sends = 0;  // 0: not announced
+  std::uint32_t max_body_bytes = kDefaultMaxBodyBytes;
+  std::uint32_t max_frame_bytes = 0;  // largest ClientFrame accepted; 0: not announced
+
+  bool operator==(const StreamLimits& o) const {
+    return announced == o.announced && send_rate_per_s == o.send_rate_per_s &&
+           send_burst == o.send_burst && max_inflight_sends == o.max_inflight_sends &&
+           max_body_bytes == o.max_body_bytes && max_frame_bytes == o.max_frame_bytes;
+  }
+};
+
+// Parses the limits out of response headers (keys lower-case). Missing, malformed, negative or
+// zero values keep their defaults. Pure.
+StreamLimits ParseStreamLimits(const std::map<std::string, std::string>& headers);
+
 struct ChatStreamOptions {
   // Called on the reader thread for each frame. When empty, frames go to the Next() queue.
   std::function<void(v1::ServerFrame&&)> on_frame;
+  // Called once on the reader thread with the stream's limits when the server's initial metadata
+  // has arrived (before the first frame), or when the stream ended without any (defaults).
+  std::function<void(const StreamLimits&)> on_limits;
   // Called once on the reader thread when the stream has ended, with its final status.
   std::function<void(const Status&)> on_end;
 };
@@ -87,6 +118,9 @@ class ChatStream {
   // Frames currently queued.
   std::size_t queued() const;
 
+  // The limits from the server's initial metadata, once it has arrived (see StreamLimits).
+  std::optional<StreamLimits> limits() const;
+
   // --- End of the stream ---------------------------------------------------------------------
   // Cancels the call (the final status becomes CANCELLED unless it had already ended).
   void Cancel();
@@ -115,6 +149,7 @@ class ChatStream {
   std::condition_variable read_cv_;
   std::deque<v1::ServerFrame> queue_;
   std::optional<Status> final_status_;
+  std::optional<StreamLimits> limits_;
 
   std::thread reader_;
 };

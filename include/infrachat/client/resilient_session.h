@@ -91,6 +91,9 @@ class ResilientSession {
   std::optional<std::uint64_t> LastSeen(const std::string& channel) const;
   std::vector<std::string> Channels() const;
   std::vector<PendingSend> pending_snapshot() const;
+  // The limits the server announced on the last stream that worked (defaults before that, or
+  // when the server announces none). Also in every kConnected event.
+  StreamLimits limits() const;
 
   Client& client() { return *client_; }
 
@@ -105,11 +108,12 @@ class ResilientSession {
     v1::AckKind ack_kind = v1::DELIVERED;
   };
   struct Item {
-    enum class Kind { kCommand, kFrame, kEnd } kind = Kind::kCommand;
+    enum class Kind { kCommand, kFrame, kLimits, kEnd } kind = Kind::kCommand;
     std::uint64_t generation = 0;
     Command command;
     v1::ServerFrame frame;
     Status status;
+    StreamLimits limits;
   };
 
   void Push(Item item);
@@ -134,6 +138,7 @@ class ResilientSession {
   bool need_refresh_ = false;
   bool auth_dead_ = false;
   std::string stream_token_;
+  std::optional<StreamLimits> stream_limits_;  // announced by the current stream, not applied yet
   SteadyClock::time_point reconnect_at_{};
 
   mutable std::mutex core_mu_;  // guards core_

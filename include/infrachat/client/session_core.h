@@ -15,6 +15,17 @@
 //   - Idempotent retry: unacknowledged sends stay pending and are written again with the SAME
 //     client_msg_id after a reconnect or after a retryable in-stream Error (with backoff).
 //     INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND (and other non-transient codes) are final.
+//   - Order: one channel's sends are written strictly in order. A send is written only when
+//     every earlier pending send of its channel is written on the current stream; a send waiting
+//     for its retry (e.g. after RESOURCE_EXHAUSTED) holds back every later send of its channel,
+//     which are then written after it, in order. At most `send window` sends are in flight on a
+//     stream: the server's announced infrachat-max-inflight-sends (the server then shapes a
+//     stream's sends in arrival order), or 1 when the server announced no limits (an older server
+//     refuses over-rate sends, and with one send in flight nothing can overtake a refused one).
+//   - Oversized sends are final: a body over the announced max_body_bytes fails at once
+//     (INVALID_ARGUMENT) without being written, and a stream that ends with RESOURCE_EXHAUSTED
+//     "Received message larger than max" fails the largest send in flight instead of rewriting it
+//     forever.
 //   - Slow consumer: an Unsubscribed frame for a channel still wanted is answered with a new
 //     Subscribe from the resume point.
 //
@@ -32,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "infrachat/client/chat_stream.h"
 #include "infrachat/client/client.h"
 
 namespace infrachat::client {
@@ -154,6 +166,7 @@ struct SessionEvent {
   std::chrono::milliseconds retry_in{0};
   std::string reason;
   bool resumed = false;
+  StreamLimits limits;  // kConnected: the stream's limits
   v1::ChatMessage message;
   v1::SendAck ack;
   PendingSend send;
@@ -189,7 +202,15 @@ class SessionCore {
   // A new stream is open: resubscribes every channel from its cursor, rewrites every pending send.
   void OnConnected(SteadyClock::time_point now, Output& out);
   // The stream ended: nothing is in flight any more; everything is redone on the next connect.
+  // A stream ended by the frame size limit fails the largest send in flight (kSendFailed).
+  void OnDisconnected(const Status& status, Output& out);
   void OnDisconnected();
+  // The limits the server announced for the current stream: sets the send window and the body
+  // size checked before writing. Kept across reconnects until the next stream announces its own.
+  void SetLimits(const StreamLimits& limits, SteadyClock::time_point now, Output& out);
+  const StreamLimits& limits() const { return limits_; }
+  // How many sends may be in flight at once on a stream (see the header comment).
+  std::size_t SendWindow() const;
   void OnFrame(const v1::ServerFrame& frame, SteadyClock::time_point now, Output& out);
   // Rewrites the sends and subscribes whose retry time has come.
   void OnTimer(SteadyClock::time_point now, Output& out);
@@ -218,6 +239,9 @@ class SessionCore {
 
   void WriteSubscribe(const std::string& channel, Subscription& sub, Output& out);
   void WriteSend(PendingSend& send, Output& out);
+  // Writes the pending sends that may go now, in order, within the send window.
+  void Pump(SteadyClock::time_point now, Output& out);
+  void FailSend(std::deque<PendingSend>::iterator it, Status status, Output& out);
   void OnMessage(const v1::ChatMessage& message, Output& out);
   void OnSendAck(const v1::SendAck& ack, Output& out);
   void OnError(const v1::Error& error, SteadyClock::time_point now, Output& out);
@@ -229,6 +253,7 @@ class SessionCore {
   Backoff::Params send_retry_;
   std::function<double()> uniform_;
   bool connected_ = false;
+  StreamLimits limits_;
   std::map<std::string, Subscription> subs_;
   std::vector<std::string> order_;   // subscription order
   std::deque<PendingSend> pending_;  // creation order

@@ -21,6 +21,7 @@ struct GlobalOptions {
   bool register_first = false;     // interactive: register instead of logging in
   std::vector<std::string> joins;  // interactive: channels to join at start
   int call_timeout_s = 5;
+  int quit_timeout_s = 10;  // interactive: wait this long for the acks at the end of input
   bool color = true;
 };
 
@@ -42,6 +43,10 @@ Result<std::string> ReadUsername(const GlobalOptions& options);
 // Logs in (or registers, when `register_first`) and returns a client holding the session.
 // Errors come with their gRPC code (UNAUTHENTICATED, UNAVAILABLE, ...).
 Result<std::shared_ptr<client::Client>> Connect(const GlobalOptions& options, bool auto_refresh);
+// Logs in (or registers) with credentials already read.
+Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, bool auto_refresh,
+                                                  const std::string& user,
+                                                  const std::string& password);
 
 // Subcommands: each returns the process exit code.
 struct SendArgs {
@@ -60,7 +65,7 @@ struct TailArgs {
 };
 struct HistoryArgs {
   std::string channel;
-  std::uint64_t after_seq = 0;
+  std::optional<std::uint64_t> after_seq;  // absent: the newest messages
   std::optional<std::uint64_t> before_seq;
   std::uint32_t limit = 100;
 };

@@ -78,16 +78,31 @@ int RunSend(const GlobalOptions& options, const SendArgs& args) {
   client::ResilientSession session(*client);
   session.Start();
   const std::string id = args.client_msg_id.empty() ? client::NewClientMsgId() : args.client_msg_id;
-  session.SendWithId(*channel, id, text);
 
   const auto deadline = std::chrono::steady_clock::now() + Seconds(args.timeout_s);
   std::optional<client::Status> last_failure;
+  bool sent = false;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
     auto event = session.NextEvent(left);
     if (!event) break;
+    if (event->kind == EK::kConnected && !sent) {
+      // Connected first, so that the body is checked against the limit this server announces
+      // (an older server announces none: its own answer is then final, see session_core.h).
+      const client::StreamLimits& limits = event->limits;
+      if (limits.announced && text.size() > limits.max_body_bytes) {
+        return Report(FailureFrom(MakeError(Code::kInvalidArgument,
+                                            "the message is " + std::to_string(text.size()) +
+                                                " bytes; the server accepts at most " +
+                                                std::to_string(limits.max_body_bytes) +
+                                                " bytes per message (infrachat-max-body-bytes)")));
+      }
+      session.SendWithId(*channel, id, text);
+      sent = true;
+      continue;
+    }
     switch (event->kind) {
       case EK::kSendAcked:
         if (event->send.client_msg_id != id) break;
@@ -174,7 +189,15 @@ int RunHistory(const GlobalOptions& options, const HistoryArgs& args) {
   if (!channel.ok()) return Report(UsageFailure(channel.error().message));
   auto client = Connect(options, true);
   if (!client.ok()) return Report(FailureFrom(client.error()));
-  auto history = (*client)->GetHistory(*channel, args.after_seq, args.limit, args.before_seq);
+  // Without --after-seq: the newest --limit messages (before --before-seq if given), oldest first.
+  std::uint64_t after = args.after_seq.value_or(0);
+  std::optional<std::uint64_t> before = args.before_seq;
+  if (!args.after_seq && !before) {
+    auto head = (*client)->GetHistory(*channel, 0, 1);
+    if (!head.ok()) return Report(FailureFrom(head.error()));
+    before = head->head_seq() + 1;
+  }
+  auto history = (*client)->GetHistory(*channel, after, args.limit, before);
   if (!history.ok()) return Report(FailureFrom(history.error()));
   for (const auto& message : history->messages()) PrintJson(client::MessageJson(message));
   return client::kExitOk;

@@ -100,13 +100,18 @@ Result<std::shared_ptr<client::Client>> Connect(const GlobalOptions& options, bo
   if (!user.ok()) return user.error();
   auto password = ReadPassword(options, options.register_first);
   if (!password.ok()) return password.error();
+  return ConnectAs(options, auto_refresh, *user, *password);
+}
 
+Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, bool auto_refresh,
+                                                  const std::string& user,
+                                                  const std::string& password) {
   client::ClientOptions client_options;
   client_options.call_timeout = std::chrono::seconds(options.call_timeout_s);
   client_options.auto_refresh = auto_refresh;
   auto client = std::make_shared<client::Client>(options.server, client_options);
-  auto session = options.register_first ? client->Register(*user, *password, options.display_name)
-                                        : client->Login(*user, *password);
+  auto session = options.register_first ? client->Register(user, password, options.display_name)
+                                        : client->Login(user, password);
   if (!session.ok()) return session.error();
   return client;
 }

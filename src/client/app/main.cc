@@ -46,6 +46,11 @@ int main(int argc, char** argv) {
   app.add_option("--call-timeout-s", options.call_timeout_s, "deadline of each request, seconds")
       ->check(CLI::Range(1, 600))
       ->capture_default_str();
+  app.add_option("--quit-timeout-s", options.quit_timeout_s,
+                 "interactive: at the end of input (Ctrl-D, /quit, end of a pipe) wait this long "
+                 "for every message to be stored; exit 6 naming those that were not")
+      ->check(CLI::Range(0, 3600))
+      ->capture_default_str();
   app.add_flag("--register", options.register_first,
                "interactive: register the user first (then logged in)");
   app.add_option("--join", options.joins, "interactive: join these channels at start");
@@ -78,11 +83,15 @@ int main(int argc, char** argv) {
 
   HistoryArgs history_args;
   std::uint64_t before = 0;
-  auto* history = app.add_subcommand("history", "print stored messages as JSON lines");
+  std::uint64_t history_after = 0;
+  auto* history = app.add_subcommand(
+      "history",
+      "print stored messages as JSON lines, oldest first: by default the newest --limit ones");
   history->add_option("--channel,-c", history_args.channel, "channel")->required();
-  history->add_option("--after-seq", history_args.after_seq, "messages with seq > n");
+  auto* history_after_opt = history->add_option(
+      "--after-seq", history_after, "read forward: the first --limit messages with seq > n");
   auto* before_opt =
-      history->add_option("--before-seq", before, "the newest messages with seq < n");
+      history->add_option("--before-seq", before, "the newest --limit messages with seq < n");
   history->add_option("--limit", history_args.limit, "at most this many (server max 1000)")
       ->capture_default_str();
 
@@ -113,6 +122,7 @@ int main(int argc, char** argv) {
   options.color = !no_color && std::getenv("NO_COLOR") == nullptr;
   if (*tail_after_opt) tail_args.after_seq = tail_after;
   if (*before_opt) history_args.before_seq = before;
+  if (*history_after_opt) history_args.after_seq = history_after;
 
   if (*reg) return RunRegister(options);
   if (*send) return RunSend(options, send_args);

@@ -2,7 +2,67 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <cmath>
+#include <cstdlib>
+
 namespace infrachat::client {
+
+namespace {
+
+// A positive decimal number, or nullopt.
+std::optional<double> PositiveNumber(const std::map<std::string, std::string>& headers,
+                                     const std::string& key) {
+  auto it = headers.find(key);
+  if (it == headers.end() || it->second.empty()) return std::nullopt;
+  const std::string& text = it->second;
+  if (text.find_first_not_of("0123456789.") != std::string::npos) return std::nullopt;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !(value > 0) || !std::isfinite(value)) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<std::uint32_t> PositiveCount(const std::map<std::string, std::string>& headers,
+                                           const std::string& key) {
+  auto it = headers.find(key);
+  if (it == headers.end()) return std::nullopt;
+  if (it->second.empty() || it->second.size() > 10 ||
+      it->second.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  const unsigned long long value = std::stoull(it->second);
+  if (value == 0 || value > 0xFFFFFFFFull) return std::nullopt;
+  return static_cast<std::uint32_t>(value);
+}
+
+}  // namespace
+
+StreamLimits ParseStreamLimits(const std::map<std::string, std::string>& headers) {
+  StreamLimits limits;
+  if (auto v = PositiveNumber(headers, "infrachat-send-rate-per-s")) {
+    limits.send_rate_per_s = *v;
+    limits.announced = true;
+  }
+  if (auto v = PositiveCount(headers, "infrachat-send-burst")) {
+    limits.send_burst = *v;
+    limits.announced = true;
+  }
+  if (auto v = PositiveCount(headers, "infrachat-max-inflight-sends")) {
+    limits.max_inflight_sends = *v;
+    limits.announced = true;
+  }
+  if (auto v = PositiveCount(headers, "infrachat-max-body-bytes")) {
+    limits.max_body_bytes = *v;
+    limits.announced = true;
+  }
+  if (auto v = PositiveCount(headers, "infrachat-max-frame-bytes")) {
+    limits.max_frame_bytes = *v;
+    limits.announced = true;
+  }
+  return limits;
+}
 
 ChatStream::ChatStream(std::shared_ptr<grpc::Channel> channel, const std::string& access_token,
                        ChatStreamOptions options)
@@ -32,6 +92,22 @@ void ChatStream::ReaderMain(std::shared_ptr<grpc::Channel> channel) {
     started_ = true;
   }
   write_cv_.notify_all();
+
+  // The server's initial metadata carries the stream's limits; it comes before the first frame
+  // (or with it, from an older server). Writes may go on meanwhile.
+  stream_->WaitForInitialMetadata();
+  {
+    std::map<std::string, std::string> headers;
+    for (const auto& [key, value] : context_->GetServerInitialMetadata()) {
+      headers.emplace(std::string(key.data(), key.size()), std::string(value.data(), value.size()));
+    }
+    const StreamLimits limits = ParseStreamLimits(headers);
+    {
+      std::lock_guard lock(read_mu_);
+      limits_ = limits;
+    }
+    if (options_.on_limits) options_.on_limits(limits);
+  }
 
   v1::ServerFrame frame;
   while (stream_->Read(&frame)) {
@@ -161,6 +237,11 @@ void ChatStream::Cancel() {
     if (!started_) write_closed_ = true;
   }
   write_cv_.notify_all();
+}
+
+std::optional<StreamLimits> ChatStream::limits() const {
+  std::lock_guard lock(read_mu_);
+  return limits_;
 }
 
 bool ChatStream::ended() const {

@@ -116,6 +116,11 @@ std::vector<std::string> ResilientSession::Channels() const {
   return core_.Channels();
 }
 
+StreamLimits ResilientSession::limits() const {
+  std::lock_guard lock(core_mu_);
+  return core_.limits();
+}
+
 std::vector<PendingSend> ResilientSession::pending_snapshot() const {
   std::lock_guard lock(core_mu_);
   return {core_.pending().begin(), core_.pending().end()};
@@ -209,20 +214,27 @@ void ResilientSession::Run() {
         }
         case Item::Kind::kFrame: {
           if (item.generation != generation_) break;  // from a stream already replaced
+          std::lock_guard core_lock(core_mu_);
           if (!confirmed_) {
+            // Limits count only from a stream that works: a failed attempt ends without any.
             confirmed_ = true;
             backoff_.Reset();
             auth_failures_ = 0;
+            core_.SetLimits(stream_limits_.value_or(StreamLimits{}), SteadyClock::now(), out);
             SessionEvent event;
             event.kind = SessionEvent::Kind::kConnected;
             event.resumed = ever_connected_;
+            event.limits = core_.limits();
             ever_connected_ = true;
-            out.events.push_back(std::move(event));
+            out.events.insert(out.events.begin(), std::move(event));
           }
-          std::lock_guard core_lock(core_mu_);
           core_.OnFrame(item.frame, SteadyClock::now(), out);
           break;
         }
+        case Item::Kind::kLimits:
+          if (item.generation != generation_) break;
+          stream_limits_ = item.limits;
+          break;
         case Item::Kind::kEnd:
           if (item.generation != generation_) break;
           HandleEnd(item.status);
@@ -275,6 +287,7 @@ void ResilientSession::Connect() {
 
   const std::uint64_t generation = ++generation_;
   confirmed_ = false;
+  stream_limits_.reset();
   stream_token_ = client_->access_token();
   ChatStreamOptions stream_options;
   stream_options.on_frame = [this, generation](v1::ServerFrame&& frame) {
@@ -282,6 +295,13 @@ void ResilientSession::Connect() {
     item.kind = Item::Kind::kFrame;
     item.generation = generation;
     item.frame = std::move(frame);
+    Push(std::move(item));
+  };
+  stream_options.on_limits = [this, generation](const StreamLimits& limits) {
+    Item item;
+    item.kind = Item::Kind::kLimits;
+    item.generation = generation;
+    item.limits = limits;
     Push(std::move(item));
   };
   stream_options.on_end = [this, generation](const Status& status) {
@@ -327,8 +347,12 @@ void ResilientSession::HandleEnd(const Status& status) {
   }
   old.reset();  // joins its reader thread, which has finished
   {
-    std::lock_guard core_lock(core_mu_);
-    core_.OnDisconnected();
+    SessionCore::Output out;
+    {
+      std::lock_guard core_lock(core_mu_);
+      core_.OnDisconnected(status, out);
+    }
+    Apply(out);  // no stream: only events (a send failed by the frame size limit)
   }
   {
     std::lock_guard lock(mu_);

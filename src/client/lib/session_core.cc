@@ -207,7 +207,59 @@ void SessionCore::Send(const std::string& client_msg_id, const std::string& chan
   send.body = body;
   send.next_attempt = now;
   pending_.push_back(std::move(send));
-  if (connected_) WriteSend(pending_.back(), out);
+  Pump(now, out);
+}
+
+std::size_t SessionCore::SendWindow() const {
+  return limits_.max_inflight_sends > 0 ? limits_.max_inflight_sends : 1;
+}
+
+void SessionCore::SetLimits(const StreamLimits& limits, SteadyClock::time_point now, Output& out) {
+  limits_ = limits;
+  Pump(now, out);
+}
+
+void SessionCore::FailSend(std::deque<PendingSend>::iterator it, Status status, Output& out) {
+  SessionEvent event;
+  event.kind = SessionEvent::Kind::kSendFailed;
+  event.channel = it->channel;
+  event.status = std::move(status);
+  event.send = std::move(*it);
+  pending_.erase(it);
+  out.events.push_back(std::move(event));
+}
+
+void SessionCore::Pump(SteadyClock::time_point now, Output& out) {
+  if (!connected_) return;
+  const std::size_t window = SendWindow();
+  std::size_t in_flight = 0;
+  for (const auto& send : pending_) in_flight += send.in_flight ? 1 : 0;
+  std::set<std::string> held;  // channels with an earlier send that may not be written yet
+  for (auto it = pending_.begin(); it != pending_.end() && in_flight < window;) {
+    if (it->in_flight || held.count(it->channel) > 0) {
+      ++it;
+      continue;
+    }
+    if (it->next_attempt > now) {
+      held.insert(it->channel);
+      ++it;
+      continue;
+    }
+    if (limits_.announced && it->body.size() > limits_.max_body_bytes) {
+      const std::size_t size = it->body.size();
+      FailSend(
+          it,
+          Status{Code::kInvalidArgument,
+                 "message body is " + std::to_string(size) + " bytes; the server accepts at most " +
+                     std::to_string(limits_.max_body_bytes) + " (infrachat-max-body-bytes)"},
+          out);
+      it = pending_.begin();  // erase invalidated the iterator; written ones are skipped
+      continue;
+    }
+    WriteSend(*it, out);
+    ++in_flight;
+    ++it;
+  }
 }
 
 void SessionCore::Ack(const std::string& channel, std::uint64_t seq, v1::AckKind kind,
@@ -234,8 +286,31 @@ void SessionCore::OnConnected(SteadyClock::time_point now, Output& out) {
   for (auto& send : pending_) {
     send.in_flight = false;
     send.next_attempt = now;
-    WriteSend(send, out);
   }
+  Pump(now, out);
+}
+
+void SessionCore::OnDisconnected(const Status& status, Output& out) {
+  // gRPC ends the call when a frame is over the server's receive limit. Rewriting that send
+  // would end every stream the same way: it is final.
+  if (status.code == Code::kResourceExhausted &&
+      status.message.find("larger than max") != std::string::npos) {
+    auto largest = pending_.end();
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (it->in_flight && (largest == pending_.end() || it->body.size() > largest->body.size())) {
+        largest = it;
+      }
+    }
+    if (largest != pending_.end()) {
+      const std::size_t size = largest->body.size();
+      FailSend(largest,
+               Status{Code::kInvalidArgument, "message body of " + std::to_string(size) +
+                                                  " bytes is larger than the server accepts (" +
+                                                  status.message + ")"},
+               out);
+    }
+  }
+  OnDisconnected();
 }
 
 void SessionCore::OnDisconnected() {
@@ -266,9 +341,11 @@ void SessionCore::OnFrame(const v1::ServerFrame& frame, SteadyClock::time_point 
     }
     case F::kMessage:
       OnMessage(frame.message(), out);
+      Pump(now, out);  // an echo may have acknowledged a send: room in the window
       return;
     case F::kSendAck:
       OnSendAck(frame.send_ack(), out);
+      Pump(now, out);
       return;
     case F::kError:
       OnError(frame.error(), now, out);
@@ -351,6 +428,8 @@ void SessionCore::OnError(const v1::Error& error, SteadyClock::time_point now, O
       event.channel = pending->channel;
       event.status = status;
       if (IsRetryableSendError(code)) {
+        // Held back with it: every later send of the channel not written yet (Pump writes
+        // nothing of the channel past a send that waits for its retry).
         pending->in_flight = false;
         pending->last_error = status;
         event.retry_in = RetryDelay(std::max(pending->attempts - 1, 0));
@@ -363,6 +442,7 @@ void SessionCore::OnError(const v1::Error& error, SteadyClock::time_point now, O
         pending_.erase(pending);
       }
       out.events.push_back(std::move(event));
+      Pump(now, out);
       return;
     }
   }
@@ -425,9 +505,7 @@ void SessionCore::OnTimer(SteadyClock::time_point now, Output& out) {
     Subscription& sub = subs_.at(channel);
     if (sub.retry_at && *sub.retry_at <= now) WriteSubscribe(channel, sub, out);
   }
-  for (auto& send : pending_) {
-    if (!send.in_flight && send.next_attempt <= now) WriteSend(send, out);
-  }
+  Pump(now, out);
 }
 
 std::optional<SteadyClock::time_point> SessionCore::NextTimer() const {
@@ -439,8 +517,16 @@ std::optional<SteadyClock::time_point> SessionCore::NextTimer() const {
   for (const auto& [channel, sub] : subs_) {
     if (sub.retry_at) consider(*sub.retry_at);
   }
-  for (const auto& send : pending_) {
-    if (!send.in_flight) consider(send.next_attempt);
+  // Only a send that Pump would write when its time comes: the first one not in flight of its
+  // channel, and only while the window has room (an answer frees it otherwise).
+  std::size_t in_flight = 0;
+  for (const auto& send : pending_) in_flight += send.in_flight ? 1 : 0;
+  if (in_flight < SendWindow()) {
+    std::set<std::string> seen;
+    for (const auto& send : pending_) {
+      if (send.in_flight || !seen.insert(send.channel).second) continue;
+      consider(send.next_attempt);
+    }
   }
   return next;
 }
