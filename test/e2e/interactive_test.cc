@@ -10,6 +10,7 @@
 //   - `/quit` exits 0.
 //
 // Waits are bounded (kWait) and look for whole lines of the client's output format.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
@@ -203,6 +204,109 @@ TEST_CASE("infrachat on a terminal - long pasted lines are sent intact and the c
     CHECK(stored[i].body().size() == bodies[i].size());
     CHECK(stored[i].body() == bodies[i]);
   }
+  REQUIRE(term.Type("/quit\r"));
+  const auto status = term.Wait(kWait);
+  REQUIRE(status);
+  CHECK(*status == 0);
+}
+
+// Occurrences of `text` in `out`.
+std::size_t Count(const std::string& out, const std::string& text) {
+  std::size_t n = 0;
+  for (auto at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) ++n;
+  return n;
+}
+
+// Issue 7 (smaller defects): each own message on screen once, also through a paste and an
+// outage; an outage said once and shown in the prompt; /part and /switch say where the user is;
+// display names shown.
+TEST_CASE("infrachat on a terminal - each message once, outages said once, where am I, names",
+          "[e2e][interactive]") {
+  TestDatabase db;
+  DaemonProcess daemon(db);
+  auto alice = std::make_shared<client::Client>(daemon.address());
+  REQUIRE(alice->Register("alice", kTestPassword, "Alice Liddell").ok());
+  auto bob = std::make_shared<client::Client>(daemon.address());
+  REQUIRE(bob->Register("bob", kTestPassword, "Bob Builder").ok());
+  REQUIRE(bob->CreateChannel(kGeneral).ok());
+  REQUIRE(bob->CreateChannel("random").ok());
+  REQUIRE(alice->JoinChannel(kGeneral).ok());
+  REQUIRE(alice->JoinChannel("random").ok());
+
+  PtyProcess term({INFRACHAT_CLI_PATH, "--no-color"}, {{"INFRACHAT_SERVER", daemon.address()},
+                                                       {"INFRACHAT_USER", "alice"},
+                                                       {"INFRACHAT_PASSWORD", kTestPassword},
+                                                       {"NO_COLOR", "1"}});
+  std::size_t seen = 0;
+  auto expect = [&](const std::string& text) {
+    auto at = term.WaitForText(text, seen, kWait);
+    INFO("waiting for \"" << text << "\" on alice's terminal:\n" << term.PlainOutput());
+    REQUIRE(at);
+    seen = *at;
+  };
+  expect("logged in as alice (Alice Liddell)");
+  expect("-- now in #general");
+  expect("[#general] > ");
+
+  // /who names the display names ListMembers returns.
+  auto members = bob->ListMembers(kGeneral);
+  REQUIRE(members.ok());
+  const bool server_names = std::any_of(members->begin(), members->end(), [](const auto& m) {
+    return m.username() == "bob" && m.display_name() == "Bob Builder";
+  });
+  REQUIRE(term.Type("/who\r"));
+  if (server_names) {
+    expect("online: alice (Alice Liddell); offline: bob (Bob Builder)");
+  } else {
+    WARN("the server returns no Member.display_name: /who can only show usernames");
+    expect("online: alice; offline: bob");
+  }
+
+  // A paste of several lines: each message is on screen once, with its seq.
+  REQUIRE(term.Type("one\rtwo\rthree\rfour\r"));
+  expect("   4 <alice> four");
+  auto stored = testing::FullHistory(*bob, kGeneral);
+  REQUIRE(stored.size() == 4);
+
+  // The server goes away: said once, the prompt shows it, lines typed meanwhile are [pending].
+  daemon.Kill9();
+  expect("-- disconnected (");
+  expect("[#general offline] > ");
+  REQUIRE(term.Type("during outage 1\r"));
+  REQUIRE(term.Type("during outage 2\r"));
+  expect("[pending] <alice> during outage 2");
+  daemon.Restart(/*kill9=*/true);
+  expect("[#general] > ");
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        term.Collect(50ms);
+        return testing::FullHistory(*bob, kGeneral).size() == 6;
+      },
+      kWait));
+  expect("stored as #general");  // the status line about the [pending] ones
+  term.Collect(300ms);           // anything printed about the acks (nothing more is expected)
+  const std::string out = term.output();
+  INFO("alice's terminal:\n" << term.PlainOutput());
+  for (const char* body : {"one", "two", "three", "four", "during outage 1", "during outage 2"}) {
+    INFO(body);
+    CHECK(Count(out, std::string("<alice> ") + body + "\r") == 1);
+  }
+  CHECK(Count(out, "-- disconnected (") == 1);
+  stored = testing::FullHistory(*bob, kGeneral);
+  REQUIRE(stored.size() == 6);
+  CHECK(stored[4].body() == "during outage 1");
+  CHECK(stored[5].body() == "during outage 2");
+
+  // /switch and /part say where the user is now.
+  REQUIRE(term.Type("/switch #random\r"));
+  expect("-- now in #random");
+  REQUIRE(term.Type("/part\r"));
+  expect("-- left #random");
+  expect("-- now in #general");
+  expect("[#general] > ");
+  REQUIRE(term.Type("/part #general\r"));
+  expect("-- not in any channel; /join #channel");
+  expect("[no channel] > ");
   REQUIRE(term.Type("/quit\r"));
   const auto status = term.Wait(kWait);
   REQUIRE(status);
