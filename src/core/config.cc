@@ -320,6 +320,16 @@ auto Address(bool allow_empty) {
   };
 }
 
+auto AddressList() {
+  return [](const std::vector<std::string>& addresses) -> Problems {
+    Problems problems;
+    for (const std::string& address : addresses) {
+      for (std::string& problem : Address(false)(address)) problems.push_back(std::move(problem));
+    }
+    return problems;
+  };
+}
+
 // ---- Masking ----------------------------------------------------------------------------------
 
 constexpr std::string_view kMask = "***";
@@ -482,6 +492,20 @@ std::vector<Field> GrpcFields() {
                 AtLeast(1)),
       MakeField(INFRACHAT_KEY(grpc.shutdown_grace_s),
                 "Drain time on SIGTERM before in-flight calls are cancelled", AtLeast(0)),
+      MakeField(INFRACHAT_KEY(grpc.internal_listen_address),
+                "host:port of the internal listener (module-to-module API); empty: none",
+                Address(true)),
+      MakeField(INFRACHAT_KEY(grpc.internal_call_timeout_ms),
+                "Deadline of every call to another process's module", AtLeast(1)),
+  };
+}
+
+std::vector<Field> PeerFields() {
+  return {
+      MakeField(INFRACHAT_KEY(peers.auth),
+                "Internal addresses of the auth role, when it runs elsewhere", AddressList()),
+      MakeField(INFRACHAT_KEY(peers.shard),
+                "Internal addresses of the shard role, when it runs elsewhere", AddressList()),
   };
 }
 
@@ -555,8 +579,8 @@ std::vector<Field> LogFields() {
 const std::vector<Field>& Schema() {
   static const std::vector<Field> schema = [] {
     std::vector<Field> all;
-    for (auto part : {TopLevelFields, DatabaseFields, GrpcFields, AuthFields, WorkerFields,
-                      LimitsFields, LogFields}) {
+    for (auto part : {TopLevelFields, DatabaseFields, GrpcFields, PeerFields, AuthFields,
+                      WorkerFields, LimitsFields, LogFields}) {
       for (Field& field : part()) all.push_back(std::move(field));
     }
     return all;

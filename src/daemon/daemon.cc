@@ -16,7 +16,10 @@
 #include <iostream>
 #include <sstream>
 
+#include "bus/grpc/event_stream_service.h"
+#include "bus/grpc/grpc_event_bus.h"
 #include "bus/local/local_event_bus.h"
+#include "infrachat/core/executor.h"
 #include "infrachat/core/logging.h"
 #include "infrachat/core/module.h"
 #include "infrachat/storage/pg.h"
@@ -26,6 +29,11 @@
 #include "modules/router/router_module.h"
 #include "modules/shard/shard_module.h"
 #include "reflection_v1.h"
+#include "remote/auth_client.h"
+#include "remote/auth_server.h"
+#include "remote/convert.h"
+#include "remote/shard_client.h"
+#include "remote/shard_server.h"
 
 extern char** environ;
 
@@ -44,22 +52,36 @@ std::unique_ptr<Module> MakeModule(const std::string& role) {
   throw std::logic_error("no module for role " + role);
 }
 
-// Until the gRPC clients of the module APIs exist, a module's dependencies must run in the same
-// process. Returns one message per missing dependency.
-std::vector<std::string> CheckColocation(const DaemonConfig& config) {
-  static const std::vector<std::pair<std::string, std::vector<std::string>>> kNeeds = {
-      {"gateway", {"auth", "router", "shard", "fanout"}},
-      {"fanout", {"shard"}},
-  };
+// What each role needs from the others, and where it may come from: a module in this process,
+// or (for auth and shard) a peer's internal listener (docs/adr/0009). Returns one message per
+// unmet need.
+std::vector<std::string> CheckPlacement(const DaemonConfig& config) {
   std::vector<std::string> errors;
-  for (const auto& [role, needs] : kNeeds) {
-    if (!config.HasRole(role)) continue;
-    for (const auto& need : needs) {
-      if (!config.HasRole(need)) {
-        errors.push_back("role '" + role + "' needs role '" + need +
-                         "' in the same process (remote module APIs are not implemented yet)");
-      }
+  const auto local_or_peer = [&](const std::string& role, const std::string& need,
+                                 const std::vector<std::string>& peers) {
+    if (config.HasRole(role) && !config.HasRole(need) && peers.empty()) {
+      errors.push_back(
+          fmt::format("role '{}' needs role '{}': run it in this process or set "
+                      "peers.{} to its internal address",
+                      role, need, need));
     }
+  };
+  local_or_peer("gateway", "auth", config.peers.auth);
+  local_or_peer("gateway", "shard", config.peers.shard);
+  local_or_peer("fanout", "shard", config.peers.shard);
+  // Fanout delivers to the gateway's streams, and the gateway routes with the router's
+  // placement: both live beside a gateway (the edge tier is [gateway, fanout, router]).
+  for (const char* need : {"fanout", "router"}) {
+    if (config.HasRole("gateway") && !config.HasRole(need)) {
+      errors.push_back(fmt::format("role 'gateway' needs role '{}' in the same process", need));
+    }
+  }
+  // A process whose roles serve only other processes must be reachable by them.
+  const bool serves_others = config.HasRole("auth") || config.HasRole("shard");
+  if (serves_others && !config.HasRole("gateway") && config.grpc.internal_listen_address.empty()) {
+    errors.push_back(
+        "roles auth and shard serve other processes through the internal listener: set "
+        "grpc.internal_listen_address");
   }
   return errors;
 }
@@ -97,11 +119,13 @@ std::string HostOf(const std::string& address) {
   return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
-void WriteReadyFile(const std::string& path, const std::string& address) {
+void WriteReadyFile(const std::string& path, const std::string& address,
+                    const std::string& internal_address) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    out << "{\"address\":\"" << address << "\",\"pid\":" << getpid() << "}\n";
+    out << "{\"address\":\"" << address << "\",\"internal_address\":\"" << internal_address
+        << "\",\"pid\":" << getpid() << "}\n";
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw std::runtime_error("cannot write ready file " + path);
@@ -110,14 +134,21 @@ void WriteReadyFile(const std::string& path, const std::string& address) {
 
 }  // namespace
 
+// Destroyed in reverse declaration order: servers first, then the services they call, the
+// modules, the remote clients and the bus.
 struct Daemon::State {
   explicit State(DaemonConfig config) : context(std::move(config)) {}
   ModuleContext context;
-  std::unique_ptr<LocalEventBus> bus;
+  std::unique_ptr<EventBus> bus;  // in process, or the gRPC bus to the shard's process
   std::unique_ptr<pg::ConnectionPool> pool;
+  std::unique_ptr<remote::RemoteAuth> remote_auth;
+  std::unique_ptr<remote::RemoteShard> remote_shard;
   std::vector<std::unique_ptr<Module>> started;
+  std::unique_ptr<Executor> internal_executor;  // blocking work of internal calls
+  std::vector<std::unique_ptr<grpc::Service>> internal_services;
   std::unique_ptr<ReflectionV1Service> reflection_v1;  // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<grpc::Server> internal_server;
   bool shut_down = false;
 };
 
@@ -128,13 +159,32 @@ Daemon::~Daemon() { Shutdown(); }
 void Daemon::Start() {
   const DaemonConfig& config = state_->context.config();
   auto log = ModuleLogger("core");
-  if (auto errors = CheckColocation(config); !errors.empty()) {
+  if (auto errors = CheckPlacement(config); !errors.empty()) {
     std::string all;
     for (const auto& e : errors) all += "\n  " + e;
     throw std::runtime_error("invalid role combination:" + all);
   }
-  state_->bus = std::make_unique<LocalEventBus>();
+  // One place decides, per API, the module in this process or a client of a peer's.
+  const auto timeout = std::chrono::milliseconds(config.grpc.internal_call_timeout_ms);
+  if (!config.HasRole("shard") && !config.peers.shard.empty()) {
+    auto channel = remote::MakeInternalChannel(config.peers.shard.front());
+    state_->remote_shard = std::make_unique<remote::RemoteShard>(channel, timeout);
+    state_->context.ProvideShard(state_->remote_shard.get());
+    // Channel events come from the shard's process, per watched channel.
+    state_->bus = std::make_unique<bus_grpc::GrpcEventBus>(channel);
+    log->info("shard role at {} (internal API and event stream)", config.peers.shard.front());
+  } else {
+    state_->bus = std::make_unique<LocalEventBus>();
+  }
   state_->context.ProvideBus(state_->bus.get());
+  if (!config.HasRole("auth") && !config.peers.auth.empty()) {
+    state_->remote_auth = std::make_unique<remote::RemoteAuth>(
+        remote::MakeInternalChannel(config.peers.auth.front()), timeout);
+    // Tokens are verified here with auth's public keys; auth may still be starting.
+    state_->remote_auth->FetchKeys(std::chrono::steady_clock::now() + std::chrono::seconds(30));
+    state_->context.ProvideAuth(state_->remote_auth.get());
+    log->info("auth role at {}; verification keys fetched", config.peers.auth.front());
+  }
   if (!config.database.url.empty()) {
     state_->pool =
         std::make_unique<pg::ConnectionPool>(config.database.url, config.database.pool_size);
@@ -176,12 +226,58 @@ void Daemon::Start() {
       for (const auto& name : services) health->SetServingStatus(name, true);
     }
     address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
+    if (!config.grpc.internal_listen_address.empty()) StartInternalServer();
     for (auto& module : state_->started) module->OnServing(address_);
-    log->info("serving on {} with roles [{}]", address_, fmt::join(config.roles, ", "));
+    log->info("serving on {} with roles [{}]{}", address_, fmt::join(config.roles, ", "),
+              internal_address_.empty() ? "" : "; internal API on " + internal_address_);
   } catch (...) {
     Shutdown();
     throw;
   }
+}
+
+// The module-to-module API, on its own listener so that clients never reach it: the shard's
+// calls and event stream, auth's accounts and keys, each where its role runs here.
+void Daemon::StartInternalServer() {
+  const DaemonConfig& config = state_->context.config();
+  auto log = ModuleLogger("core");
+  state_->internal_executor = std::make_unique<Executor>(8, "internal");
+  grpc::ServerBuilder builder;
+  ApplyServerOptions(config.grpc, builder);
+  // Internal frames carry whole log batches; the public limits are for clients.
+  builder.SetMaxReceiveMessageSize(64 * 1024 * 1024);
+  int port = 0;
+  builder.AddListeningPort(config.grpc.internal_listen_address, grpc::InsecureServerCredentials(),
+                           &port);
+  std::vector<std::string> names;
+  auto add = [&](std::unique_ptr<grpc::Service> service, const std::string& name) {
+    builder.RegisterService(service.get());
+    state_->internal_services.push_back(std::move(service));
+    names.push_back(name);
+  };
+  if (config.HasRole("shard")) {
+    add(std::make_unique<remote::ShardInternalService>(&state_->context.shard(),
+                                                       state_->internal_executor.get()),
+        internal::v1::ShardInternal::service_full_name());
+    add(std::make_unique<bus_grpc::EventStreamService>(state_->bus.get()),
+        internal::v1::EventStream::service_full_name());
+  }
+  if (config.HasRole("auth")) {
+    add(std::make_unique<remote::AuthInternalService>(&state_->context.auth(),
+                                                      state_->internal_executor.get()),
+        internal::v1::AuthInternal::service_full_name());
+  }
+  state_->internal_server = builder.BuildAndStart();
+  if (!state_->internal_server || port == 0) {
+    throw std::runtime_error("cannot listen on " + config.grpc.internal_listen_address +
+                             " (grpc.internal_listen_address: address in use or invalid)");
+  }
+  if (auto* health = state_->internal_server->GetHealthCheckService()) {
+    for (const auto& name : names) health->SetServingStatus(name, true);
+  }
+  internal_address_ = HostOf(config.grpc.internal_listen_address) + ":" + std::to_string(port);
+  log->warn("internal API on {} is plaintext and unauthenticated: keep it on a private network",
+            internal_address_);
 }
 
 void Daemon::Shutdown() {
@@ -199,8 +295,18 @@ void Daemon::Shutdown() {
     state_->server->Shutdown(std::chrono::system_clock::now() + grace);
     state_->server->Wait();
   }
+  // Then the internal API: other processes' sends in flight are answered (their commits still
+  // run), event streams end and their watchers reconnect elsewhere or repair from the log.
+  if (state_->internal_server) {
+    const auto grace = std::chrono::seconds(state_->context.config().grpc.shutdown_grace_s);
+    state_->internal_server->Shutdown(std::chrono::system_clock::now() + grace);
+    state_->internal_server->Wait();
+  }
+  if (state_->internal_executor) state_->internal_executor->Stop();
   for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->Stop();
   started.clear();
+  state_->internal_server.reset();
+  state_->internal_services.clear();
   state_->server.reset();
   state_->bus.reset();
   state_->pool.reset();
@@ -259,7 +365,7 @@ int RunDaemon(int argc, char** argv) {
   ConfigLoadResult loaded = LoadConfig(ConfigSources{text.str(), file, Environment(), overrides,
                                                      /*check_only=*/!check_file.empty()});
   if (loaded.ok()) {
-    for (auto& e : CheckColocation(loaded.config)) loaded.errors.push_back(e);
+    for (auto& e : CheckPlacement(loaded.config)) loaded.errors.push_back(e);
   }
   if (!loaded.ok()) {
     std::cerr << "infrachatd: invalid configuration (" << loaded.errors.size() << " errors):\n";
@@ -280,7 +386,8 @@ int RunDaemon(int argc, char** argv) {
   Daemon daemon(loaded.config);
   try {
     daemon.Start();
-    if (!ready_file.empty()) WriteReadyFile(ready_file, daemon.address());
+    if (!ready_file.empty())
+      WriteReadyFile(ready_file, daemon.address(), daemon.internal_address());
   } catch (const std::exception& e) {
     log->critical("start-up failed: {}", e.what());
     return 1;

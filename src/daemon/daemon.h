@@ -27,14 +27,19 @@ class Daemon {
   void Start();
   // The address the gRPC server listens at (host:port, with the real port when 0 was asked).
   const std::string& address() const { return address_; }
+  // The internal listener's address (grpc.internal_listen_address), empty when there is none.
+  const std::string& internal_address() const { return internal_address_; }
   // Drains streams, stops the server (waiting at most grpc.shutdown_grace_s), then stops the
   // modules in reverse order. Idempotent.
   void Shutdown();
 
  private:
+  void StartInternalServer();
+
   struct State;
   std::unique_ptr<State> state_;
   std::string address_;
+  std::string internal_address_;
 };
 
 }  // namespace infrachat

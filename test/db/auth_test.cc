@@ -277,6 +277,32 @@ TEST_CASE_METHOD(AuthFixture, "logout ends the session", "[auth][db]") {
   CHECK(Active(SessionOf(other)));
 }
 
+TEST_CASE_METHOD(AuthFixture, "ActiveSessions answers for many sessions at once", "[auth][db]") {
+  v1::Session a = MustRegister("judy");
+  v1::Session b = MustRegister("karl");
+  const std::string sa = SessionOf(a), sb = SessionOf(b);
+  REQUIRE(Logout(b.refresh_token()).ok());
+  auto active = service->ActiveSessions({sa, sb, NewSessionId(), "not a session id"});
+  REQUIRE(active.ok());
+  CHECK(*active == std::vector<std::string>{sa});
+  CHECK(service->ActiveSessions({})->empty());
+}
+
+TEST_CASE_METHOD(AuthFixture, "VerificationKeys verify the tokens the service signs",
+                 "[auth][db]") {
+  v1::Session s = MustRegister("lena");
+  auto keys = service->VerificationKeys();
+  REQUIRE(keys.ok());
+  REQUIRE_FALSE(keys->public_pems.empty());
+  std::vector<VerificationKey> verification;
+  for (const auto& [kid, pem] : keys->public_pems) verification.push_back({kid, pem});
+  TokenVerifier verifier(verification, TokenOptions{keys->issuer, keys->audience, 0, 0},
+                         SystemUnixClock());
+  auto principal = verifier.Verify(s.access_token());
+  REQUIRE(principal.ok());
+  CHECK(principal->username == "lena");
+}
+
 TEST_CASE_METHOD(AuthFixture, "sessions expire; refresh extends them", "[auth][db]") {
   v1::Session s = MustRegister("judy");
   const std::string sid = SessionOf(s);

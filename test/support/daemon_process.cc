@@ -132,6 +132,11 @@ void DaemonProcess::Start() {
     argv.push_back("--set");
     argv.push_back(o);
   }
+  if (!internal_address_.empty()) {
+    // A restart keeps the internal port too, so that peers find it again.
+    argv.push_back("--set");
+    argv.push_back("grpc.internal_listen_address=" + internal_address_);
+  }
   auto env = ChildEnvironment({{"INFRACHAT_DATABASE_URL", db_.url()}});
 
   const int log_fd = OpenOrThrow(log_path_, O_WRONLY | O_CREAT | O_APPEND);
@@ -158,6 +163,7 @@ void DaemonProcess::Start() {
       try {
         auto ready = nlohmann::json::parse(ReadFile(ready_path_));
         address_ = ready.at("address").get<std::string>();
+        internal_address_ = ready.value("internal_address", std::string());
         if (ready.at("pid").get<pid_t>() != pid_) {
           throw std::runtime_error("ready file names another pid");
         }

@@ -1,13 +1,22 @@
 // AuthApi: what other modules may ask of the auth module (the Gatekeeper).
 #pragma once
 
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "infrachat/api/principal.h"
 #include "infrachat/core/result.h"
 #include "infrachat/v1/infrachat.pb.h"
 
 namespace infrachat {
+
+struct TokenVerificationKeys {
+  std::vector<std::pair<std::string, std::string>> public_pems;  // (key id, PEM), newest first
+  std::string issuer;
+  std::string audience;
+};
 
 // Implemented in-process by the auth module, and later by a gRPC client to a remote auth tier.
 //
@@ -33,6 +42,14 @@ class AuthApi {
 
   // False once the session has been logged out, revoked, or has expired.
   virtual Result<bool> IsSessionActive(std::string_view session_id) = 0;
+  // The subset of `session_ids` that is still active, in one round trip: the gateway's
+  // revocation sweep asks once for all its live sessions.
+  virtual Result<std::vector<std::string>> ActiveSessions(
+      const std::vector<std::string>& session_ids) = 0;
+
+  // What verifies access tokens: public keys by key id, issuer and audience. Processes without
+  // the auth role fetch them (AuthInternal.VerificationKeys) and verify tokens locally.
+  virtual Result<TokenVerificationKeys> VerificationKeys() const = 0;
 };
 
 }  // namespace infrachat

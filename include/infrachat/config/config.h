@@ -26,7 +26,16 @@ struct GrpcConfig {
   int min_client_ping_interval_s = 10;  // clients may ping this often without data
   int handshake_timeout_s = 10;
   int max_connection_idle_s = 3600;
-  int shutdown_grace_s = 10;  // drain time on SIGTERM before cancelling
+  int shutdown_grace_s = 10;            // drain time on SIGTERM before cancelling
+  std::string internal_listen_address;  // module-to-module API; empty: none
+  int internal_call_timeout_ms = 5000;  // deadline of every call to another process
+};
+
+// Where the roles that do not run in this process are (their internal listeners). One address
+// per role for now; placement across several shards comes with the lease table (ADR 9).
+struct PeersConfig {
+  std::vector<std::string> auth;
+  std::vector<std::string> shard;
 };
 
 struct AuthConfig {
@@ -84,6 +93,7 @@ struct DaemonConfig {
   std::string region = "local";
   DatabaseConfig database;
   GrpcConfig grpc;
+  PeersConfig peers;
   AuthConfig auth;
   RouterConfig router;
   ShardConfig shard;

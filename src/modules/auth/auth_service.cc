@@ -96,7 +96,15 @@ AuthService::AuthService(pg::ConnectionPool* db, const AuthConfig& config, KeySe
       hasher_(PasswordHasherOptions{config.argon2_ops_limit, config.argon2_mem_limit_kib, 0}),
       signer_(std::move(keys.signing),
               TokenOptions{config.issuer, config.audience, config.access_token_ttl_s, 0}, clock),
-      verifier_(keys.verification, TokenOptions{config.issuer, config.audience, 0, 0}, clock) {}
+      verifier_(keys.verification, TokenOptions{config.issuer, config.audience, 0, 0}, clock) {
+  for (const VerificationKey& key : keys.verification) {
+    public_keys_.public_pems.emplace_back(key.kid, key.public_pem);
+  }
+  public_keys_.issuer = config.issuer;
+  public_keys_.audience = config.audience;
+}
+
+Result<TokenVerificationKeys> AuthService::VerificationKeys() const { return public_keys_; }
 
 // Inserts a session row and signs its first access token, inside the caller's transaction, so
 // that a signing failure leaves no session behind.
@@ -356,6 +364,30 @@ Result<bool> AuthService::IsSessionActive(std::string_view session_id) {
           id, clock_());
       return !rows.empty() && rows[0][0].as<bool>();
     });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("session check failed: ") + e.what());
+  }
+}
+
+Result<std::vector<std::string>> AuthService::ActiveSessions(
+    const std::vector<std::string>& session_ids) {
+  try {
+    std::vector<std::string> ids;
+    for (const auto& id : session_ids) {
+      if (IsWellFormedSessionId(id)) ids.push_back(id);
+    }
+    if (ids.empty()) return std::vector<std::string>{};
+    return db_->With<std::vector<std::string>>(
+        [&](pqxx::connection& conn) -> Result<std::vector<std::string>> {
+          pqxx::read_transaction tx(conn);
+          auto rows = tx.exec_params(
+              "SELECT id FROM sessions WHERE id = ANY($1::text[])"
+              " AND revoked_at IS NULL AND expires_at > to_timestamp($2)",
+              pg::ToArrayLiteral(ids), clock_());
+          std::vector<std::string> active;
+          for (const auto& row : rows) active.push_back(row[0].as<std::string>());
+          return active;
+        });
   } catch (const std::exception& e) {
     return MakeError(Code::kInternal, std::string("session check failed: ") + e.what());
   }

@@ -43,6 +43,9 @@ class AuthService final : public AuthApi {
   Result<void> Logout(const v1::LogoutRequest& request) override;
   Result<Principal> VerifyAccessToken(std::string_view token) const override;
   Result<bool> IsSessionActive(std::string_view session_id) override;
+  Result<std::vector<std::string>> ActiveSessions(
+      const std::vector<std::string>& session_ids) override;
+  Result<TokenVerificationKeys> VerificationKeys() const override;
 
   Result<std::uint64_t> LookupUserId(std::string_view username) override;
 
@@ -59,6 +62,7 @@ class AuthService final : public AuthApi {
   PasswordHasher hasher_;
   TokenSigner signer_;
   TokenVerifier verifier_;
+  TokenVerificationKeys public_keys_;
 };
 
 }  // namespace infrachat::auth

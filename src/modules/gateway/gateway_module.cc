@@ -1,6 +1,7 @@
 #include "gateway_module.h"
 
 #include <chrono>
+#include <set>
 #include <unordered_map>
 
 #include "chat_stream.h"
@@ -94,26 +95,33 @@ class GatewayModule final : public Module {
   }
 
   // Ends streams whose access token expired or whose session was revoked (logout, token reuse).
-  // One database check per distinct session per interval, however many streams it has.
+  // One batched check for all distinct sessions per interval, however many streams they have
+  // (one round trip when auth runs in another process).
   void Sweep() {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
-    std::unordered_map<std::string, bool> active;
-    for (const auto& stream : registry_.Snapshot()) {
-      const Principal& who = stream->principal();
-      if (who.expires_at_unix <= now) {
+    std::vector<std::shared_ptr<gateway::ChatStream>> live;
+    std::set<std::string> sessions;
+    for (auto& stream : registry_.Snapshot()) {
+      if (stream->principal().expires_at_unix <= now) {
         stream->End(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                                  "access token expired; refresh it and reconnect"));
         continue;
       }
-      auto [it, inserted] = active.emplace(who.session_id, true);
-      if (inserted) {
-        auto result = auth_->IsSessionActive(who.session_id);
-        // When auth cannot answer, streams stay up: expiry still bounds them.
-        it->second = !result.ok() || *result;
-      }
-      if (!it->second) {
+      sessions.insert(stream->principal().session_id);
+      live.push_back(std::move(stream));
+    }
+    if (live.empty()) return;
+    auto active = auth_->ActiveSessions({sessions.begin(), sessions.end()});
+    // When auth cannot answer, streams stay up: expiry still bounds them.
+    if (!active.ok()) {
+      log_->warn("session check failed, streams stay up: {}", active.error().message);
+      return;
+    }
+    const std::set<std::string> still(active->begin(), active->end());
+    for (const auto& stream : live) {
+      if (still.count(stream->principal().session_id) == 0) {
         stream->End(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "session revoked"));
       }
     }

@@ -1,0 +1,32 @@
+// Conversions shared by the remote module clients and the internal services: Error <-> gRPC
+// status (the codes are the same numbers), Principal <-> its internal proto, client contexts.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "infrachat/api/principal.h"
+#include "infrachat/core/result.h"
+#include "infrachat/internal/v1/internal.pb.h"
+
+namespace infrachat::remote {
+
+grpc::Status ToStatus(const Error& error);
+// A failed call's status as the Error an in-process call would have returned. Transport
+// failures arrive as UNAVAILABLE or DEADLINE_EXCEEDED, which callers retry idempotently.
+Error FromStatus(const grpc::Status& status);
+
+internal::v1::Principal ToProto(const Principal& principal);
+Principal FromProto(const internal::v1::Principal& principal);
+
+// Prepares a client context for one call: its deadline now + `timeout`.
+void PrepareContext(grpc::ClientContext& context, std::chrono::milliseconds timeout);
+
+// A channel to another InfraChat process's internal listener: keepalive agreed with the
+// server's settings, plaintext (mutual TLS comes with issue 8's TLS step).
+std::shared_ptr<grpc::Channel> MakeInternalChannel(const std::string& address);
+
+}  // namespace infrachat::remote

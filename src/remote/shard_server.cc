@@ -1,0 +1,142 @@
+#include "shard_server.h"
+
+#include "blocking_reactor.h"
+#include "convert.h"
+
+namespace infrachat::remote {
+
+namespace {
+
+// The status of a result whose value the caller has copied into the response.
+template <typename T>
+grpc::Status StatusOf(const Result<T>& result) {
+  return result.ok() ? grpc::Status::OK : ToStatus(result.error());
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ShardInternalService::Send(grpc::CallbackServerContext* context,
+                                                     const internal::v1::SendRequest* request,
+                                                     internal::v1::SendResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  SendCommand command{request->channel(), request->sender_id(), request->sender(),
+                      request->client_msg_id(), request->body()};
+  shard_->SendAsync(std::move(command), [reactor, response](Result<SendOutcome> outcome) {
+    if (!outcome.ok()) {
+      reactor->Finish(ToStatus(outcome.error()));
+      return;
+    }
+    response->set_seq(outcome->seq);
+    response->set_duplicate(outcome->duplicate);
+    response->set_sent_at_unix_ms(outcome->sent_at_unix_ms);
+    reactor->Finish(grpc::Status::OK);  // after COMMIT: ACK = durability, one hop later
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::CreateChannel(
+    grpc::CallbackServerContext* context, const internal::v1::CreateChannelRequest* request,
+    v1::Channel* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->CreateChannel(FromProto(request->caller()), request->request());
+    if (result.ok()) *response = std::move(result).value();
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::JoinChannel(
+    grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
+    v1::Channel* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->JoinChannel(FromProto(request->caller()), request->channel());
+    if (result.ok()) *response = std::move(result).value();
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::LeaveChannel(
+    grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
+    internal::v1::Empty*) {
+  return RunBlocking(context, *executor_, [this, request] {
+    return StatusOf(shard_->LeaveChannel(FromProto(request->caller()), request->channel()));
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::InviteMember(
+    grpc::CallbackServerContext* context, const internal::v1::InviteMemberRequest* request,
+    internal::v1::Empty*) {
+  return RunBlocking(context, *executor_, [this, request] {
+    return StatusOf(shard_->InviteMember(FromProto(request->caller()), request->channel(),
+                                         request->invitee_id(), request->invitee_username()));
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::ListChannels(
+    grpc::CallbackServerContext* context, const internal::v1::ListChannelsRequest* request,
+    v1::ListChannelsResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->ListChannels(FromProto(request->caller()));
+    if (result.ok()) {
+      for (auto& channel : *result) *response->add_channels() = std::move(channel);
+    }
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::ListMembers(
+    grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
+    v1::ListMembersResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->ListMembers(FromProto(request->caller()), request->channel());
+    if (result.ok()) {
+      for (auto& member : *result) *response->add_members() = std::move(member);
+    }
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::GetHistory(
+    grpc::CallbackServerContext* context, const internal::v1::GetHistoryRequest* request,
+    v1::GetHistoryResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->GetHistory(FromProto(request->caller()), request->request());
+    if (result.ok()) *response = std::move(result).value();
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::AuthorizeSubscribe(
+    grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
+    internal::v1::HeadResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->AuthorizeSubscribe(FromProto(request->caller()), request->channel());
+    if (result.ok()) response->set_head_seq(*result);
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::RecordAck(
+    grpc::CallbackServerContext* context, const internal::v1::RecordAckRequest* request,
+    internal::v1::RecordAckResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->RecordAck(FromProto(request->caller()), request->channel(),
+                                    request->seq(), request->kind());
+    if (result.ok()) response->set_moved(*result);
+    return StatusOf(result);
+  });
+}
+
+grpc::ServerUnaryReactor* ShardInternalService::ReadLog(grpc::CallbackServerContext* context,
+                                                        const internal::v1::ReadLogRequest* request,
+                                                        internal::v1::ReadLogResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = shard_->ReadLog(request->channel(), request->reader_id(), request->after_seq(),
+                                  request->limit());
+    if (result.ok()) {
+      for (auto& message : *result) *response->add_messages() = std::move(message);
+    }
+    return StatusOf(result);
+  });
+}
+
+}  // namespace infrachat::remote
