@@ -313,5 +313,43 @@ TEST_CASE("infrachat on a terminal - each message once, outages said once, where
   CHECK(*status == 0);
 }
 
+// Issue 7: started while the server was down, the client exited 5 after asking for the password.
+// It waits for the server instead, saying so once, as a running client does.
+TEST_CASE("infrachat on a terminal - started while the server is down, it waits for it",
+          "[e2e][interactive]") {
+  TestDatabase db;
+  DaemonProcess daemon(db);
+  auto bob = RegisterUser(daemon.address(), "bob");
+  REQUIRE(bob->CreateChannel(kGeneral).ok());
+  RegisterUser(daemon.address(), "alice");
+  daemon.Kill9();
+
+  PtyProcess term({INFRACHAT_CLI_PATH, "--no-color", "--join", kGeneral},
+                  {{"INFRACHAT_SERVER", daemon.address()},
+                   {"INFRACHAT_USER", "alice"},
+                   {"INFRACHAT_PASSWORD", kTestPassword},
+                   {"NO_COLOR", "1"}});
+  std::size_t seen = 0;
+  auto expect = [&](const std::string& text) {
+    auto at = term.WaitForText(text, seen, kWait);
+    INFO("waiting for \"" << text << "\" on alice's terminal:\n" << term.PlainOutput());
+    REQUIRE(at);
+    seen = *at;
+  };
+  expect("-- waiting for the server at " + daemon.address());
+  REQUIRE_FALSE(term.Wait(500ms).has_value());  // still running
+  daemon.Restart(/*kill9=*/true);
+  expect("-- the server answers");
+  expect("-- now in #general");
+  expect("[#general] > ");
+  REQUIRE(term.Type("back\r"));
+  expect("   1 <alice> back");
+  CHECK(Count(term.output(), "waiting for the server") == 1);
+  REQUIRE(term.Type("/quit\r"));
+  const auto status = term.Wait(kWait);
+  REQUIRE(status);
+  CHECK(*status == 0);
+}
+
 }  // namespace
 }  // namespace infrachat
