@@ -351,7 +351,8 @@ void Interactive::WaitForAcks() {
 
 int Interactive::ExitCode() {
   if (!outstanding_.empty()) return client::kExitTimeout;
-  if (!refused_.empty()) {
+  // Lines refused on a terminal were answered there; a pipe has only the exit code to say so.
+  if (!refused_.empty() && !term_.interactive()) {
     return client::ExitCodeFor(refused_code_ == Code::kOk ? Code::kInvalidArgument : refused_code_);
   }
   return client::kExitOk;
