@@ -204,6 +204,18 @@ TEST_CASE("infrachat on a terminal - long pasted lines are sent intact and the c
     CHECK(stored[i].body().size() == bodies[i].size());
     CHECK(stored[i].body() == bodies[i]);
   }
+  // A line over the server's limit is refused with a status line naming the limit; the client
+  // keeps running and nothing is stored.
+  const std::size_t before_refusal = term.output().size();
+  paste(std::string(20000, 'x') + "\r");
+  auto refused = term.WaitForText("16384", before_refusal, kWait);
+  INFO("alice's terminal:\n"
+       << term.PlainOutput().substr(
+              term.PlainOutput().size() > 3000 ? term.PlainOutput().size() - 3000 : 0));
+  CHECK(refused);
+  CHECK(term.WaitForText("not sent", before_refusal, kWait));
+  REQUIRE_FALSE(term.Wait(0ms).has_value());
+  CHECK(testing::FullHistory(*bob, kGeneral).size() == bodies.size());
   REQUIRE(term.Type("/quit\r"));
   const auto status = term.Wait(kWait);
   REQUIRE(status);
