@@ -32,7 +32,8 @@
 #include "remote/auth_client.h"
 #include "remote/auth_server.h"
 #include "remote/convert.h"
-#include "remote/shard_client.h"
+#include "remote/fan_in_bus.h"
+#include "remote/routed_shard.h"
 #include "remote/shard_server.h"
 
 extern char** environ;
@@ -142,7 +143,7 @@ struct Daemon::State {
   std::unique_ptr<EventBus> bus;  // in process, or the gRPC bus to the shard's process
   std::unique_ptr<pg::ConnectionPool> pool;
   std::unique_ptr<remote::RemoteAuth> remote_auth;
-  std::unique_ptr<remote::RemoteShard> remote_shard;
+  std::unique_ptr<remote::RoutedShard> remote_shard;
   std::vector<std::unique_ptr<Module>> started;
   std::unique_ptr<Executor> internal_executor;  // blocking work of internal calls
   std::vector<std::unique_ptr<grpc::Service>> internal_services;
@@ -167,12 +168,17 @@ void Daemon::Start() {
   // One place decides, per API, the module in this process or a client of a peer's.
   const auto timeout = std::chrono::milliseconds(config.grpc.internal_call_timeout_ms);
   if (!config.HasRole("shard") && !config.peers.shard.empty()) {
-    auto channel = remote::MakeInternalChannel(config.peers.shard.front());
-    state_->remote_shard = std::make_unique<remote::RemoteShard>(channel, timeout);
+    // Each channel's calls go to its owner among the region's shards; its events may come
+    // from any of them, so every shard is watched (per watched channel).
+    auto shards = std::make_unique<remote::RoutedShard>(config.peers.shard, timeout);
+    state_->bus = std::make_unique<remote::FanInEventBus>(
+        config.peers.shard, [routed = shards.get()](const std::string& channel) {
+          return routed->Order(channel).front();
+        });
+    state_->remote_shard = std::move(shards);
     state_->context.ProvideShard(state_->remote_shard.get());
-    // Channel events come from the shard's process, per watched channel.
-    state_->bus = std::make_unique<bus_grpc::GrpcEventBus>(channel);
-    log->info("shard role at {} (internal API and event stream)", config.peers.shard.front());
+    log->info("shard role at [{}] (internal API and event stream)",
+              fmt::join(config.peers.shard, ", "));
   } else {
     state_->bus = std::make_unique<LocalEventBus>();
   }

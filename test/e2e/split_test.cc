@@ -8,6 +8,7 @@
 // COMMIT, one order per channel seen by everyone, resume without gap, and a core that is killed
 // and restarted is recovered from without restarting the edge (sends get UNAVAILABLE and are
 // resent with the same id; live delivery resumes by itself, repaired from the log).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <map>
@@ -18,6 +19,7 @@
 #include "daemon_process.h"
 #include "infrachat/client/chat_stream.h"
 #include "infrachat/client/client.h"
+#include "modules/router/placement.h"
 
 namespace infrachat {
 namespace {
@@ -144,6 +146,86 @@ TEST_CASE(
   for (const auto& ack : acks) {
     REQUIRE(ack.seq() <= history.size());
     CHECK(history[ack.seq() - 1].client_msg_id() == ack.client_msg_id());
+  }
+}
+
+// The owner of `channel` among `addresses`, as every edge computes it (rendezvous hashing).
+std::string OwnerOf(const std::string& channel, const std::vector<std::string>& addresses) {
+  return *std::max_element(addresses.begin(), addresses.end(),
+                           [&](const std::string& a, const std::string& b) {
+                             return router::StableHash(a, channel) < router::StableHash(b, channel);
+                           });
+}
+
+TEST_CASE(
+    "role-split: two shard processes share the channels, and kill -9 of one moves its sends "
+    "to the other and live delivery goes on",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "shard.id=shard-a",
+                          "grpc.internal_listen_address=127.0.0.1:0", "grpc.shutdown_grace_s=1"});
+  DaemonProcess shard_b(
+      db, {"roles=shard", "shard.id=shard-b", "grpc.internal_listen_address=127.0.0.1:0",
+           "grpc.shutdown_grace_s=1"});
+  const std::vector<std::string> shards = {core.internal_address(), shard_b.internal_address()};
+  DaemonProcess edge(
+      db, {"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+           "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=2000"});
+  auto alice = RegisterUser(edge.address(), "alice");
+  auto bob = RegisterUser(edge.address(), "bob");
+  // Channels until each shard owns some.
+  std::vector<std::string> channels;
+  std::map<std::string, int> owned;
+  for (int i = 0; owned.size() < 2 || channels.size() < 6; ++i) {
+    REQUIRE(i < 64);
+    const std::string name = "room-" + std::to_string(i);
+    REQUIRE(alice->CreateChannel(name).ok());
+    REQUIRE(bob->JoinChannel(name).ok());
+    channels.push_back(name);
+    ++owned[OwnerOf(name, shards)];
+  }
+  auto b = bob->Connect();
+  for (const auto& channel : channels) REQUIRE(SubscribeAndWait(*b, channel) == 0);
+
+  auto a = alice->Connect();
+  const auto send_round = [&](const std::string& tag) {
+    for (const auto& channel : channels) {
+      std::optional<v1::SendAck> ack;
+      const std::string id = client::NewClientMsgId();
+      REQUIRE(WaitUntil(
+          [&] {
+            auto frame = SendAndWait(*a, channel, id, tag + " in " + channel, 3s);
+            if (frame && frame->has_send_ack()) ack = frame->send_ack();
+            return ack.has_value();
+          },
+          kWait));
+    }
+  };
+  send_round("first");
+  std::map<std::string, std::vector<std::uint64_t>> got;
+  const auto collect = [&](std::uint64_t until) {
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    auto done = [&] {
+      for (const auto& c : channels) {
+        if (got[c].empty() || got[c].back() < until) return false;
+      }
+      return true;
+    };
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      auto frame = b->Next(100ms);
+      if (frame && frame->has_message())
+        got[frame->message().channel()].push_back(frame->message().seq());
+    }
+  };
+  collect(1);
+
+  shard_b.Kill9();  // its channels' sends go to the core's shard now
+  send_round("second");
+  collect(2);
+  for (const auto& channel : channels) {
+    INFO(channel << " owned by " << OwnerOf(channel, shards));
+    CHECK(got[channel] == Range(1, 2));
+    CHECK(Seqs(FullHistory(*bob, channel)) == Range(1, 2));
   }
 }
 

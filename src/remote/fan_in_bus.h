@@ -1,0 +1,50 @@
+// FanInEventBus: the EventBus of a process that runs no shard, over every shard process of the
+// region: a channel's events may come from any shard that committed to it (an owner change, a
+// send retried on the next shard), so each is watched, and each one's readiness counts.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "bus/grpc/grpc_event_bus.h"
+#include "infrachat/bus/event_bus.h"
+
+namespace infrachat::remote {
+
+// - Subscribe: the handler receives the events of every shard (from one bus thread per shard,
+//   so concurrently across shards; in each shard's order within it). Fanout's handler is
+//   thread-safe and orders by seq.
+// - Watch(channel, ready): the channel is watched on every shard, and `ready` runs each time
+//   any of them says the interest is in place: first for the earliest, then again for each
+//   other and after every reconnect. A shard that is down does not hold anything back; when it
+//   comes back, its `ready` makes the watcher repair from the log (ADR 3's rule, per shard).
+// - Publish (typing, presence): to the channel's owner, `owner_of(channel)`, which puts it on
+//   its bus and so on every watcher's stream.
+// Thread-safety: every method from any thread. Lifetime: owns the per-shard buses; the
+// destructor stops them (no handler or ready runs after it returns).
+class FanInEventBus final : public EventBus {
+ public:
+  FanInEventBus(const std::vector<std::string>& addresses,
+                std::function<std::string(const std::string& channel)> owner_of);
+  ~FanInEventBus() override;
+
+  void Publish(BusEvent event) override;
+  SubscriptionId Subscribe(Handler handler) override;
+  void Unsubscribe(SubscriptionId id) override;
+  void Watch(const std::string& channel, Ready ready) override;
+  void Unwatch(const std::string& channel) override;
+
+ private:
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<bus_grpc::GrpcEventBus>> buses_;  // parallel to addresses_
+  std::function<std::string(const std::string&)> owner_of_;
+  std::mutex mu_;
+  std::map<SubscriptionId, std::vector<SubscriptionId>> subscriptions_;  // ours -> per bus
+  SubscriptionId next_id_ = 1;
+};
+
+}  // namespace infrachat::remote
