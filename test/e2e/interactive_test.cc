@@ -260,9 +260,18 @@ TEST_CASE("infrachat on a terminal - each message once, outages said once, where
   expect("-- now in #general");
   expect("[#general] > ");
 
-  // /who names the display names ListMembers returns.
-  auto members = bob->ListMembers(kGeneral);
-  REQUIRE(members.ok());
+  // /who names the display names ListMembers returns. The prompt shows before the server has
+  // registered alice's subscription: wait until she is online.
+  Result<std::vector<v1::Member>> members = MakeError(Code::kUnknown, "not asked");
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        term.Collect(20ms);
+        members = bob->ListMembers(kGeneral);
+        return members.ok() && std::any_of(members->begin(), members->end(), [](const auto& m) {
+                 return m.username() == "alice" && m.online();
+               });
+      },
+      kWait));
   const bool server_names = std::any_of(members->begin(), members->end(), [](const auto& m) {
     return m.username() == "bob" && m.display_name() == "Bob Builder";
   });
