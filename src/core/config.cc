@@ -330,6 +330,23 @@ auto AddressList() {
   };
 }
 
+auto RegionAddressList() {
+  return [](const std::vector<std::string>& entries) -> Problems {
+    Problems problems;
+    for (const std::string& entry : entries) {
+      const std::size_t eq = entry.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        problems.push_back(fmt::format("expected region=host:port, got '{}'", entry));
+        continue;
+      }
+      for (std::string& problem : Address(false)(entry.substr(eq + 1))) {
+        problems.push_back(std::move(problem));
+      }
+    }
+    return problems;
+  };
+}
+
 // ---- Masking ----------------------------------------------------------------------------------
 
 constexpr std::string_view kMask = "***";
@@ -505,7 +522,14 @@ std::vector<Field> PeerFields() {
       MakeField(INFRACHAT_KEY(peers.auth),
                 "Internal addresses of the auth role, when it runs elsewhere", AddressList()),
       MakeField(INFRACHAT_KEY(peers.shard),
-                "Internal addresses of the shard role, when it runs elsewhere", AddressList()),
+                "Internal addresses of this region's shard processes, when shard runs elsewhere",
+                AddressList()),
+      MakeField(INFRACHAT_KEY(peers.region_shards),
+                "Other regions' shard processes, each as region=host:port", RegionAddressList()),
+      MakeField(INFRACHAT_KEY(cluster.regions),
+                "Every region of the cluster (channels are homed by name over them); default: "
+                "[region]",
+                NameList("region", {})),
   };
 }
 
@@ -762,6 +786,21 @@ class Loader {
           config.grpc.max_receive_message_bytes, config.limits.max_body_bytes, needed));
     }
     if (config.router.shards.empty()) config.router.shards.push_back(config.shard.id);
+    const auto regions = config.Regions();
+    if (!Contains(regions, config.region)) {
+      result_.errors.push_back(fmt::format("region: '{}' is not one of cluster.regions ({})",
+                                           config.region, fmt::join(regions, ", ")));
+    }
+    for (const std::string& entry : config.peers.region_shards) {
+      const std::string name = entry.substr(0, entry.find('='));
+      if (name == config.region) {
+        result_.errors.push_back(fmt::format(
+            "peers.region_shards: '{}' is this process's region; list it in peers.shard", entry));
+      } else if (!Contains(regions, name)) {
+        result_.errors.push_back(
+            fmt::format("peers.region_shards: {}", Unknown("region", name, regions)));
+      }
+    }
   }
 
   void RequireInProduction(std::string_view key, const std::string& value) {
@@ -780,6 +819,10 @@ class Loader {
 }  // namespace
 
 bool DaemonConfig::HasRole(const std::string& role) const { return Contains(roles, role); }
+
+std::vector<std::string> DaemonConfig::Regions() const {
+  return cluster.regions.empty() ? std::vector<std::string>{region} : cluster.regions;
+}
 
 const std::vector<std::string>& AllRoles() {
   static const std::vector<std::string> roles = {"auth", "router", "shard", "fanout", "gateway"};

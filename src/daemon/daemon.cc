@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "bus/grpc/event_stream_service.h"
@@ -170,15 +171,23 @@ void Daemon::Start() {
   if (!config.HasRole("shard") && !config.peers.shard.empty()) {
     // Each channel's calls go to its owner among the region's shards; its events may come
     // from any of them, so every shard is watched (per watched channel).
-    auto shards = std::make_unique<remote::RoutedShard>(config.peers.shard, timeout);
+    std::map<std::string, std::vector<std::string>> shards_by_region{
+        {config.region, config.peers.shard}};
+    for (const std::string& entry : config.peers.region_shards) {
+      const std::size_t eq = entry.find('=');  // validated: region=host:port
+      shards_by_region[entry.substr(0, eq)].push_back(entry.substr(eq + 1));
+    }
+    auto shards = std::make_unique<remote::RoutedShard>(std::move(shards_by_region),
+                                                        config.Regions(), timeout);
     state_->bus = std::make_unique<remote::FanInEventBus>(
-        config.peers.shard, [routed = shards.get()](const std::string& channel) {
+        shards->addresses(), [routed = shards.get()](const std::string& channel) {
           return routed->Order(channel).front();
         });
     state_->remote_shard = std::move(shards);
     state_->context.ProvideShard(state_->remote_shard.get());
-    log->info("shard role at [{}] (internal API and event stream)",
-              fmt::join(config.peers.shard, ", "));
+    log->info("shard role at [{}] in region {}, other regions' shards [{}]",
+              fmt::join(config.peers.shard, ", "), config.region,
+              fmt::join(config.peers.region_shards, ", "));
   } else {
     state_->bus = std::make_unique<LocalEventBus>();
   }

@@ -1,6 +1,7 @@
 #include "routed_shard.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "convert.h"
 #include "infrachat/core/validation.h"
@@ -12,6 +13,11 @@ namespace {
 
 bool Unreachable(Code code) { return code == Code::kUnavailable; }
 
+Error NoShard(std::string_view channel) {
+  return MakeError(Code::kUnavailable,
+                   "no shard process is configured for the home region of " + std::string(channel));
+}
+
 // Channel names as the shard keys them ("#general" is "general"); an invalid name still gets
 // an owner, which answers INVALID_ARGUMENT.
 std::string Key(std::string_view channel) {
@@ -21,17 +27,23 @@ std::string Key(std::string_view channel) {
 
 }  // namespace
 
-RoutedShard::RoutedShard(const std::vector<std::string>& addresses,
-                         std::chrono::milliseconds timeout)
-    : addresses_(addresses) {
-  for (const auto& address : addresses_) {
-    shards_.push_back(std::make_unique<RemoteShard>(MakeInternalChannel(address), timeout));
+RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
+                         std::vector<std::string> regions, std::chrono::milliseconds timeout)
+    : shards_by_region_(std::move(shards_by_region)), regions_(std::move(regions)) {
+  for (const auto& [region, addresses] : shards_by_region_) {
+    for (const auto& address : addresses) {
+      addresses_.push_back(address);
+      shards_.push_back(std::make_unique<RemoteShard>(MakeInternalChannel(address), timeout));
+    }
   }
 }
 
 std::vector<std::string> RoutedShard::Order(std::string_view channel) const {
-  std::vector<std::string> order = addresses_;
   const std::string key = Key(channel);
+  const std::string& home = router::PickShard(key, regions_);
+  const auto it = shards_by_region_.find(home);
+  std::vector<std::string> order =
+      it == shards_by_region_.end() ? std::vector<std::string>{} : it->second;
   std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
     return router::StableHash(a, key) > router::StableHash(b, key);
   });
@@ -47,6 +59,7 @@ template <typename Call>
 auto RoutedShard::WithOwner(std::string_view channel, Call call)
     -> decltype(call(std::declval<ShardApi&>())) {
   const auto order = Order(channel);
+  if (order.empty()) return NoShard(channel);
   auto result = call(At(order.front()));
   if (!result.ok() && Unreachable(result.code()) && order.size() > 1) {
     result = call(At(order[1]));
@@ -56,6 +69,7 @@ auto RoutedShard::WithOwner(std::string_view channel, Call call)
 
 void RoutedShard::SendAsync(SendCommand command, SendCallback done) {
   const auto order = Order(command.channel);
+  if (order.empty()) return done(NoShard(command.channel));
   if (order.size() == 1) return At(order.front()).SendAsync(std::move(command), std::move(done));
   // Once more on the next shard when the owner cannot be reached: the same client_msg_id, so
   // a first attempt that was stored after all is answered as a duplicate, never stored twice.
@@ -92,8 +106,25 @@ Result<void> RoutedShard::InviteMember(const Principal& caller, std::string_view
 }
 
 Result<std::vector<v1::Channel>> RoutedShard::ListChannels(const Principal& caller) {
-  return WithOwner(std::to_string(caller.user_id),
-                   [&](ShardApi& shard) { return shard.ListChannels(caller); });
+  // Every region holds its own channels: ask one shard of each (the next on UNAVAILABLE).
+  std::map<std::string, v1::Channel> merged;
+  std::optional<Error> failure;
+  for (const auto& [region, addresses] : shards_by_region_) {
+    Result<std::vector<v1::Channel>> listed = MakeError(Code::kUnavailable, "no shard");
+    for (const auto& address : addresses) {
+      listed = At(address).ListChannels(caller);
+      if (listed.ok() || !Unreachable(listed.code())) break;
+    }
+    if (!listed.ok()) {
+      failure = listed.error();
+      continue;
+    }
+    for (auto& channel : *listed) merged.emplace(channel.name(), std::move(channel));
+  }
+  if (merged.empty() && failure) return *failure;
+  std::vector<v1::Channel> out;
+  for (auto& [name, channel] : merged) out.push_back(std::move(channel));
+  return out;
 }
 
 Result<std::vector<v1::Member>> RoutedShard::ListMembers(const Principal& caller,

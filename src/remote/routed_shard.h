@@ -1,10 +1,13 @@
-// RoutedShard: the ShardApi of a region's shard processes, as seen from a process that runs
-// none of them. Each channel's calls go to its owner, chosen by rendezvous hashing over the
-// configured shard addresses (peers.shard); a send that finds its owner unreachable is tried
-// once more on the next shard in the channel's hash order, with the same client_msg_id.
+// RoutedShard: the ShardApi of the cluster's shard processes, as seen from a process that runs
+// none of them. A channel's calls go to its home region (rendezvous hashing of its name over
+// the regions), and there to its owner, chosen by rendezvous hashing over that region's shard
+// addresses (peers.shard for this region, peers.region_shards for the others); a send that
+// finds its owner unreachable is tried once more on the next shard in the channel's hash
+// order, with the same client_msg_id.
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,17 +17,23 @@
 
 namespace infrachat::remote {
 
-// Correctness never depends on which shard serves a channel: every shard process works on the
-// region's database, which allocates each seq (docs/adr/0009). Placement spreads load and keeps
-// a channel's sends in one group committer. Calls that name no channel (ListChannels) go to the
-// first shard in the hash order of the caller's id.
+// Correctness never depends on which shard of the home region serves a channel: every shard
+// process works on the region's database, which allocates each seq (docs/adr/0009). Placement
+// spreads load and keeps a channel's sends in one group committer. ListChannels asks every
+// region and merges the answers; a region that cannot answer is left out (the others' channels
+// are still listed) unless none can.
 // Thread-safety: as ShardApi. Lifetime: owns one RemoteShard per address.
 class RoutedShard final : public ShardApi {
  public:
-  RoutedShard(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout);
+  // `shards_by_region`: every region's shard addresses; `regions`: all regions of the cluster,
+  // in any order (the home of a region without addresses answers UNAVAILABLE).
+  RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
+              std::vector<std::string> regions, std::chrono::milliseconds timeout);
 
-  // The addresses in `channel`'s rendezvous order: the owner first. For tests and the bus.
+  // The home region's addresses in `channel`'s rendezvous order: the owner first.
   std::vector<std::string> Order(std::string_view channel) const;
+  // Every shard address of every region.
+  const std::vector<std::string>& addresses() const { return addresses_; }
 
   void SendAsync(SendCommand command, SendCallback done) override;
   Result<v1::Channel> CreateChannel(const Principal& caller,
@@ -53,6 +62,8 @@ class RoutedShard final : public ShardApi {
   auto WithOwner(std::string_view channel, Call call) -> decltype(call(std::declval<ShardApi&>()));
   ShardApi& At(const std::string& address) const;
 
+  std::map<std::string, std::vector<std::string>> shards_by_region_;
+  std::vector<std::string> regions_;
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<RemoteShard>> shards_;  // parallel to addresses_
 };

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <pqxx/pqxx>
 #include <string>
 #include <vector>
 
@@ -227,6 +228,123 @@ TEST_CASE(
     CHECK(got[channel] == Range(1, 2));
     CHECK(Seqs(FullHistory(*bob, channel)) == Range(1, 2));
   }
+}
+
+// Two regions, each with its own database and shard process; auth is global (in region a's
+// database, in region a's core). An edge in each region. A channel lives in its home region (a
+// function of its name); a client of either edge chats in channels of both regions and sees one
+// order per channel. A region that is down takes only its own channels with it.
+TEST_CASE("role-split: two regions, a client of either edge reaches channels homed in both",
+          "[e2e][cluster]") {
+  TestDatabase db_a, db_b;
+  const std::vector<std::string> regions = {"a", "b"};
+  const std::string cluster = "cluster.regions=a,b";
+  DaemonProcess core_a(db_a,
+                       {"roles=auth,shard", "region=a", cluster, "shard.id=a-0",
+                        "grpc.internal_listen_address=127.0.0.1:0", "grpc.shutdown_grace_s=1"});
+  DaemonProcess shard_b(db_b,
+                        {"roles=shard", "region=b", cluster, "shard.id=b-0",
+                         "grpc.internal_listen_address=127.0.0.1:0", "grpc.shutdown_grace_s=1"});
+  const auto edge_in = [&](const std::string& region, const std::string& local,
+                           const std::string& other_region, const std::string& other) {
+    return std::vector<std::string>{"roles=gateway,fanout,router",
+                                    "database.url=",
+                                    "region=" + region,
+                                    cluster,
+                                    "peers.auth=" + core_a.internal_address(),
+                                    "peers.shard=" + local,
+                                    "peers.region_shards=" + other_region + "=" + other,
+                                    "grpc.internal_call_timeout_ms=2000"};
+  };
+  DaemonProcess edge_a(db_a,
+                       edge_in("a", core_a.internal_address(), "b", shard_b.internal_address()));
+  DaemonProcess edge_b(db_b,
+                       edge_in("b", shard_b.internal_address(), "a", core_a.internal_address()));
+
+  auto alice = RegisterUser(edge_a.address(), "alice");  // registered in region a
+  auto bob = RegisterUser(edge_b.address(), "bob");      // through region b's edge: auth is global
+
+  // Channels until each region is home to some.
+  std::vector<std::string> channels;
+  std::map<std::string, std::vector<std::string>> homed;
+  for (int i = 0; homed.size() < 2 || channels.size() < 4; ++i) {
+    REQUIRE(i < 64);
+    const std::string name = "place-" + std::to_string(i);
+    REQUIRE(alice->CreateChannel(name).ok());
+    REQUIRE(bob->JoinChannel(name).ok());
+    channels.push_back(name);
+    homed[OwnerOf(name, regions)].push_back(name);
+    auto route = alice->Route(name);
+    REQUIRE(route.ok());
+    CHECK(route->region() == OwnerOf(name, regions));
+  }
+  // Listing spans regions.
+  auto listed = bob->ListChannels();
+  REQUIRE(listed.ok());
+  std::vector<std::string> names;
+  for (const auto& c : *listed) names.push_back(c.name());
+  for (const auto& c : channels) CHECK(std::count(names.begin(), names.end(), c) == 1);
+
+  auto a = alice->Connect();
+  auto b = bob->Connect();
+  for (const auto& c : channels) {
+    REQUIRE(SubscribeAndWait(*a, c) == 0);
+    REQUIRE(SubscribeAndWait(*b, c) == 0);
+  }
+  for (int i = 0; i < 3; ++i) {
+    for (const auto& c : channels) {
+      REQUIRE_FALSE(a->Send(c, "alice " + std::to_string(i)).empty());
+      REQUIRE_FALSE(b->Send(c, "bob " + std::to_string(i)).empty());
+    }
+  }
+  std::map<std::string, std::vector<v1::ChatMessage>> got_a, got_b;
+  const auto collect = [&](ChatStream& stream, auto& got) {
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    auto done = [&] {
+      for (const auto& c : channels) {
+        if (got[c].size() < 6) return false;
+      }
+      return true;
+    };
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      auto frame = stream.Next(100ms);
+      if (frame && frame->has_message())
+        got[frame->message().channel()].push_back(frame->message());
+    }
+  };
+  collect(*a, got_a);
+  collect(*b, got_b);
+  for (const auto& c : channels) {
+    INFO(c << " homed in " << OwnerOf(c, regions));
+    const auto history = FullHistory(*alice, c);
+    CHECK(Seqs(history) == Range(1, 6));
+    CHECK(Seqs(got_a[c]) == Range(1, 6));
+    CHECK(Seqs(got_b[c]) == Range(1, 6));
+    for (std::size_t i = 0; i < std::min(history.size(), got_b[c].size()); ++i) {
+      CHECK(got_a[c][i].body() == history[i].body());
+      CHECK(got_b[c][i].body() == history[i].body());
+    }
+  }
+  // A channel homed in b is in b's database only.
+  {
+    pqxx::connection conn_a(db_a.url()), conn_b(db_b.url());
+    pqxx::nontransaction ta(conn_a), tb(conn_b);
+    const std::string b_channel = homed["b"].front();
+    CHECK(ta.exec_params("SELECT 1 FROM channels WHERE name = $1", b_channel).empty());
+    CHECK(tb.exec_params("SELECT 1 FROM channels WHERE name = $1", b_channel).size() == 1);
+  }
+
+  // Region b goes down: its channels stop (no ACK), region a's keep working from both edges.
+  shard_b.Kill9();
+  for (const auto& c : homed["a"]) {
+    auto ok = SendAndWait(*b, c, client::NewClientMsgId(), "a still works", kWait);
+    REQUIRE(ok.has_value());
+    CHECK(ok->has_send_ack());
+  }
+  auto down = SendAndWait(*a, homed["b"].front(), client::NewClientMsgId(), "b is down", kWait);
+  REQUIRE(down.has_value());
+  REQUIRE(down->has_error());
+  CHECK(down->error().code() == static_cast<int>(Code::kUnavailable));
 }
 
 }  // namespace

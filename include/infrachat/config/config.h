@@ -35,7 +35,15 @@ struct GrpcConfig {
 // per role for now; placement across several shards comes with the lease table (ADR 9).
 struct PeersConfig {
   std::vector<std::string> auth;
-  std::vector<std::string> shard;
+  std::vector<std::string> shard;  // this region's shard processes
+  // Other regions' shard processes, as "region=host:port" (one entry per process).
+  std::vector<std::string> region_shards;
+};
+
+// The regions of the cluster: a channel's home region is rendezvous hashing of its name over
+// them, the same everywhere without a directory (ARCHITECTURE.md "Scale-out and regions").
+struct ClusterConfig {
+  std::vector<std::string> regions;  // empty: just this process's `region`
 };
 
 struct AuthConfig {
@@ -94,6 +102,7 @@ struct DaemonConfig {
   DatabaseConfig database;
   GrpcConfig grpc;
   PeersConfig peers;
+  ClusterConfig cluster;
   AuthConfig auth;
   RouterConfig router;
   ShardConfig shard;
@@ -102,6 +111,8 @@ struct DaemonConfig {
   LogConfig log;
 
   bool HasRole(const std::string& role) const;
+  // cluster.regions, or just `region` when it is empty.
+  std::vector<std::string> Regions() const;
 };
 
 // All roles, in start order (dependencies first).

@@ -13,15 +13,15 @@ namespace {
 
 class Router final : public RouterApi {
  public:
-  Router(std::string region, std::vector<std::string> shards)
-      : region_(std::move(region)), shards_(std::move(shards)) {}
+  Router(std::vector<std::string> regions, std::vector<std::string> shards)
+      : regions_(std::move(regions)), shards_(std::move(shards)) {}
 
   Result<v1::RouteResponse> Route(std::string_view channel) override {
     auto name = NormalizeChannelName(channel);
     if (!name.ok()) return name.error();
     v1::RouteResponse response;
     response.set_channel(*name);
-    response.set_region(region_);
+    response.set_region(router::PickShard(*name, regions_));  // the channel's home region
     response.set_shard_id(router::PickShard(*name, shards_));
     std::lock_guard lock(mu_);
     response.set_gateway_address(gateway_address_);
@@ -34,7 +34,7 @@ class Router final : public RouterApi {
   }
 
  private:
-  const std::string region_;
+  const std::vector<std::string> regions_;
   const std::vector<std::string> shards_;
   std::mutex mu_;
   std::string gateway_address_;
@@ -48,7 +48,7 @@ class RouterModule final : public Module {
     const DaemonConfig& config = ctx.config();
     std::vector<std::string> shards = config.router.shards;
     if (shards.empty()) shards.push_back(config.shard.id);
-    router_ = std::make_unique<Router>(config.region, std::move(shards));
+    router_ = std::make_unique<Router>(config.Regions(), std::move(shards));
     advertise_ = config.grpc.advertise_address;
     ctx.ProvideRouter(router_.get());
   }

@@ -2,6 +2,7 @@
 
 #include "group_committer.h"
 #include "infrachat/core/logging.h"
+#include "modules/router/placement.h"
 #include "shard_schema.h"
 #include "shard_service.h"
 
@@ -31,9 +32,16 @@ class ShardModule final : public Module {
                                      static_cast<std::size_t>(config.shard.max_batch),
                                      static_cast<std::size_t>(config.shard.max_queue)},
         &ctx.bus(), log);
-    service_ = std::make_unique<shard::ShardService>(
-        shard::ShardServiceOptions{static_cast<std::size_t>(config.limits.max_body_bytes)},
-        &ctx.db(), committer_.get(), &ctx.bus());
+    shard::ShardServiceOptions options;
+    options.max_body_bytes = static_cast<std::size_t>(config.limits.max_body_bytes);
+    if (config.Regions().size() > 1) {
+      options.homed_here = [regions = config.Regions(),
+                            region = config.region](const std::string& channel) {
+        return router::PickShard(channel, regions) == region;
+      };
+    }
+    service_ = std::make_unique<shard::ShardService>(std::move(options), &ctx.db(),
+                                                     committer_.get(), &ctx.bus());
     ctx.ProvideShard(service_.get());
     log->info("shard {} ready", config.shard.id);
   }

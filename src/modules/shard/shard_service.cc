@@ -142,6 +142,10 @@ Result<v1::Channel> ShardService::CreateChannel(const Principal& caller,
   if (request.topic().size() > kMaxTopicBytes || !IsValidUtf8(request.topic())) {
     return MakeError(Code::kInvalidArgument, "topic must be valid UTF-8 of at most 256 bytes");
   }
+  if (options_.homed_here && !options_.homed_here(*name)) {
+    return MakeError(Code::kFailedPrecondition,
+                     "channel " + *name + " belongs to another region: create it there");
+  }
   const v1::Visibility visibility = request.visibility() == v1::PRIVATE ? v1::PRIVATE : v1::PUBLIC;
   auto result = pool_->With<v1::Channel>([&](pqxx::connection& conn) -> Result<v1::Channel> {
     pqxx::work tx(conn);

@@ -3,6 +3,7 @@
 
 #include <spdlog/logger.h>
 
+#include <functional>
 #include <memory>
 
 #include "group_committer.h"
@@ -14,6 +15,10 @@ namespace infrachat::shard {
 
 struct ShardServiceOptions {
   std::size_t max_body_bytes = 8 * 1024;
+  // Whether a channel name belongs to this shard's region (its home region is a function of
+  // the name). Creating a channel homed elsewhere is refused: names are unique because only
+  // the home region's database holds them. Empty: every name (a single region).
+  std::function<bool(const std::string& channel)> homed_here;
 };
 
 // Thread-safety: every method may be called concurrently. Blocking methods use `pool`.
