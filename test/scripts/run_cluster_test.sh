@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# scripts/run-cluster.sh as a person uses it: it starts two regions of role-split processes,
+# writes cluster.json and prints a gateway per region; the `infrachat` client registered on one
+# gateway chats with a user of the other, in channels homed in both regions (live, via tail,
+# and in history, in one order); Ctrl-C stops every process and database it started.
+#   run_cluster_test.sh BUILD_DIR
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+export BUILD_DIR=${1:?build directory}
+set -m  # background jobs get their own process group and do not ignore SIGINT
+
+work=$(mktemp -d /tmp/infrachat-runcluster.XXXXXX)
+chmod 755 "$work"
+cli="$BUILD_DIR/src/client/infrachat"
+passed=0
+script=""
+cleanup() {
+  if [ -n "$script" ] && kill -0 "$script" 2>/dev/null; then kill -INT "$script"; wait "$script" || true; fi
+  for r in a b; do "$root/test/support/pg_cluster.sh" stop "$work/cluster/db-$r" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; sed 's/^/  | /' "$work/out.log" >&2 || true; exit 1; }
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+
+# A port range unlikely to be in use by a parallel test.
+base=$((20000 + (RANDOM % 400) * 100))
+"$root/scripts/run-cluster.sh" --base-port "$base" --dir "$work/cluster" >"$work/out.log" 2>&1 &
+script=$!
+for _ in $(seq 1 900); do
+  grep -q '^cluster is up' "$work/out.log" && break
+  kill -0 "$script" 2>/dev/null || fail "run-cluster.sh ended before the cluster was up"
+  sleep 0.1
+done
+grep -q '^cluster is up' "$work/out.log" || fail "the cluster was not up within 90 s"
+gw_a=$(awk '$1 == "gateway" && $2 == "a" {print $3}' "$work/out.log")
+gw_b=$(awk '$1 == "gateway" && $2 == "b" {print $3}' "$work/out.log")
+[ -n "$gw_a" ] && [ -n "$gw_b" ] || fail "no gateway lines"
+[ "$(jq '.processes | length' "$work/cluster/cluster.json")" = 7 ] || fail "cluster.json lists $(jq '.processes | length' "$work/cluster/cluster.json") processes, not 7"
+for field in name region roles pid address config log; do
+  [ "$(jq "[.processes[] | has(\"$field\")] | all" "$work/cluster/cluster.json")" = true ] || fail "cluster.json entries lack $field"
+done
+ok "cluster up: gateways $gw_a (a) and $gw_b (b), cluster.json complete"
+
+export INFRACHAT_PASSWORD=correct-horse-battery
+as() { local server=$1 user=$2; shift 2; "$cli" --server "$server" --user "$user" "$@"; }
+as "$gw_a" alice register >/dev/null || fail "register alice on gateway a"
+as "$gw_b" bob register >/dev/null || fail "register bob on gateway b (auth is global)"
+for i in 1 2 3 4 5 6; do
+  as "$gw_a" alice create -c "room$i" >/dev/null || fail "create room$i"
+  as "$gw_b" bob join -c "room$i" >/dev/null || fail "join room$i"
+done
+psql=/usr/lib/postgresql/15/bin/psql
+count() {
+  local sql="SELECT count(*) FROM channels"
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$psql" -h "$work/cluster/db-$1" -d postgres -Atc "$sql"
+  else "$psql" -h "$work/cluster/db-$1" -d postgres -Atc "$sql"; fi
+}
+in_a=$(count a); in_b=$(count b)
+[ "$in_a" -gt 0 ] && [ "$in_b" -gt 0 ] && [ $((in_a + in_b)) = 6 ] || fail "channels per region: a=$in_a b=$in_b"
+ok "six channels, homed in both regions (a: $in_a, b: $in_b), each in one database"
+
+for i in 1 2 3 4 5 6; do
+  # From the start of the log: a message sent before the tail subscribed comes from the log.
+  as "$gw_b" bob tail -c "room$i" --after-seq 0 --count 2 --timeout-s 30 >"$work/tail$i.json" \
+    2>"$work/tail$i.err" &
+done
+for i in 1 2 3 4 5 6; do
+  as "$gw_a" alice send -c "room$i" "hello $i from a" >/dev/null || fail "send to room$i via a"
+  as "$gw_b" bob send -c "room$i" "hello $i from b" >/dev/null || fail "send to room$i via b"
+done
+wait_tails=0
+for job in $(jobs -p); do [ "$job" = "$script" ] || wait "$job" || wait_tails=1; done
+[ "$wait_tails" = 0 ] || fail "a tail did not get its two messages"
+for i in 1 2 3 4 5 6; do
+  seen=$(jq -r '.body' "$work/tail$i.json" | paste -sd'|')
+  stored=$(as "$gw_a" alice history -c "room$i" | jq -r '.body' | paste -sd'|')
+  [ "$(jq -r '.seq' "$work/tail$i.json" | paste -sd' ')" = "1 2" ] || fail "room$i: tail saw seqs $(jq -r .seq "$work/tail$i.json" | paste -sd' ')"
+  [ "$seen" = "$stored" ] || fail "room$i: live order '$seen' differs from history '$stored'"
+done
+ok "messages sent through both gateways arrive live through gateway b in the order of the log"
+
+pids=$(jq -r '.processes[].pid' "$work/cluster/cluster.json")
+kill -INT "$script"
+status=0
+wait "$script" || status=$?
+script=""
+[ "$status" = 0 ] || fail "run-cluster.sh exited $status after Ctrl-C"
+for pid in $pids; do kill -0 "$pid" 2>/dev/null && fail "process $pid still runs after Ctrl-C"; done
+for r in a b; do [ -f "$work/cluster/db-$r/data/postmaster.pid" ] && fail "database $r still runs"; done
+ok "Ctrl-C stopped all 7 processes and both databases"
+echo "$passed passed, 0 failed"
