@@ -562,6 +562,12 @@ std::vector<Field> WorkerFields() {
                 AtLeast(1)),
       MakeField(INFRACHAT_KEY(shard.max_queue), "Queued sends before RESOURCE_EXHAUSTED",
                 AtLeast(1)),
+      MakeField(INFRACHAT_KEY(shard.lease_heartbeat_ms),
+                "A shard renews its lease (and edges refresh the live set) this often",
+                AtLeast(10)),
+      MakeField(INFRACHAT_KEY(shard.lease_ttl_ms),
+                "A shard whose lease was not renewed for this long is out of placement",
+                AtLeast(10)),
       MakeField(INFRACHAT_KEY(fanout.workers), "Threads reading the log for catch-up", AtLeast(1)),
       MakeField(INFRACHAT_KEY(fanout.catchup_batch), "Messages per log read", AtLeast(1)),
       MakeField(INFRACHAT_KEY(fanout.presence_max_subscribers),
@@ -786,6 +792,12 @@ class Loader {
           config.grpc.max_receive_message_bytes, config.limits.max_body_bytes, needed));
     }
     if (config.router.shards.empty()) config.router.shards.push_back(config.shard.id);
+    if (config.shard.lease_ttl_ms <= config.shard.lease_heartbeat_ms) {
+      result_.errors.push_back(fmt::format(
+          "shard.lease_ttl_ms: {} must be longer than shard.lease_heartbeat_ms ({}), or a "
+          "healthy shard's lease would expire between renewals",
+          config.shard.lease_ttl_ms, config.shard.lease_heartbeat_ms));
+    }
     const auto regions = config.Regions();
     if (!Contains(regions, config.region)) {
       result_.errors.push_back(fmt::format("region: '{}' is not one of cluster.regions ({})",

@@ -177,8 +177,9 @@ void Daemon::Start() {
       const std::size_t eq = entry.find('=');  // validated: region=host:port
       shards_by_region[entry.substr(0, eq)].push_back(entry.substr(eq + 1));
     }
-    auto shards = std::make_unique<remote::RoutedShard>(std::move(shards_by_region),
-                                                        config.Regions(), timeout);
+    auto shards = std::make_unique<remote::RoutedShard>(
+        std::move(shards_by_region), config.Regions(), timeout,
+        std::chrono::milliseconds(config.shard.lease_heartbeat_ms));
     state_->bus = std::make_unique<remote::FanInEventBus>(
         shards->addresses(), [routed = shards.get()](const std::string& channel) {
           return routed->Order(channel).front();
@@ -242,6 +243,7 @@ void Daemon::Start() {
     }
     address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
     if (!config.grpc.internal_listen_address.empty()) StartInternalServer();
+    state_->context.SetInternalAddress(internal_address_);
     for (auto& module : state_->started) module->OnServing(address_);
     log->info("serving on {} with roles [{}]{}", address_, fmt::join(config.roles, ", "),
               internal_address_.empty() ? "" : "; internal API on " + internal_address_);
@@ -301,8 +303,9 @@ void Daemon::Shutdown() {
   auto log = ModuleLogger("core");
   auto& started = state_->started;
   // Readiness goes first: a load balancer stops sending new clients while streams drain.
-  if (state_->server) {
-    if (auto* health = state_->server->GetHealthCheckService()) health->Shutdown();
+  for (auto* server : {state_->server.get(), state_->internal_server.get()}) {
+    if (server == nullptr) continue;
+    if (auto* health = server->GetHealthCheckService()) health->Shutdown();
   }
   for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->BeginShutdown();
   if (state_->server) {

@@ -28,7 +28,8 @@ std::string Key(std::string_view channel) {
 }  // namespace
 
 RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
-                         std::vector<std::string> regions, std::chrono::milliseconds timeout)
+                         std::vector<std::string> regions, std::chrono::milliseconds timeout,
+                         std::chrono::milliseconds refresh)
     : shards_by_region_(std::move(shards_by_region)), regions_(std::move(regions)) {
   for (const auto& [region, addresses] : shards_by_region_) {
     for (const auto& address : addresses) {
@@ -36,6 +37,54 @@ RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_
       shards_.push_back(std::make_unique<RemoteShard>(MakeInternalChannel(address), timeout));
     }
   }
+  if (refresh.count() > 0) refresher_ = std::thread([this, refresh] { RefreshLoop(refresh); });
+}
+
+RoutedShard::~RoutedShard() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
+
+void RoutedShard::RefreshLoop(std::chrono::milliseconds every) {
+  for (;;) {
+    RefreshOnce();
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, every, [&] { return stopping_; })) return;
+  }
+}
+
+void RoutedShard::RefreshOnce() {
+  for (const auto& [region, addresses] : shards_by_region_) {
+    std::optional<std::vector<ShardLease>> live;
+    for (const auto& address : addresses) {  // any shard of the region reads its lease table
+      auto leases = At(address).LiveShards();
+      if (!leases.ok()) continue;
+      live.emplace();
+      for (auto& lease : *leases) {
+        if (std::find(addresses.begin(), addresses.end(), lease.address) != addresses.end()) {
+          live->push_back(std::move(lease));
+        }
+      }
+      break;
+    }
+    std::lock_guard lock(mu_);
+    if (live && !live->empty()) {
+      live_[region] = std::move(*live);
+    } else {
+      live_.erase(region);  // unknown: every configured shard counts
+    }
+  }
+}
+
+Result<std::vector<ShardLease>> RoutedShard::LiveShards() {
+  std::lock_guard lock(mu_);
+  std::vector<ShardLease> all;
+  for (const auto& [region, leases] : live_) all.insert(all.end(), leases.begin(), leases.end());
+  return all;
 }
 
 std::vector<std::string> RoutedShard::Order(std::string_view channel) const {
@@ -44,6 +93,15 @@ std::vector<std::string> RoutedShard::Order(std::string_view channel) const {
   const auto it = shards_by_region_.find(home);
   std::vector<std::string> order =
       it == shards_by_region_.end() ? std::vector<std::string>{} : it->second;
+  {
+    // Health-aware: only shards holding a live lease, when that is known.
+    std::lock_guard lock(mu_);
+    if (auto live = live_.find(home); live != live_.end()) {
+      std::vector<std::string> alive;
+      for (const auto& lease : live->second) alive.push_back(lease.address);
+      order = std::move(alive);
+    }
+  }
   std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
     return router::StableHash(a, key) > router::StableHash(b, key);
   });

@@ -7,9 +7,12 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "infrachat/api/shard_api.h"
@@ -27,8 +30,13 @@ class RoutedShard final : public ShardApi {
  public:
   // `shards_by_region`: every region's shard addresses; `regions`: all regions of the cluster,
   // in any order (the home of a region without addresses answers UNAVAILABLE).
+  // Every `refresh` (0: never) it asks each region's shards which of them hold a live lease,
+  // and places channels only on those (health-aware placement); while a region's live set is
+  // unknown or shares no address with the configuration, all its configured shards count.
   RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
-              std::vector<std::string> regions, std::chrono::milliseconds timeout);
+              std::vector<std::string> regions, std::chrono::milliseconds timeout,
+              std::chrono::milliseconds refresh = std::chrono::milliseconds(0));
+  ~RoutedShard() override;
 
   // The home region's addresses in `channel`'s rendezvous order: the owner first.
   std::vector<std::string> Order(std::string_view channel) const;
@@ -54,8 +62,12 @@ class RoutedShard final : public ShardApi {
   Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
                                                std::uint64_t after_seq,
                                                std::uint32_t limit) override;
+  // The live shards of this process's view, all regions together.
+  Result<std::vector<ShardLease>> LiveShards() override;
 
  private:
+  void RefreshLoop(std::chrono::milliseconds every);
+  void RefreshOnce();
   // The channel's owner, or, when it is unreachable, the next in its order: blocking calls
   // are safe to repeat elsewhere (reads, idempotent writes).
   template <typename Call>
@@ -66,6 +78,12 @@ class RoutedShard final : public ShardApi {
   std::vector<std::string> regions_;
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<RemoteShard>> shards_;  // parallel to addresses_
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::map<std::string, std::vector<ShardLease>> live_;  // region -> live configured shards
+  std::thread refresher_;
 };
 
 }  // namespace infrachat::remote

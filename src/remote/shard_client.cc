@@ -146,4 +146,14 @@ Result<std::vector<v1::ChatMessage>> RemoteShard::ReadLog(std::string_view chann
   return std::vector<v1::ChatMessage>(result->messages().begin(), result->messages().end());
 }
 
+Result<std::vector<ShardLease>> RemoteShard::LiveShards() {
+  auto result = Call(&Stub::LiveShards, internal::v1::Empty());
+  if (!result.ok()) return result.error();
+  std::vector<ShardLease> out;
+  for (const auto& lease : result->shards()) {
+    out.push_back(ShardLease{lease.shard_id(), lease.address(), lease.epoch()});
+  }
+  return out;
+}
+
 }  // namespace infrachat::remote

@@ -40,6 +40,7 @@ class RemoteShard final : public ShardApi {
   Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
                                                std::uint64_t after_seq,
                                                std::uint32_t limit) override;
+  Result<std::vector<ShardLease>> LiveShards() override;
 
  private:
   using Stub = internal::v1::ShardInternal::Stub;

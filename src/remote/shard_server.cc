@@ -139,4 +139,21 @@ grpc::ServerUnaryReactor* ShardInternalService::ReadLog(grpc::CallbackServerCont
   });
 }
 
+grpc::ServerUnaryReactor* ShardInternalService::LiveShards(
+    grpc::CallbackServerContext* context, const internal::v1::Empty*,
+    internal::v1::LiveShardsResponse* response) {
+  return RunBlocking(context, *executor_, [this, response] {
+    auto result = shard_->LiveShards();
+    if (result.ok()) {
+      for (const auto& lease : *result) {
+        auto* out = response->add_shards();
+        out->set_shard_id(lease.shard_id);
+        out->set_address(lease.address);
+        out->set_epoch(lease.epoch);
+      }
+    }
+    return StatusOf(result);
+  });
+}
+
 }  // namespace infrachat::remote

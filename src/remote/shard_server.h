@@ -49,6 +49,9 @@ class ShardInternalService final : public internal::v1::ShardInternal::CallbackS
   grpc::ServerUnaryReactor* ReadLog(grpc::CallbackServerContext* context,
                                     const internal::v1::ReadLogRequest* request,
                                     internal::v1::ReadLogResponse* response) override;
+  grpc::ServerUnaryReactor* LiveShards(grpc::CallbackServerContext* context,
+                                       const internal::v1::Empty* request,
+                                       internal::v1::LiveShardsResponse* response) override;
 
  private:
   ShardApi* shard_;

@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "infrachat/core/logging.h"
 #include "infrachat/storage/pg.h"
 #include "modules/shard/group_committer.h"
+#include "modules/shard/lease_keeper.h"
 #include "modules/shard/shard_schema.h"
 #include "modules/shard/shard_service.h"
 #include "test_db.h"
@@ -1234,6 +1236,66 @@ TEST_CASE("shard migrations are idempotent and safe to run concurrently", "[db][
     CHECK(
         tx.exec_params("SELECT to_regclass($1) IS NOT NULL", std::string(table))[0][0].as<bool>());
   }
+}
+
+}  // namespace
+}  // namespace infrachat
+
+namespace infrachat {
+namespace {
+
+// Waits (bounded) until `pred` holds.
+bool LeaseEventually(const std::function<bool()>& pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+TEST_CASE(
+    "a shard's lease: taken with a new epoch per start, live while renewed, gone when "
+    "released or expired",
+    "[db][shard][lease]") {
+  ShardFixture f;
+  const auto live = [&] {
+    auto leases = f.service->LiveShards();
+    REQUIRE(leases.ok());
+    return *leases;
+  };
+  shard::LeaseOptions options{f.db.url(), "shard-x", "127.0.0.1:7001",
+                              std::chrono::milliseconds(50), std::chrono::milliseconds(400)};
+  auto first = std::make_unique<shard::LeaseKeeper>(options, ModuleLogger("shard-test"));
+  REQUIRE(LeaseEventually([&] { return live().size() == 1; }));
+  CHECK(live()[0].shard_id == "shard-x");
+  CHECK(live()[0].address == "127.0.0.1:7001");
+  const std::uint64_t epoch = live()[0].epoch;
+  // Renewed: still live well past one ttl.
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  CHECK(live().size() == 1);
+
+  // A restart of the same shard id supersedes the old epoch.
+  first.reset();  // released
+  CHECK(live().empty());
+  options.address = "127.0.0.1:7002";
+  auto second = std::make_unique<shard::LeaseKeeper>(options, ModuleLogger("shard-test"));
+  REQUIRE(LeaseEventually([&] { return live().size() == 1; }));
+  CHECK(live()[0].epoch > epoch);
+  CHECK(live()[0].address == "127.0.0.1:7002");
+
+  // A lease nobody renews expires by itself (a paused or killed process).
+  {
+    pqxx::connection conn(f.db.url());
+    pqxx::work tx(conn);
+    tx.exec(
+        "INSERT INTO shard_leases VALUES ('shard-dead', '127.0.0.1:7003', 1,"
+        " now() + interval '200 milliseconds')");
+    tx.commit();
+  }
+  CHECK(live().size() == 2);
+  REQUIRE(LeaseEventually([&] { return live().size() == 1; }));
+  CHECK(live()[0].shard_id == "shard-x");
 }
 
 }  // namespace

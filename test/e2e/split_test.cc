@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <map>
 #include <memory>
 #include <pqxx/pqxx>
@@ -345,6 +346,76 @@ TEST_CASE("role-split: two regions, a client of either edge reaches channels hom
   REQUIRE(down.has_value());
   REQUIRE(down->has_error());
   CHECK(down->error().code() == static_cast<int>(Code::kUnavailable));
+}
+
+// Liveness comes from the database: a shard that stops renewing its lease (here SIGSTOP: alive
+// but silent, the hardest case) leaves placement after lease_ttl_ms, its channels move to the
+// next shard, and when it wakes up it takes them back. The database allocates every seq, so the
+// two shards never fork a channel's order, and the sends the paused shard had queued are
+// duplicates of their retries, never second copies.
+TEST_CASE(
+    "role-split: a paused shard loses its channels when its lease expires and gets them "
+    "back when it wakes, with one order and no duplicate",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  const std::vector<std::string> fast = {"shard.lease_heartbeat_ms=100", "shard.lease_ttl_ms=700",
+                                         "grpc.shutdown_grace_s=1"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), fast.begin(), fast.end());
+    return extra;
+  };
+  DaemonProcess core(db, with({"roles=auth,shard", "shard.id=shard-a",
+                               "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess other(
+      db, with({"roles=shard", "shard.id=shard-b", "grpc.internal_listen_address=127.0.0.1:0"}));
+  const std::vector<std::string> shards = {core.internal_address(), other.internal_address()};
+  DaemonProcess edge(
+      db,
+      with({"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+            "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=1000"}));
+  auto alice = RegisterUser(edge.address(), "alice");
+  auto bob = RegisterUser(edge.address(), "bob");
+  std::string channel;
+  for (int i = 0; channel.empty(); ++i) {
+    REQUIRE(i < 64);
+    const std::string name = "paused-" + std::to_string(i);
+    if (OwnerOf(name, shards) == other.internal_address()) channel = name;
+  }
+  REQUIRE(alice->CreateChannel(channel).ok());
+  REQUIRE(bob->JoinChannel(channel).ok());
+  auto b = bob->Connect();
+  REQUIRE(SubscribeAndWait(*b, channel) == 0);
+
+  auto a = alice->Connect();
+  std::vector<std::string> ids;
+  const auto send = [&](const std::string& body) {
+    const std::string id = client::NewClientMsgId();
+    ids.push_back(id);
+    std::optional<v1::SendAck> ack;
+    const auto started = std::chrono::steady_clock::now();
+    REQUIRE(WaitUntil(
+        [&] {
+          auto frame = SendAndWait(*a, channel, id, body, 3s);
+          if (frame && frame->has_send_ack()) ack = frame->send_ack();
+          return ack.has_value();
+        },
+        kWait));
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  };
+  for (int i = 0; i < 3; ++i) send("before " + std::to_string(i));
+
+  REQUIRE(::kill(other.pid(), SIGSTOP) == 0);
+  double worst = 0;
+  for (int i = 0; i < 3; ++i) worst = std::max(worst, send("paused " + std::to_string(i)));
+  INFO("sends succeeded again after at most " << worst << " s");
+  CHECK(worst < 10);
+  REQUIRE(::kill(other.pid(), SIGCONT) == 0);
+  for (int i = 0; i < 3; ++i) send("after " + std::to_string(i));
+
+  CHECK(Seqs(CollectMessages(*b, channel, 9, kWait)) == Range(1, 9));
+  const auto history = FullHistory(*bob, channel);
+  REQUIRE(Seqs(history) == Range(1, 9));
+  for (std::size_t i = 0; i < ids.size(); ++i) CHECK(history[i].client_msg_id() == ids[i]);
 }
 
 }  // namespace

@@ -162,6 +162,9 @@ class FakeShard final : public ShardApi {
   Result<bool> RecordAck(const Principal&, std::string_view, std::uint64_t, v1::AckKind) override {
     return MakeError(Code::kUnimplemented, "fake");
   }
+  Result<std::vector<ShardLease>> LiveShards() override {
+    return MakeError(Code::kUnimplemented, "fake");
+  }
 
  private:
   std::mutex mu_;

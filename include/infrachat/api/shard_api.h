@@ -24,6 +24,13 @@ struct SendCommand {
   std::string body;
 };
 
+// A shard process of the region that holds an unexpired lease (docs/adr/0009).
+struct ShardLease {
+  std::string shard_id;
+  std::string address;  // its internal listener
+  std::uint64_t epoch = 0;
+};
+
 struct SendOutcome {
   std::uint64_t seq = 0;
   bool duplicate = false;  // the (channel, sender, client_msg_id) was already stored
@@ -80,6 +87,10 @@ class ShardApi {
                                                        std::uint64_t reader_id,
                                                        std::uint64_t after_seq,
                                                        std::uint32_t limit) = 0;
+
+  // The region's shard processes whose lease has not expired, by shard id: what placement
+  // chooses among.
+  virtual Result<std::vector<ShardLease>> LiveShards() = 0;
 };
 
 }  // namespace infrachat

@@ -66,6 +66,10 @@ struct ShardConfig {
   std::string id = "shard-0";
   int max_batch = 512;    // sends committed in one transaction at most
   int max_queue = 65536;  // queued sends before RESOURCE_EXHAUSTED
+  // Liveness (docs/adr/0009): the lease row is renewed every heartbeat and expires after ttl.
+  // Edges refresh their view of the live shards every heartbeat too.
+  int lease_heartbeat_ms = 1000;
+  int lease_ttl_ms = 5000;
 };
 
 struct FanoutConfig {

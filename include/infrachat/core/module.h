@@ -48,6 +48,11 @@ class ModuleContext {
   void ProvideBus(EventBus* bus) { bus_ = bus; }
   void ProvideDb(pg::ConnectionPool* db) { db_ = db; }
 
+  // The internal listener's address once it listens (empty without one); set by the daemon
+  // before OnServing.
+  const std::string& internal_address() const { return internal_address_; }
+  void SetInternalAddress(std::string address) { internal_address_ = std::move(address); }
+
  private:
   DaemonConfig config_;
   AuthApi* auth_ = nullptr;
@@ -56,6 +61,7 @@ class ModuleContext {
   FanoutApi* fanout_ = nullptr;
   EventBus* bus_ = nullptr;
   pg::ConnectionPool* db_ = nullptr;
+  std::string internal_address_;
 };
 
 // A role of infrachatd. Lifecycle, driven by the daemon on its main thread:

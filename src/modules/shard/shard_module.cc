@@ -2,6 +2,7 @@
 
 #include "group_committer.h"
 #include "infrachat/core/logging.h"
+#include "lease_keeper.h"
 #include "modules/router/placement.h"
 #include "shard_schema.h"
 #include "shard_service.h"
@@ -43,10 +44,26 @@ class ShardModule final : public Module {
     service_ = std::make_unique<shard::ShardService>(std::move(options), &ctx.db(),
                                                      committer_.get(), &ctx.bus());
     ctx.ProvideShard(service_.get());
+    ctx_ = &ctx;
     log->info("shard {} ready", config.shard.id);
   }
 
+  // Shards that other processes reach (an internal listener) announce themselves with a lease
+  // row; an all-in-one process has no one to announce to.
+  void OnServing(const std::string& /*address*/) override {
+    if (ctx_->internal_address().empty()) return;
+    const DaemonConfig& config = ctx_->config();
+    leases_ = std::make_unique<shard::LeaseKeeper>(
+        shard::LeaseOptions{config.database.url, config.shard.id, ctx_->internal_address(),
+                            std::chrono::milliseconds(config.shard.lease_heartbeat_ms),
+                            std::chrono::milliseconds(config.shard.lease_ttl_ms)},
+        ModuleLogger("shard"));
+  }
+
+  void BeginShutdown() override { leases_.reset(); }  // out of placement before draining
+
   void Stop() override {
+    leases_.reset();
     // Commits (and acknowledges) whatever is still queued before the process goes away.
     if (committer_) committer_->Stop();
     service_.reset();
@@ -54,6 +71,8 @@ class ShardModule final : public Module {
   }
 
  private:
+  ModuleContext* ctx_ = nullptr;
+  std::unique_ptr<shard::LeaseKeeper> leases_;
   std::unique_ptr<shard::GroupCommitter> committer_;
   std::unique_ptr<shard::ShardService> service_;
 };

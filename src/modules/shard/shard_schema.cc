@@ -46,6 +46,17 @@ CREATE TABLE messages (
   UNIQUE (channel_id, sender_id, client_msg_id)
 );
 )sql"},
+      {2, "shard leases", R"sql(
+-- Liveness of the region's shard processes (docs/adr/0009): each renews its row every
+-- heartbeat; a row past expires_at is out of placement. epoch fences a restarted or paused
+-- process: a renewal names the epoch it holds.
+CREATE TABLE shard_leases (
+  shard_id    text PRIMARY KEY,
+  address     text NOT NULL,
+  epoch       bigint NOT NULL,
+  expires_at  timestamptz NOT NULL
+);
+)sql"},
   };
   return kMigrations;
 }

@@ -373,4 +373,20 @@ Result<std::vector<v1::ChatMessage>> ShardService::ReadLog(std::string_view chan
       });
 }
 
+Result<std::vector<ShardLease>> ShardService::LiveShards() {
+  return pool_->With<std::vector<ShardLease>>(
+      [&](pqxx::connection& conn) -> Result<std::vector<ShardLease>> {
+        pqxx::read_transaction tx(conn);
+        auto rows = tx.exec(
+            "SELECT shard_id, address, epoch FROM shard_leases WHERE expires_at > now()"
+            " ORDER BY shard_id");
+        std::vector<ShardLease> out;
+        for (const auto& row : rows) {
+          out.push_back(ShardLease{row[0].as<std::string>(), row[1].as<std::string>(),
+                                   row[2].as<std::uint64_t>()});
+        }
+        return out;
+      });
+}
+
 }  // namespace infrachat::shard

@@ -47,6 +47,7 @@ class ShardService final : public ShardApi {
   Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
                                                std::uint64_t after_seq,
                                                std::uint32_t limit) override;
+  Result<std::vector<ShardLease>> LiveShards() override;
 
  private:
   ShardServiceOptions options_;

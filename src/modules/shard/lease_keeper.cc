@@ -1,0 +1,88 @@
+#include "lease_keeper.h"
+
+#include <pqxx/pqxx>
+
+namespace infrachat::shard {
+
+namespace {
+
+std::uint64_t Acquire(pqxx::connection& conn, const LeaseOptions& options) {
+  pqxx::work tx(conn);
+  auto row = tx.exec_params1(
+      "INSERT INTO shard_leases (shard_id, address, epoch, expires_at)"
+      " VALUES ($1, $2, 1, now() + $3 * interval '1 millisecond')"
+      " ON CONFLICT (shard_id) DO UPDATE SET address = EXCLUDED.address,"
+      "   epoch = shard_leases.epoch + 1, expires_at = EXCLUDED.expires_at"
+      " RETURNING epoch",
+      options.shard_id, options.address, static_cast<std::int64_t>(options.ttl.count()));
+  tx.commit();
+  return row[0].as<std::uint64_t>();
+}
+
+bool Renew(pqxx::connection& conn, const LeaseOptions& options, std::uint64_t epoch) {
+  pqxx::work tx(conn);
+  auto result = tx.exec_params(
+      "UPDATE shard_leases SET expires_at = now() + $3 * interval '1 millisecond'"
+      " WHERE shard_id = $1 AND epoch = $2",
+      options.shard_id, static_cast<std::int64_t>(epoch),
+      static_cast<std::int64_t>(options.ttl.count()));
+  tx.commit();
+  return result.affected_rows() == 1;
+}
+
+}  // namespace
+
+LeaseKeeper::LeaseKeeper(LeaseOptions options, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)), log_(std::move(log)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+LeaseKeeper::~LeaseKeeper() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void LeaseKeeper::Run() {
+  std::unique_ptr<pqxx::connection> conn;
+  for (;;) {
+    try {
+      if (!conn || !conn->is_open()) {
+        conn = std::make_unique<pqxx::connection>(options_.database_url);
+      }
+      if (epoch_ != 0 && !Renew(*conn, options_, epoch_)) {
+        log_->warn(
+            "lease of {} was taken by another process (epoch {} superseded); taking it "
+            "back",
+            options_.shard_id, epoch_);
+        epoch_ = 0;
+      }
+      if (epoch_ == 0) {
+        epoch_ = Acquire(*conn, options_);
+        log_->info("lease of {} at {} taken, epoch {}", options_.shard_id, options_.address,
+                   epoch_);
+      }
+    } catch (const std::exception& e) {
+      log_->warn("lease of {} not renewed: {}", options_.shard_id, e.what());
+      conn.reset();
+    }
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, options_.heartbeat, [&] { return stopping_; })) break;
+  }
+  if (epoch_ == 0 || !conn) return;
+  try {
+    pqxx::work tx(*conn);
+    // Expired rather than deleted: the row keeps its epoch, so the next holder's is higher and
+    // a paused holder of this one can never renew it again.
+    tx.exec_params("UPDATE shard_leases SET expires_at = now() WHERE shard_id = $1 AND epoch = $2",
+                   options_.shard_id, static_cast<std::int64_t>(epoch_));
+    tx.commit();
+  } catch (const std::exception& e) {
+    log_->warn("lease of {} not released (it expires by itself): {}", options_.shard_id, e.what());
+  }
+}
+
+}  // namespace infrachat::shard
