@@ -204,6 +204,25 @@ TEST_CASE("infrachat on a terminal - long pasted lines are sent intact and the c
     CHECK(stored[i].body().size() == bodies[i].size());
     CHECK(stored[i].body() == bodies[i]);
   }
+  // A long line typed rather than pasted goes through the line editor character by character
+  // (the path of the original crash). Typed in pieces of 16 characters, each given a moment to
+  // be read (pacing the input, not synchronization: the check is the stored message).
+  const std::string typed = "typed-" + std::string(3000, 't');
+  for (std::size_t at = 0; at < typed.size(); at += 16) {
+    REQUIRE(term.Type(typed.substr(at, 16)));
+    term.Collect(2ms);
+  }
+  REQUIRE(term.Type("\r"));
+  bodies.push_back(typed);
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        term.Collect(20ms);
+        return testing::FullHistory(*bob, kGeneral).size() == bodies.size();
+      },
+      kWait));
+  CHECK(testing::FullHistory(*bob, kGeneral).back().body() == typed);
+  REQUIRE_FALSE(term.Wait(0ms).has_value());
+
   // A line over the server's limit is refused with a status line naming the limit; the client
   // keeps running and nothing is stored.
   const std::size_t before_refusal = term.output().size();
