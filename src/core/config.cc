@@ -512,6 +512,10 @@ std::vector<Field> GrpcFields() {
       MakeField(INFRACHAT_KEY(grpc.internal_listen_address),
                 "host:port of the internal listener (module-to-module API); empty: none",
                 Address(true)),
+      MakeField(INFRACHAT_KEY(grpc.internal_advertise_address),
+                "Address other processes dial for the internal listener (in shard leases); "
+                "empty means the bound address",
+                Address(true)),
       MakeField(INFRACHAT_KEY(grpc.internal_call_timeout_ms),
                 "Deadline of every call to another process's module", AtLeast(1)),
   };

@@ -28,6 +28,9 @@ struct GrpcConfig {
   int max_connection_idle_s = 3600;
   int shutdown_grace_s = 10;            // drain time on SIGTERM before cancelling
   std::string internal_listen_address;  // module-to-module API; empty: none
+  // What other processes dial to reach the internal listener (a shard's lease carries it);
+  // empty: the bound address. Set it when listening on 0.0.0.0 (e.g. a pod's DNS name).
+  std::string internal_advertise_address;
   int internal_call_timeout_ms = 5000;  // deadline of every call to another process
 };
 

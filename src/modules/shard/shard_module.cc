@@ -54,7 +54,10 @@ class ShardModule final : public Module {
     if (ctx_->internal_address().empty()) return;
     const DaemonConfig& config = ctx_->config();
     leases_ = std::make_unique<shard::LeaseKeeper>(
-        shard::LeaseOptions{config.database.url, config.shard.id, ctx_->internal_address(),
+        shard::LeaseOptions{config.database.url, config.shard.id,
+                            config.grpc.internal_advertise_address.empty()
+                                ? ctx_->internal_address()
+                                : config.grpc.internal_advertise_address,
                             std::chrono::milliseconds(config.shard.lease_heartbeat_ms),
                             std::chrono::milliseconds(config.shard.lease_ttl_ms)},
         ModuleLogger("shard"));
