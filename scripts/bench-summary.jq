@@ -36,3 +36,10 @@ def verdict(ok): if ok == null then "n/a" elif ok then "met" else "MISSED" end;
    | "  fanout, 100 streams a connection: \($m.rate // 0 | round) deliveries/s, \(num($r)) of the relay's (target 200000: \(verdict(if $m == null then null else $m.rate >= 200000 end)))"),
   (by("connections") as $c
    | "  connections: \($c.count // 0) sessions, server RSS \(num($c.extra.server_rss_per_session_kib)) KiB per session (target < 50: \(verdict(if $c.extra.server_rss_per_session_kib == null then null else $c.extra.server_rss_per_session_kib < 50 end)))")
+  ,
+  (ratio(by("cluster durable-send"); by("durable-send")) as $r
+   | if $r == null then empty else
+       "  role-split durable-send / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end),
+  (ratio(by("cluster fanout"); by("fanout")) as $r
+   | if $r == null then empty else
+       "  role-split fanout / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end)

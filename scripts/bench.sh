@@ -13,6 +13,9 @@
 #   scripts/bench.sh                 full run (about 4 minutes)
 #   scripts/bench.sh --quick         short run with smaller sizes (about 2 minutes)
 #   scripts/bench.sh --out FILE      results file (default bench-results/<date>.jsonl)
+#   scripts/bench.sh --cluster       also durable-send and fanout against a role-split pair:
+#                                    core [auth, shard] + edge [gateway, fanout, router], the
+#                                    clients on the edge (one internal gRPC hop each way)
 #   BENCH_DURATION=S BENCH_WARMUP=S  measured and warm-up seconds per scenario
 #
 # Benchmarks are not tests: nothing here fails on a slow figure. The daemon runs with the limits
@@ -22,10 +25,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 quick=0
+cluster=0
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
+    --cluster) cluster=1 ;;
     --out) out=${2:?--out FILE}; shift ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -56,8 +61,10 @@ work=$(mktemp -d /tmp/infrachat-bench.XXXXXX)
 pgdir=/tmp/infrachat-bench-pg
 server_pid=""
 
+core_pid=""
 cleanup() {
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$core_pid" ]; then kill -TERM "$core_pid" 2>/dev/null || true; wait "$core_pid" 2>/dev/null || true; fi
   "$root/test/support/pg_cluster.sh" stop "$pgdir" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -181,6 +188,25 @@ stop_server
 start_infrachatd --set shard.max_batch=1
 record "durable-send max_batch=1" "$bench" durable-send --target "$address" --senders $senders --channels $senders "${timing[@]}"
 stop_server
+
+# --- 4. Role-split: the same scenarios through an edge process --------------------------------
+if [ $cluster = 1 ]; then
+  rm -f "$work/core.ready"
+  "$daemon_bin" --config "$root/config/all-in-one.yaml" --set roles=auth,shard \
+    --set database.url="$db_url" --set grpc.listen_address=127.0.0.1:0 \
+    --set grpc.internal_listen_address=127.0.0.1:0 \
+    --set auth.argon2_ops_limit=1 --set auth.argon2_mem_limit_kib=8 --set log.level=warn \
+    --ready-file "$work/core.ready" >>"$work/core.log" 2>&1 &
+  core_pid=$!
+  for _ in $(seq 1 300); do [ -s "$work/core.ready" ] && break; sleep 0.1; done
+  internal=$(jq -r .internal_address "$work/core.ready")
+  start_infrachatd --set roles=gateway,fanout,router --set database.url= \
+    --set peers.auth="$internal" --set peers.shard="$internal"
+  record "cluster durable-send" "$bench" durable-send --target "$address" --senders $senders --channels $senders "${timing[@]}"
+  record "cluster fanout" "$bench" fanout --target "$address" --subscribers $subscribers "${timing[@]}"
+  stop_server
+  kill -TERM "$core_pid"; wait "$core_pid" || true; core_pid=""
+fi
 
 # --- Summary ---------------------------------------------------------------------------------
 jq -rs -f "$root/scripts/bench-summary.jq" "$results"
