@@ -25,6 +25,21 @@ Principal FromProto(const internal::v1::Principal& principal);
 // Prepares a client context for one call: its deadline now + `timeout`.
 void PrepareContext(grpc::ClientContext& context, std::chrono::milliseconds timeout);
 
+// One blocking unary call of a generated stub's `method` with a deadline of `timeout`: the
+// response, or the call's status as an Error.
+template <typename Stub, typename Request, typename Response>
+Result<Response> UnaryCall(Stub& stub,
+                           grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                                        Response*),
+                           const Request& request, std::chrono::milliseconds timeout) {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  Response response;
+  const grpc::Status status = (stub.*method)(&context, request, &response);
+  if (!status.ok()) return FromStatus(status);
+  return response;
+}
+
 // A channel to another InfraChat process's internal listener: keepalive agreed with the
 // server's settings, plaintext (mutual TLS comes with issue 8's TLS step).
 std::shared_ptr<grpc::Channel> MakeInternalChannel(const std::string& address);

@@ -22,12 +22,7 @@ template <typename Response, typename Request>
 Result<Response> RemoteShard::Call(grpc::Status (Stub::*method)(grpc::ClientContext*,
                                                                 const Request&, Response*),
                                    const Request& request) {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout_);
-  Response response;
-  const grpc::Status status = (stub_.get()->*method)(&context, request, &response);
-  if (!status.ok()) return FromStatus(status);
-  return response;
+  return UnaryCall(*stub_, method, request, timeout_);
 }
 
 void RemoteShard::SendAsync(SendCommand command, SendCallback done) {
