@@ -148,4 +148,14 @@ Result<TokenVerificationKeys> RemoteAuth::VerificationKeys() const {
   return keys_;
 }
 
+Result<std::map<std::uint64_t, std::string>> RemoteAuth::DisplayNames(
+    const std::vector<std::uint64_t>& user_ids) {
+  internal::v1::DisplayNamesRequest request;
+  for (const auto id : user_ids) request.add_user_ids(id);
+  auto result = Call(&Stub::DisplayNames, request);
+  if (!result.ok()) return result.error();
+  return std::map<std::uint64_t, std::string>(result->display_names().begin(),
+                                              result->display_names().end());
+}
+
 }  // namespace infrachat::remote

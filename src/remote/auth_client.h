@@ -42,6 +42,8 @@ class RemoteAuth final : public AuthApi {
   Result<std::vector<std::string>> ActiveSessions(
       const std::vector<std::string>& session_ids) override;
   Result<TokenVerificationKeys> VerificationKeys() const override;
+  Result<std::map<std::uint64_t, std::string>> DisplayNames(
+      const std::vector<std::uint64_t>& user_ids) override;
 
  private:
   using Stub = internal::v1::AuthInternal::Stub;

@@ -95,4 +95,16 @@ grpc::ServerUnaryReactor* AuthInternalService::SessionsActive(
   });
 }
 
+grpc::ServerUnaryReactor* AuthInternalService::DisplayNames(
+    grpc::CallbackServerContext* context, const internal::v1::DisplayNamesRequest* request,
+    internal::v1::DisplayNamesResponse* response) {
+  return RunBlocking(context, *executor_, [this, request, response] {
+    auto result = auth_->DisplayNames(
+        std::vector<std::uint64_t>(request->user_ids().begin(), request->user_ids().end()));
+    if (!result.ok()) return ToStatus(result.error());
+    for (auto& [id, name] : *result) (*response->mutable_display_names())[id] = std::move(name);
+    return grpc::Status::OK;
+  });
+}
+
 }  // namespace infrachat::remote

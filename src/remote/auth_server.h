@@ -34,6 +34,9 @@ class AuthInternalService final : public internal::v1::AuthInternal::CallbackSer
   grpc::ServerUnaryReactor* SessionsActive(grpc::CallbackServerContext* context,
                                            const internal::v1::SessionsActiveRequest* request,
                                            internal::v1::SessionsActiveResponse* response) override;
+  grpc::ServerUnaryReactor* DisplayNames(grpc::CallbackServerContext* context,
+                                         const internal::v1::DisplayNamesRequest* request,
+                                         internal::v1::DisplayNamesResponse* response) override;
 
  private:
   AuthApi* auth_;

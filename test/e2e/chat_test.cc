@@ -965,6 +965,16 @@ TEST_CASE("a subscriber sees another member come online and go offline when the 
   CHECK(online->presence().online());
   CHECK(ListedOnline(*chat.alice, "bob") == true);
   CHECK(ListedOnline(*chat.alice, "bob", "#general") == true);  // as the terminal client asks
+  // Members come with their display names (kept by auth, not by the channel).
+  auto dora = std::make_shared<Client>(chat.daemon.address());
+  REQUIRE(dora->Register("dora", testing::kTestPassword, "Dora the Explorer").ok());
+  REQUIRE(dora->JoinChannel(kGeneral).ok());
+  auto members = chat.alice->ListMembers(kGeneral);
+  REQUIRE(members.ok());
+  std::map<std::string, std::string> display;
+  for (const auto& m : *members) display[m.username()] = m.display_name();
+  CHECK(display["dora"] == "Dora the Explorer");
+  CHECK(display["bob"] == "bob");  // registered without one: the username
 
   // A second device changes nothing for alice, and bob hears nothing about alice (no snapshot)
   // or himself.

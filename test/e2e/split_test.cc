@@ -116,6 +116,12 @@ TEST_CASE("role-split: users of an edge chat through a core in another process",
   REQUIRE(SubscribeAndWait(*late, kGeneral, 35) == 40);
   CHECK(Seqs(CollectMessages(*late, kGeneral, 40, kWait)) == Range(36, 40));
 
+  // Member lists carry display names from the remote auth.
+  auto members = s.alice->ListMembers(kGeneral);
+  REQUIRE(members.ok());
+  REQUIRE(members->size() == 2);
+  for (const auto& m : *members) CHECK(m.display_name() == m.username());
+
   // Authorization is the core's, answered through the edge.
   auto carol = RegisterUser(s.edge.address(), "carol");
   CHECK(carol->GetHistory(kGeneral).code() == Code::kPermissionDenied);

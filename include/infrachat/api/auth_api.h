@@ -1,6 +1,7 @@
 // AuthApi: what other modules may ask of the auth module (the Gatekeeper).
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,6 +47,10 @@ class AuthApi {
   // revocation sweep asks once for all its live sessions.
   virtual Result<std::vector<std::string>> ActiveSessions(
       const std::vector<std::string>& session_ids) = 0;
+
+  // The display names of these users (those that exist), for member lists: one round trip.
+  virtual Result<std::map<std::uint64_t, std::string>> DisplayNames(
+      const std::vector<std::uint64_t>& user_ids) = 0;
 
   // What verifies access tokens: public keys by key id, issuer and audience. Processes without
   // the auth role fetch them (AuthInternal.VerificationKeys) and verify tokens locally.

@@ -393,6 +393,25 @@ Result<std::vector<std::string>> AuthService::ActiveSessions(
   }
 }
 
+Result<std::map<std::uint64_t, std::string>> AuthService::DisplayNames(
+    const std::vector<std::uint64_t>& user_ids) {
+  using Names = std::map<std::uint64_t, std::string>;
+  if (user_ids.empty()) return Names{};
+  try {
+    std::vector<std::int64_t> ids(user_ids.begin(), user_ids.end());
+    return db_->With<Names>([&](pqxx::connection& conn) -> Result<Names> {
+      pqxx::read_transaction tx(conn);
+      auto rows = tx.exec_params("SELECT id, display_name FROM users WHERE id = ANY($1::bigint[])",
+                                 pg::ToArrayLiteral(ids));
+      Names names;
+      for (const auto& row : rows) names[row[0].as<std::uint64_t>()] = row[1].as<std::string>();
+      return names;
+    });
+  } catch (const std::exception& e) {
+    return MakeError(Code::kInternal, std::string("display names failed: ") + e.what());
+  }
+}
+
 Result<std::uint64_t> AuthService::LookupUserId(std::string_view username) {
   try {
     if (!ValidateUsername(username).ok()) {

@@ -46,6 +46,8 @@ class AuthService final : public AuthApi {
   Result<std::vector<std::string>> ActiveSessions(
       const std::vector<std::string>& session_ids) override;
   Result<TokenVerificationKeys> VerificationKeys() const override;
+  Result<std::map<std::uint64_t, std::string>> DisplayNames(
+      const std::vector<std::uint64_t>& user_ids) override;
 
   Result<std::uint64_t> LookupUserId(std::string_view username) override;
 

@@ -102,8 +102,16 @@ grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
   const auto channel = NormalizeChannelName(request->channel());
   if (!channel.ok()) return ToStatus(channel.error());
   const std::vector<std::uint64_t> online = fanout_->OnlineUsers(*channel);
+  // Display names live with the accounts (auth), not in the channel's membership; without them
+  // (auth unreachable) the list still answers, with usernames only.
+  std::vector<std::uint64_t> ids;
+  for (const auto& m : *members) ids.push_back(m.user_id());
+  auto names = auth_->DisplayNames(ids);
   for (auto& m : *members) {
     m.set_online(std::binary_search(online.begin(), online.end(), m.user_id()));
+    if (names.ok()) {
+      if (auto it = names->find(m.user_id()); it != names->end()) m.set_display_name(it->second);
+    }
     *response->add_members() = std::move(m);
   }
   return grpc::Status::OK;
