@@ -62,10 +62,15 @@ void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Pr
   std::lock_guard lock(mu_);
   // Counted in before the subscription it replaces is counted out: no offline/online flap.
   CountInLocked(*sub);
-  auto& mine = by_sink_[sub->key];
-  if (auto it = mine.find(sub->channel); it != mine.end()) RemoveLocked(it->second);
-  by_sink_[sub->key][sub->channel] = sub;
+  // Added before the subscription it replaces is removed, so that the channel keeps its watch
+  // (a resubscribe after a slow-consumer cut does not wait for the bus to be ready again).
   by_channel_[sub->channel].push_back(sub);
+  if (auto mine = by_sink_.find(sub->key); mine != by_sink_.end()) {
+    if (auto it = mine->second.find(sub->channel); it != mine->second.end()) {
+      RemoveLocked(it->second);
+    }
+  }
+  by_sink_[sub->key][sub->channel] = sub;
 
   v1::ServerFrame subscribed;
   subscribed.mutable_subscribed()->set_channel(sub->channel);
