@@ -113,7 +113,7 @@ Result<Principal> RemoteAuth::VerifyAccessToken(std::string_view token) const {
   }
   if (!verifier) return MakeError(Code::kUnavailable, "token verification keys not fetched yet");
   auto principal = verifier->Verify(token);
-  if (!principal.ok() && principal.error().message == "unknown signing key") RefetchKeysAsync();
+  if (!principal.ok() && principal.error().message == auth::kUnknownSigningKey) RefetchKeysAsync();
   return principal;
 }
 

@@ -118,9 +118,9 @@ Result<Principal> TokenVerifier::Verify(std::string_view token) const {
     }
     if (header->contains("crit")) return Unauthenticated("unsupported critical header");
     const std::string* kid = GetString(*header, "kid");
-    if (kid == nullptr) return Unauthenticated("unknown signing key");
+    if (kid == nullptr) return Unauthenticated(kUnknownSigningKey.data());
     auto key = public_pems_.find(*kid);
-    if (key == public_pems_.end()) return Unauthenticated("unknown signing key");
+    if (key == public_pems_.end()) return Unauthenticated(kUnknownSigningKey.data());
 
     // 2. Signature, over "<header>.<payload>" exactly as received. ES256 signatures are the
     // 64-byte r||s of RFC 7518 3.4; anything else is rejected before OpenSSL sees it.

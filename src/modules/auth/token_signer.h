@@ -27,6 +27,9 @@ UnixClock SystemUnixClock();
 // before any key is used (no algorithm confusion).
 inline constexpr std::string_view kAccessTokenAlgorithm = "ES256";
 inline constexpr std::size_t kMaxAccessTokenBytes = 4096;
+// The refusal of a token signed with a key id this verifier does not hold: a process that
+// fetched auth's keys refetches them when it sees it (auth rotated its key).
+inline constexpr std::string_view kUnknownSigningKey = "unknown signing key";
 
 struct TokenOptions {
   std::string issuer = "infrachat";
