@@ -48,9 +48,9 @@ struct Split {
   Split()
       : core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
                   "grpc.shutdown_grace_s=1"}),
-        edge(db, {"roles=gateway,fanout,router",
-                  "database.url=", "peers.auth=" + core.internal_address(),
-                  "peers.shard=" + core.internal_address(), "grpc.internal_call_timeout_ms=2000"}) {
+        edge(db, {"roles=gateway,fanout,router", "database.url=",
+                  "peers.auth=" + core.internal_address(), "peers.shard=" + core.internal_address(),
+                  "grpc.internal_call_timeout_ms=2000", "auth.revocation_check_interval_s=1"}) {
     REQUIRE_FALSE(core.internal_address().empty());
     alice = RegisterUser(edge.address(), "alice");
     bob = RegisterUser(edge.address(), "bob");
@@ -126,7 +126,11 @@ TEST_CASE("role-split: users of an edge chat through a core in another process",
   auto carol = RegisterUser(s.edge.address(), "carol");
   CHECK(carol->GetHistory(kGeneral).code() == Code::kPermissionDenied);
   // A revoked session ends its stream: the edge asks the core in one batch per sweep.
-  CHECK(s.alice->Logout().ok());
+  REQUIRE(s.alice->Logout().ok());
+  auto end = a->WaitForEnd(kWait);
+  REQUIRE(end.has_value());
+  CHECK(end->code == Code::kUnauthenticated);
+  CHECK_FALSE(b->ended());  // bob's session is untouched
 }
 
 TEST_CASE(
