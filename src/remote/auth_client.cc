@@ -21,8 +21,8 @@ RemoteAuth::~RemoteAuth() {
 template <typename Response, typename Request>
 Result<Response> RemoteAuth::Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                                                Response*),
-                                  const Request& request) const {
-  return UnaryCall(*stub_, method, request, timeout_);
+                                  const CallContext& call, const Request& request) const {
+  return UnaryCall(*stub_, method, call, request, timeout_);
 }
 
 void RemoteAuth::Install(const internal::v1::VerificationKeysResponse& keys) {
@@ -46,7 +46,8 @@ void RemoteAuth::FetchKeys(std::chrono::steady_clock::time_point deadline) {
   std::string last_error;
   for (auto backoff = std::chrono::milliseconds(100);;
        backoff = std::min(backoff * 2, std::chrono::milliseconds(2000))) {
-    auto keys = Call(&Stub::VerificationKeys, internal::v1::Empty());
+    auto keys =
+        Call(&Stub::VerificationKeys, CallContext::Background(timeout_), internal::v1::Empty());
     if (keys.ok()) {
       if (keys->keys().empty()) throw std::runtime_error("auth peer has no verification keys");
       Install(*keys);
@@ -87,20 +88,22 @@ void RemoteAuth::RefetchKeysAsync() const {
                                    });
 }
 
-Result<v1::Session> RemoteAuth::Register(const v1::RegisterRequest& request) {
-  return Call(&Stub::Register, request);
+Result<v1::Session> RemoteAuth::Register(const CallContext& call,
+                                         const v1::RegisterRequest& request) {
+  return Call(&Stub::Register, call, request);
 }
 
-Result<v1::Session> RemoteAuth::Login(const v1::LoginRequest& request) {
-  return Call(&Stub::Login, request);
+Result<v1::Session> RemoteAuth::Login(const CallContext& call, const v1::LoginRequest& request) {
+  return Call(&Stub::Login, call, request);
 }
 
-Result<v1::Session> RemoteAuth::Refresh(const v1::RefreshRequest& request) {
-  return Call(&Stub::Refresh, request);
+Result<v1::Session> RemoteAuth::Refresh(const CallContext& call,
+                                        const v1::RefreshRequest& request) {
+  return Call(&Stub::Refresh, call, request);
 }
 
-Result<void> RemoteAuth::Logout(const v1::LogoutRequest& request) {
-  auto result = Call(&Stub::Logout, request);
+Result<void> RemoteAuth::Logout(const CallContext& call, const v1::LogoutRequest& request) {
+  auto result = Call(&Stub::Logout, call, request);
   if (!result.ok()) return result.error();
   return Ok();
 }
@@ -117,25 +120,25 @@ Result<Principal> RemoteAuth::VerifyAccessToken(std::string_view token) const {
   return principal;
 }
 
-Result<std::uint64_t> RemoteAuth::LookupUserId(std::string_view username) {
+Result<std::uint64_t> RemoteAuth::LookupUserId(const CallContext& call, std::string_view username) {
   internal::v1::LookupUserIdRequest request;
   request.set_username(std::string(username));
-  auto result = Call(&Stub::LookupUserId, request);
+  auto result = Call(&Stub::LookupUserId, call, request);
   if (!result.ok()) return result.error();
   return result->user_id();
 }
 
-Result<bool> RemoteAuth::IsSessionActive(std::string_view session_id) {
-  auto active = ActiveSessions({std::string(session_id)});
+Result<bool> RemoteAuth::IsSessionActive(const CallContext& call, std::string_view session_id) {
+  auto active = ActiveSessions(call, {std::string(session_id)});
   if (!active.ok()) return active.error();
   return !active->empty();
 }
 
 Result<std::vector<std::string>> RemoteAuth::ActiveSessions(
-    const std::vector<std::string>& session_ids) {
+    const CallContext& call, const std::vector<std::string>& session_ids) {
   internal::v1::SessionsActiveRequest request;
   for (const auto& id : session_ids) request.add_session_ids(id);
-  auto result = Call(&Stub::SessionsActive, request);
+  auto result = Call(&Stub::SessionsActive, call, request);
   if (!result.ok()) return result.error();
   return std::vector<std::string>(result->active().begin(), result->active().end());
 }
@@ -149,10 +152,10 @@ Result<TokenVerificationKeys> RemoteAuth::VerificationKeys() const {
 }
 
 Result<std::map<std::uint64_t, std::string>> RemoteAuth::DisplayNames(
-    const std::vector<std::uint64_t>& user_ids) {
+    const CallContext& call, const std::vector<std::uint64_t>& user_ids) {
   internal::v1::DisplayNamesRequest request;
   for (const auto id : user_ids) request.add_user_ids(id);
-  auto result = Call(&Stub::DisplayNames, request);
+  auto result = Call(&Stub::DisplayNames, call, request);
   if (!result.ok()) return result.error();
   return std::map<std::uint64_t, std::string>(result->display_names().begin(),
                                               result->display_names().end());

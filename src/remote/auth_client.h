@@ -19,8 +19,8 @@ namespace infrachat::remote {
 // and kept. A token signed with a key id this process does not know (auth rotated its key)
 // starts one asynchronous refetch, at most one per second, and is refused meanwhile
 // (UNAUTHENTICATED "unknown signing key": the client retries). Every other call is one round
-// trip with a deadline of `timeout`; failures are the remote Error or UNAVAILABLE /
-// DEADLINE_EXCEEDED.
+// trip with the earlier of its context's deadline and now + `timeout`, carrying the context's
+// trace id; failures are the remote Error or UNAVAILABLE / DEADLINE_EXCEEDED.
 // Thread-safety: every method may be called concurrently. VerifyAccessToken never blocks.
 // Lifetime: destroy after the callers; an asynchronous refetch in flight keeps what it needs.
 class RemoteAuth final : public AuthApi {
@@ -32,25 +32,26 @@ class RemoteAuth final : public AuthApi {
   // process). Start-up path: throws std::runtime_error when it cannot.
   void FetchKeys(std::chrono::steady_clock::time_point deadline);
 
-  Result<v1::Session> Register(const v1::RegisterRequest& request) override;
-  Result<v1::Session> Login(const v1::LoginRequest& request) override;
-  Result<v1::Session> Refresh(const v1::RefreshRequest& request) override;
-  Result<void> Logout(const v1::LogoutRequest& request) override;
+  Result<v1::Session> Register(const CallContext& call,
+                               const v1::RegisterRequest& request) override;
+  Result<v1::Session> Login(const CallContext& call, const v1::LoginRequest& request) override;
+  Result<v1::Session> Refresh(const CallContext& call, const v1::RefreshRequest& request) override;
+  Result<void> Logout(const CallContext& call, const v1::LogoutRequest& request) override;
   Result<Principal> VerifyAccessToken(std::string_view token) const override;
-  Result<std::uint64_t> LookupUserId(std::string_view username) override;
-  Result<bool> IsSessionActive(std::string_view session_id) override;
+  Result<std::uint64_t> LookupUserId(const CallContext& call, std::string_view username) override;
+  Result<bool> IsSessionActive(const CallContext& call, std::string_view session_id) override;
   Result<std::vector<std::string>> ActiveSessions(
-      const std::vector<std::string>& session_ids) override;
+      const CallContext& call, const std::vector<std::string>& session_ids) override;
   Result<TokenVerificationKeys> VerificationKeys() const override;
   Result<std::map<std::uint64_t, std::string>> DisplayNames(
-      const std::vector<std::uint64_t>& user_ids) override;
+      const CallContext& call, const std::vector<std::uint64_t>& user_ids) override;
 
  private:
   using Stub = internal::v1::AuthInternal::Stub;
   template <typename Response, typename Request>
   Result<Response> Call(grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                                      Response*),
-                        const Request& request) const;
+                        const CallContext& call, const Request& request) const;
   void Install(const internal::v1::VerificationKeysResponse& keys);
   void RefetchKeysAsync() const;
 

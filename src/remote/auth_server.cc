@@ -21,32 +21,32 @@ grpc::Status SessionStatus(Call call, v1::Session* response) {
 grpc::ServerUnaryReactor* AuthInternalService::Register(grpc::CallbackServerContext* context,
                                                         const v1::RegisterRequest* request,
                                                         v1::Session* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    return SessionStatus([&] { return auth_->Register(*request); }, response);
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    return SessionStatus([&] { return auth_->Register(call, *request); }, response);
   });
 }
 
 grpc::ServerUnaryReactor* AuthInternalService::Login(grpc::CallbackServerContext* context,
                                                      const v1::LoginRequest* request,
                                                      v1::Session* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    return SessionStatus([&] { return auth_->Login(*request); }, response);
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    return SessionStatus([&] { return auth_->Login(call, *request); }, response);
   });
 }
 
 grpc::ServerUnaryReactor* AuthInternalService::Refresh(grpc::CallbackServerContext* context,
                                                        const v1::RefreshRequest* request,
                                                        v1::Session* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    return SessionStatus([&] { return auth_->Refresh(*request); }, response);
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    return SessionStatus([&] { return auth_->Refresh(call, *request); }, response);
   });
 }
 
 grpc::ServerUnaryReactor* AuthInternalService::Logout(grpc::CallbackServerContext* context,
                                                       const v1::LogoutRequest* request,
                                                       internal::v1::Empty*) {
-  return RunBlocking(context, *executor_, [this, request] {
-    auto result = auth_->Logout(*request);
+  return RunBlocking(context, *executor_, [this, request](const CallContext& call) {
+    auto result = auth_->Logout(call, *request);
     return result.ok() ? grpc::Status::OK : ToStatus(result.error());
   });
 }
@@ -75,8 +75,8 @@ grpc::ServerUnaryReactor* AuthInternalService::VerificationKeys(
 grpc::ServerUnaryReactor* AuthInternalService::LookupUserId(
     grpc::CallbackServerContext* context, const internal::v1::LookupUserIdRequest* request,
     internal::v1::LookupUserIdResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = auth_->LookupUserId(request->username());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = auth_->LookupUserId(call, request->username());
     if (!result.ok()) return ToStatus(result.error());
     response->set_user_id(*result);
     return grpc::Status::OK;
@@ -86,8 +86,9 @@ grpc::ServerUnaryReactor* AuthInternalService::LookupUserId(
 grpc::ServerUnaryReactor* AuthInternalService::SessionsActive(
     grpc::CallbackServerContext* context, const internal::v1::SessionsActiveRequest* request,
     internal::v1::SessionsActiveResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
     auto result = auth_->ActiveSessions(
+        call,
         std::vector<std::string>(request->session_ids().begin(), request->session_ids().end()));
     if (!result.ok()) return ToStatus(result.error());
     for (auto& id : *result) response->add_active(std::move(id));
@@ -98,9 +99,9 @@ grpc::ServerUnaryReactor* AuthInternalService::SessionsActive(
 grpc::ServerUnaryReactor* AuthInternalService::DisplayNames(
     grpc::CallbackServerContext* context, const internal::v1::DisplayNamesRequest* request,
     internal::v1::DisplayNamesResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
     auto result = auth_->DisplayNames(
-        std::vector<std::uint64_t>(request->user_ids().begin(), request->user_ids().end()));
+        call, std::vector<std::uint64_t>(request->user_ids().begin(), request->user_ids().end()));
     if (!result.ok()) return ToStatus(result.error());
     for (auto& [id, name] : *result) (*response->mutable_display_names())[id] = std::move(name);
     return grpc::Status::OK;

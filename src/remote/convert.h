@@ -5,10 +5,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "infrachat/api/principal.h"
+#include "infrachat/core/grpc_call_context.h"
 #include "infrachat/core/result.h"
 #include "infrachat/internal/v1/internal.pb.h"
 
@@ -25,19 +28,45 @@ Principal FromProto(const internal::v1::Principal& principal);
 // Prepares a client context for one call: its deadline now + `timeout`.
 void PrepareContext(grpc::ClientContext& context, std::chrono::milliseconds timeout);
 
-// One blocking unary call of a generated stub's `method` with a deadline of `timeout`: the
-// response, or the call's status as an Error.
+// One blocking unary call of a generated stub's `method` for `call`: its deadline capped at
+// now + `hop_timeout`, its trace id forwarded. The response, or the call's status as an Error;
+// a caller that has already given up gets CANCELLED / DEADLINE_EXCEEDED without a round trip.
 template <typename Stub, typename Request, typename Response>
-Result<Response> UnaryCall(Stub& stub,
-                           grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
-                                                        Response*),
-                           const Request& request, std::chrono::milliseconds timeout) {
+Result<Response> UnaryCall(
+    Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    const CallContext& call, const Request& request, std::chrono::milliseconds hop_timeout) {
+  if (auto gone = GaveUp(call)) return *gone;
   grpc::ClientContext context;
-  PrepareContext(context, timeout);
+  PrepareClientContext(context, call, hop_timeout);
   Response response;
   const grpc::Status status = (stub.*method)(&context, request, &response);
   if (!status.ok()) return FromStatus(status);
   return response;
+}
+
+// The same call with gRPC's callback API: nothing blocks. `start(context, request, response,
+// on_status)` begins it (a lambda around `stub->async()->Method(...)`); `done` gets the response
+// or the status as an Error, exactly once, on a gRPC callback thread (or inline when the caller
+// had already given up). Everything the call uses lives until its completion.
+template <typename Response, typename Request, typename Start>
+void AsyncUnaryCall(Start start, const CallContext& call, Request request,
+                    std::chrono::milliseconds hop_timeout,
+                    std::function<void(Result<Response>)> done) {
+  if (auto gone = GaveUp(call)) return done(*gone);
+  struct Pending {
+    grpc::ClientContext context;
+    Request request;
+    Response response;
+    std::function<void(Result<Response>)> done;
+  };
+  auto pending = std::make_shared<Pending>();
+  PrepareClientContext(pending->context, call, hop_timeout);
+  pending->request = std::move(request);
+  pending->done = std::move(done);
+  start(&pending->context, &pending->request, &pending->response, [pending](grpc::Status status) {
+    if (!status.ok()) return pending->done(FromStatus(status));
+    pending->done(std::move(pending->response));
+  });
 }
 
 // A channel to another InfraChat process's internal listener: keepalive agreed with the

@@ -30,7 +30,9 @@ std::string Key(std::string_view channel) {
 RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
                          std::vector<std::string> regions, std::chrono::milliseconds timeout,
                          std::chrono::milliseconds refresh)
-    : shards_by_region_(std::move(shards_by_region)), regions_(std::move(regions)) {
+    : shards_by_region_(std::move(shards_by_region)),
+      regions_(std::move(regions)),
+      timeout_(timeout) {
   for (const auto& [region, addresses] : shards_by_region_) {
     for (const auto& address : addresses) {
       addresses_.push_back(address);
@@ -61,7 +63,7 @@ void RoutedShard::RefreshOnce() {
   for (const auto& [region, addresses] : shards_by_region_) {
     std::optional<std::vector<ShardLease>> live;
     for (const auto& address : addresses) {  // any shard of the region reads its lease table
-      auto leases = At(address).LiveShards();
+      auto leases = At(address).LiveShards(CallContext::Background(timeout_));
       if (!leases.ok()) continue;
       live.emplace();
       for (auto& lease : *leases) {
@@ -80,7 +82,7 @@ void RoutedShard::RefreshOnce() {
   }
 }
 
-Result<std::vector<ShardLease>> RoutedShard::LiveShards() {
+Result<std::vector<ShardLease>> RoutedShard::LiveShards(const CallContext&) {
   std::lock_guard lock(mu_);
   std::vector<ShardLease> all;
   for (const auto& [region, leases] : live_) all.insert(all.end(), leases.begin(), leases.end());
@@ -125,52 +127,66 @@ auto RoutedShard::WithOwner(std::string_view channel, Call call)
   return result;
 }
 
-void RoutedShard::SendAsync(SendCommand command, SendCallback done) {
-  const auto order = Order(command.channel);
-  if (order.empty()) return done(NoShard(command.channel));
-  if (order.size() == 1) return At(order.front()).SendAsync(std::move(command), std::move(done));
-  // Once more on the next shard when the owner cannot be reached: the same client_msg_id, so
-  // a first attempt that was stored after all is answered as a duplicate, never stored twice.
-  SendCommand retry = command;
+template <typename T, typename Start>
+void RoutedShard::WithOwnerAsync(std::string_view channel, Start start, Done<T> done) {
+  const auto order = Order(channel);
+  if (order.empty()) return done(NoShard(channel));
+  if (order.size() == 1) return start(At(order.front()), std::move(done));
   ShardApi* next = &At(order[1]);
-  At(order.front())
-      .SendAsync(std::move(command), [next, retry = std::move(retry),
-                                      done = std::move(done)](Result<SendOutcome> outcome) mutable {
-        if (outcome.ok() || !Unreachable(outcome.code())) return done(std::move(outcome));
-        next->SendAsync(std::move(retry), std::move(done));
-      });
-}
-
-Result<v1::Channel> RoutedShard::CreateChannel(const Principal& caller,
-                                               const v1::CreateChannelRequest& request) {
-  return WithOwner(request.name(),
-                   [&](ShardApi& shard) { return shard.CreateChannel(caller, request); });
-}
-
-Result<v1::Channel> RoutedShard::JoinChannel(const Principal& caller, std::string_view channel) {
-  return WithOwner(channel, [&](ShardApi& shard) { return shard.JoinChannel(caller, channel); });
-}
-
-Result<void> RoutedShard::LeaveChannel(const Principal& caller, std::string_view channel) {
-  return WithOwner(channel, [&](ShardApi& shard) { return shard.LeaveChannel(caller, channel); });
-}
-
-Result<void> RoutedShard::InviteMember(const Principal& caller, std::string_view channel,
-                                       std::uint64_t invitee_id,
-                                       std::string_view invitee_username) {
-  return WithOwner(channel, [&](ShardApi& shard) {
-    return shard.InviteMember(caller, channel, invitee_id, invitee_username);
+  start(At(order.front()), [next, start, done = std::move(done)](Result<T> result) mutable {
+    if (result.ok() || !Unreachable(result.code())) return done(std::move(result));
+    start(*next, std::move(done));
   });
 }
 
-Result<std::vector<v1::Channel>> RoutedShard::ListChannels(const Principal& caller) {
+void RoutedShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {
+  // Once more on the next shard when the owner cannot be reached: the same client_msg_id, so
+  // a first attempt that was stored after all is answered as a duplicate, never stored twice.
+  // The command is kept for that retry; each attempt sends a copy of it.
+  auto shared = std::make_shared<const SendCommand>(std::move(command));
+  WithOwnerAsync<SendOutcome>(
+      shared->channel,
+      [call, shared](ShardApi& shard, SendCallback on_done) {
+        shard.SendAsync(call, *shared, std::move(on_done));
+      },
+      std::move(done));
+}
+
+Result<v1::Channel> RoutedShard::CreateChannel(const CallContext& call, const Principal& caller,
+                                               const v1::CreateChannelRequest& request) {
+  return WithOwner(request.name(),
+                   [&](ShardApi& shard) { return shard.CreateChannel(call, caller, request); });
+}
+
+Result<v1::Channel> RoutedShard::JoinChannel(const CallContext& call, const Principal& caller,
+                                             std::string_view channel) {
+  return WithOwner(channel,
+                   [&](ShardApi& shard) { return shard.JoinChannel(call, caller, channel); });
+}
+
+Result<void> RoutedShard::LeaveChannel(const CallContext& call, const Principal& caller,
+                                       std::string_view channel) {
+  return WithOwner(channel,
+                   [&](ShardApi& shard) { return shard.LeaveChannel(call, caller, channel); });
+}
+
+Result<void> RoutedShard::InviteMember(const CallContext& call, const Principal& caller,
+                                       std::string_view channel, std::uint64_t invitee_id,
+                                       std::string_view invitee_username) {
+  return WithOwner(channel, [&](ShardApi& shard) {
+    return shard.InviteMember(call, caller, channel, invitee_id, invitee_username);
+  });
+}
+
+Result<std::vector<v1::Channel>> RoutedShard::ListChannels(const CallContext& call,
+                                                           const Principal& caller) {
   // Every region holds its own channels: ask one shard of each (the next on UNAVAILABLE).
   std::map<std::string, v1::Channel> merged;
   std::optional<Error> failure;
   for (const auto& [region, addresses] : shards_by_region_) {
     Result<std::vector<v1::Channel>> listed = MakeError(Code::kUnavailable, "no shard");
     for (const auto& address : addresses) {
-      listed = At(address).ListChannels(caller);
+      listed = At(address).ListChannels(call, caller);
       if (listed.ok() || !Unreachable(listed.code())) break;
     }
     if (!listed.ok()) {
@@ -185,36 +201,74 @@ Result<std::vector<v1::Channel>> RoutedShard::ListChannels(const Principal& call
   return out;
 }
 
-Result<std::vector<v1::Member>> RoutedShard::ListMembers(const Principal& caller,
+Result<std::vector<v1::Member>> RoutedShard::ListMembers(const CallContext& call,
+                                                         const Principal& caller,
                                                          std::string_view channel) {
-  return WithOwner(channel, [&](ShardApi& shard) { return shard.ListMembers(caller, channel); });
+  return WithOwner(channel,
+                   [&](ShardApi& shard) { return shard.ListMembers(call, caller, channel); });
 }
 
-Result<v1::GetHistoryResponse> RoutedShard::GetHistory(const Principal& caller,
+Result<v1::GetHistoryResponse> RoutedShard::GetHistory(const CallContext& call,
+                                                       const Principal& caller,
                                                        const v1::GetHistoryRequest& request) {
   return WithOwner(request.channel(),
-                   [&](ShardApi& shard) { return shard.GetHistory(caller, request); });
+                   [&](ShardApi& shard) { return shard.GetHistory(call, caller, request); });
 }
 
-Result<std::uint64_t> RoutedShard::AuthorizeSubscribe(const Principal& caller,
+Result<std::uint64_t> RoutedShard::AuthorizeSubscribe(const CallContext& call,
+                                                      const Principal& caller,
                                                       std::string_view channel) {
-  return WithOwner(channel,
-                   [&](ShardApi& shard) { return shard.AuthorizeSubscribe(caller, channel); });
+  return WithOwner(
+      channel, [&](ShardApi& shard) { return shard.AuthorizeSubscribe(call, caller, channel); });
 }
 
-Result<bool> RoutedShard::RecordAck(const Principal& caller, std::string_view channel,
-                                    std::uint64_t seq, v1::AckKind kind) {
-  return WithOwner(channel,
-                   [&](ShardApi& shard) { return shard.RecordAck(caller, channel, seq, kind); });
+Result<bool> RoutedShard::RecordAck(const CallContext& call, const Principal& caller,
+                                    std::string_view channel, std::uint64_t seq, v1::AckKind kind) {
+  return WithOwner(
+      channel, [&](ShardApi& shard) { return shard.RecordAck(call, caller, channel, seq, kind); });
 }
 
-Result<std::vector<v1::ChatMessage>> RoutedShard::ReadLog(std::string_view channel,
+Result<std::vector<v1::ChatMessage>> RoutedShard::ReadLog(const CallContext& call,
+                                                          std::string_view channel,
                                                           std::uint64_t reader_id,
                                                           std::uint64_t after_seq,
                                                           std::uint32_t limit) {
   return WithOwner(channel, [&](ShardApi& shard) {
-    return shard.ReadLog(channel, reader_id, after_seq, limit);
+    return shard.ReadLog(call, channel, reader_id, after_seq, limit);
   });
+}
+
+void RoutedShard::AuthorizeSubscribeAsync(const CallContext& call, const Principal& caller,
+                                          std::string channel, Done<std::uint64_t> done) {
+  WithOwnerAsync<std::uint64_t>(
+      channel,
+      [call, caller, channel](ShardApi& shard, Done<std::uint64_t> on_done) {
+        shard.AuthorizeSubscribeAsync(call, caller, channel, std::move(on_done));
+      },
+      std::move(done));
+}
+
+void RoutedShard::RecordAckAsync(const CallContext& call, const Principal& caller,
+                                 std::string channel, std::uint64_t seq, v1::AckKind kind,
+                                 Done<bool> done) {
+  WithOwnerAsync<bool>(
+      channel,
+      [call, caller, channel, seq, kind](ShardApi& shard, Done<bool> on_done) {
+        shard.RecordAckAsync(call, caller, channel, seq, kind, std::move(on_done));
+      },
+      std::move(done));
+}
+
+void RoutedShard::ReadLogAsync(const CallContext& call, std::string channel,
+                               std::uint64_t reader_id, std::uint64_t after_seq,
+                               std::uint32_t limit, Done<std::vector<v1::ChatMessage>> done) {
+  WithOwnerAsync<std::vector<v1::ChatMessage>>(
+      channel,
+      [call, channel, reader_id, after_seq, limit](ShardApi& shard,
+                                                   Done<std::vector<v1::ChatMessage>> on_done) {
+        shard.ReadLogAsync(call, channel, reader_id, after_seq, limit, std::move(on_done));
+      },
+      std::move(done));
 }
 
 }  // namespace infrachat::remote

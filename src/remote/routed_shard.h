@@ -43,27 +43,38 @@ class RoutedShard final : public ShardApi {
   // Every shard address of every region.
   const std::vector<std::string>& addresses() const { return addresses_; }
 
-  void SendAsync(SendCommand command, SendCallback done) override;
-  Result<v1::Channel> CreateChannel(const Principal& caller,
+  void SendAsync(const CallContext& call, SendCommand command, SendCallback done) override;
+  Result<v1::Channel> CreateChannel(const CallContext& call, const Principal& caller,
                                     const v1::CreateChannelRequest& request) override;
-  Result<v1::Channel> JoinChannel(const Principal& caller, std::string_view channel) override;
-  Result<void> LeaveChannel(const Principal& caller, std::string_view channel) override;
-  Result<void> InviteMember(const Principal& caller, std::string_view channel,
-                            std::uint64_t invitee_id, std::string_view invitee_username) override;
-  Result<std::vector<v1::Channel>> ListChannels(const Principal& caller) override;
-  Result<std::vector<v1::Member>> ListMembers(const Principal& caller,
+  Result<v1::Channel> JoinChannel(const CallContext& call, const Principal& caller,
+                                  std::string_view channel) override;
+  Result<void> LeaveChannel(const CallContext& call, const Principal& caller,
+                            std::string_view channel) override;
+  Result<void> InviteMember(const CallContext& call, const Principal& caller,
+                            std::string_view channel, std::uint64_t invitee_id,
+                            std::string_view invitee_username) override;
+  Result<std::vector<v1::Channel>> ListChannels(const CallContext& call,
+                                                const Principal& caller) override;
+  Result<std::vector<v1::Member>> ListMembers(const CallContext& call, const Principal& caller,
                                               std::string_view channel) override;
-  Result<v1::GetHistoryResponse> GetHistory(const Principal& caller,
+  Result<v1::GetHistoryResponse> GetHistory(const CallContext& call, const Principal& caller,
                                             const v1::GetHistoryRequest& request) override;
-  Result<std::uint64_t> AuthorizeSubscribe(const Principal& caller,
+  Result<std::uint64_t> AuthorizeSubscribe(const CallContext& call, const Principal& caller,
                                            std::string_view channel) override;
-  Result<bool> RecordAck(const Principal& caller, std::string_view channel, std::uint64_t seq,
-                         v1::AckKind kind) override;
-  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
-                                               std::uint64_t after_seq,
+  Result<bool> RecordAck(const CallContext& call, const Principal& caller, std::string_view channel,
+                         std::uint64_t seq, v1::AckKind kind) override;
+  Result<std::vector<v1::ChatMessage>> ReadLog(const CallContext& call, std::string_view channel,
+                                               std::uint64_t reader_id, std::uint64_t after_seq,
                                                std::uint32_t limit) override;
+  void AuthorizeSubscribeAsync(const CallContext& call, const Principal& caller,
+                               std::string channel, Done<std::uint64_t> done) override;
+  void RecordAckAsync(const CallContext& call, const Principal& caller, std::string channel,
+                      std::uint64_t seq, v1::AckKind kind, Done<bool> done) override;
+  void ReadLogAsync(const CallContext& call, std::string channel, std::uint64_t reader_id,
+                    std::uint64_t after_seq, std::uint32_t limit,
+                    Done<std::vector<v1::ChatMessage>> done) override;
   // The live shards of this process's view, all regions together.
-  Result<std::vector<ShardLease>> LiveShards() override;
+  Result<std::vector<ShardLease>> LiveShards(const CallContext& call) override;
 
  private:
   void RefreshLoop(std::chrono::milliseconds every);
@@ -72,12 +83,17 @@ class RoutedShard final : public ShardApi {
   // are safe to repeat elsewhere (reads, idempotent writes).
   template <typename Call>
   auto WithOwner(std::string_view channel, Call call) -> decltype(call(std::declval<ShardApi&>()));
+  // The same for an asynchronous call: `start(shard, done)` begins it on a shard; on UNAVAILABLE
+  // from the owner it is begun once more on the next shard, then `done` gets the outcome.
+  template <typename T, typename Start>
+  void WithOwnerAsync(std::string_view channel, Start start, Done<T> done);
   ShardApi& At(const std::string& address) const;
 
   std::map<std::string, std::vector<std::string>> shards_by_region_;
   std::vector<std::string> regions_;
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<RemoteShard>> shards_;  // parallel to addresses_
+  const std::chrono::milliseconds timeout_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -21,7 +21,9 @@ grpc::ServerUnaryReactor* ShardInternalService::Send(grpc::CallbackServerContext
   auto* reactor = context->DefaultReactor();
   SendCommand command{request->channel(), request->sender_id(), request->sender(),
                       request->client_msg_id(), request->body()};
-  shard_->SendAsync(std::move(command), [reactor, response](Result<SendOutcome> outcome) {
+  // Detached: the send may complete after the caller has gone (it is committed all the same).
+  const CallContext call = FromServerContext(*context, kMaxInternalCall).Detached();
+  shard_->SendAsync(call, std::move(command), [reactor, response](Result<SendOutcome> outcome) {
     if (!outcome.ok()) {
       reactor->Finish(ToStatus(outcome.error()));
       return;
@@ -37,8 +39,8 @@ grpc::ServerUnaryReactor* ShardInternalService::Send(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* ShardInternalService::CreateChannel(
     grpc::CallbackServerContext* context, const internal::v1::CreateChannelRequest* request,
     v1::Channel* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->CreateChannel(FromProto(request->caller()), request->request());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->CreateChannel(call, FromProto(request->caller()), request->request());
     if (result.ok()) *response = std::move(result).value();
     return StatusOf(result);
   });
@@ -47,8 +49,8 @@ grpc::ServerUnaryReactor* ShardInternalService::CreateChannel(
 grpc::ServerUnaryReactor* ShardInternalService::JoinChannel(
     grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
     v1::Channel* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->JoinChannel(FromProto(request->caller()), request->channel());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->JoinChannel(call, FromProto(request->caller()), request->channel());
     if (result.ok()) *response = std::move(result).value();
     return StatusOf(result);
   });
@@ -57,16 +59,16 @@ grpc::ServerUnaryReactor* ShardInternalService::JoinChannel(
 grpc::ServerUnaryReactor* ShardInternalService::LeaveChannel(
     grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
     internal::v1::Empty*) {
-  return RunBlocking(context, *executor_, [this, request] {
-    return StatusOf(shard_->LeaveChannel(FromProto(request->caller()), request->channel()));
+  return RunBlocking(context, *executor_, [this, request](const CallContext& call) {
+    return StatusOf(shard_->LeaveChannel(call, FromProto(request->caller()), request->channel()));
   });
 }
 
 grpc::ServerUnaryReactor* ShardInternalService::InviteMember(
     grpc::CallbackServerContext* context, const internal::v1::InviteMemberRequest* request,
     internal::v1::Empty*) {
-  return RunBlocking(context, *executor_, [this, request] {
-    return StatusOf(shard_->InviteMember(FromProto(request->caller()), request->channel(),
+  return RunBlocking(context, *executor_, [this, request](const CallContext& call) {
+    return StatusOf(shard_->InviteMember(call, FromProto(request->caller()), request->channel(),
                                          request->invitee_id(), request->invitee_username()));
   });
 }
@@ -74,8 +76,8 @@ grpc::ServerUnaryReactor* ShardInternalService::InviteMember(
 grpc::ServerUnaryReactor* ShardInternalService::ListChannels(
     grpc::CallbackServerContext* context, const internal::v1::ListChannelsRequest* request,
     v1::ListChannelsResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->ListChannels(FromProto(request->caller()));
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->ListChannels(call, FromProto(request->caller()));
     if (result.ok()) {
       for (auto& channel : *result) *response->add_channels() = std::move(channel);
     }
@@ -86,8 +88,8 @@ grpc::ServerUnaryReactor* ShardInternalService::ListChannels(
 grpc::ServerUnaryReactor* ShardInternalService::ListMembers(
     grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
     v1::ListMembersResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->ListMembers(FromProto(request->caller()), request->channel());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->ListMembers(call, FromProto(request->caller()), request->channel());
     if (result.ok()) {
       for (auto& member : *result) *response->add_members() = std::move(member);
     }
@@ -98,8 +100,8 @@ grpc::ServerUnaryReactor* ShardInternalService::ListMembers(
 grpc::ServerUnaryReactor* ShardInternalService::GetHistory(
     grpc::CallbackServerContext* context, const internal::v1::GetHistoryRequest* request,
     v1::GetHistoryResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->GetHistory(FromProto(request->caller()), request->request());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->GetHistory(call, FromProto(request->caller()), request->request());
     if (result.ok()) *response = std::move(result).value();
     return StatusOf(result);
   });
@@ -108,8 +110,9 @@ grpc::ServerUnaryReactor* ShardInternalService::GetHistory(
 grpc::ServerUnaryReactor* ShardInternalService::AuthorizeSubscribe(
     grpc::CallbackServerContext* context, const internal::v1::ChannelRequest* request,
     internal::v1::HeadResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->AuthorizeSubscribe(FromProto(request->caller()), request->channel());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result =
+        shard_->AuthorizeSubscribe(call, FromProto(request->caller()), request->channel());
     if (result.ok()) response->set_head_seq(*result);
     return StatusOf(result);
   });
@@ -118,8 +121,8 @@ grpc::ServerUnaryReactor* ShardInternalService::AuthorizeSubscribe(
 grpc::ServerUnaryReactor* ShardInternalService::RecordAck(
     grpc::CallbackServerContext* context, const internal::v1::RecordAckRequest* request,
     internal::v1::RecordAckResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->RecordAck(FromProto(request->caller()), request->channel(),
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->RecordAck(call, FromProto(request->caller()), request->channel(),
                                     request->seq(), request->kind());
     if (result.ok()) response->set_moved(*result);
     return StatusOf(result);
@@ -129,9 +132,9 @@ grpc::ServerUnaryReactor* ShardInternalService::RecordAck(
 grpc::ServerUnaryReactor* ShardInternalService::ReadLog(grpc::CallbackServerContext* context,
                                                         const internal::v1::ReadLogRequest* request,
                                                         internal::v1::ReadLogResponse* response) {
-  return RunBlocking(context, *executor_, [this, request, response] {
-    auto result = shard_->ReadLog(request->channel(), request->reader_id(), request->after_seq(),
-                                  request->limit());
+  return RunBlocking(context, *executor_, [this, request, response](const CallContext& call) {
+    auto result = shard_->ReadLog(call, request->channel(), request->reader_id(),
+                                  request->after_seq(), request->limit());
     if (result.ok()) {
       for (auto& message : *result) *response->add_messages() = std::move(message);
     }
@@ -142,8 +145,8 @@ grpc::ServerUnaryReactor* ShardInternalService::ReadLog(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* ShardInternalService::LiveShards(
     grpc::CallbackServerContext* context, const internal::v1::Empty*,
     internal::v1::LiveShardsResponse* response) {
-  return RunBlocking(context, *executor_, [this, response] {
-    auto result = shard_->LiveShards();
+  return RunBlocking(context, *executor_, [this, response](const CallContext& call) {
+    auto result = shard_->LiveShards(call);
     if (result.ok()) {
       for (const auto& lease : *result) {
         auto* out = response->add_shards();

@@ -18,6 +18,9 @@ using namespace infrachat::auth;
 
 namespace {
 
+// Tests wait as long as it takes: no deadline, never cancelled.
+CallContext Call() { return CallContext::Unbounded(); }
+
 struct FakeClock {
   std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
@@ -60,7 +63,7 @@ struct AuthFixture {
     v1::RegisterRequest req;
     req.set_username(username);
     req.set_password(password);
-    auto s = service->Register(req);
+    auto s = service->Register(Call(), req);
     INFO((s.ok() ? std::string() : s.error().message));
     REQUIRE(s.ok());
     return std::move(s).value();
@@ -70,19 +73,19 @@ struct AuthFixture {
     v1::LoginRequest req;
     req.set_username(username);
     req.set_password(password);
-    return service->Login(req);
+    return service->Login(Call(), req);
   }
 
   Result<v1::Session> Refresh(const std::string& token) {
     v1::RefreshRequest req;
     req.set_refresh_token(token);
-    return service->Refresh(req);
+    return service->Refresh(Call(), req);
   }
 
   Result<void> Logout(const std::string& token) {
     v1::LogoutRequest req;
     req.set_refresh_token(token);
-    return service->Logout(req);
+    return service->Logout(Call(), req);
   }
 
   std::string SessionOf(const v1::Session& s) {
@@ -92,7 +95,7 @@ struct AuthFixture {
   }
 
   bool Active(const std::string& sid) {
-    auto r = service->IsSessionActive(sid);
+    auto r = service->IsSessionActive(Call(), sid);
     REQUIRE(r.ok());
     return *r;
   }
@@ -130,10 +133,10 @@ TEST_CASE_METHOD(AuthFixture, "register then login", "[auth][db]") {
   CHECK(Count("SELECT count(*) FROM sessions WHERE octet_length(refresh_hash) = 32") == 2);
   CHECK(Count("SELECT count(*) FROM users WHERE password_hash LIKE '$argon2id$%'") == 1);
 
-  auto id = service->LookupUserId("alice");
+  auto id = service->LookupUserId(Call(), "alice");
   REQUIRE(id.ok());
   CHECK(*id == reg.user_id());
-  CHECK(service->LookupUserId("nobody").code() == Code::kNotFound);
+  CHECK(service->LookupUserId(Call(), "nobody").code() == Code::kNotFound);
 }
 
 TEST_CASE_METHOD(AuthFixture, "register validates its input", "[auth][db]") {
@@ -143,7 +146,7 @@ TEST_CASE_METHOD(AuthFixture, "register validates its input", "[auth][db]") {
     req.set_username(user);
     req.set_password(password);
     req.set_display_name(display);
-    return service->Register(req);
+    return service->Register(Call(), req);
   };
   auto upper = attempt("Alice", "password1");
   CHECK(upper.code() == Code::kInvalidArgument);
@@ -169,7 +172,7 @@ TEST_CASE_METHOD(AuthFixture, "duplicate username is ALREADY_EXISTS", "[auth][db
   v1::RegisterRequest req;
   req.set_username("carol");
   req.set_password("another password");
-  auto again = service->Register(req);
+  auto again = service->Register(Call(), req);
   CHECK(again.code() == Code::kAlreadyExists);
   CHECK(again.error().message == "username is taken");
 
@@ -177,7 +180,7 @@ TEST_CASE_METHOD(AuthFixture, "duplicate username is ALREADY_EXISTS", "[auth][db
   req.set_username("dave");
   std::vector<Result<v1::Session>> results(4, MakeError(Code::kUnknown, ""));
   std::vector<std::thread> threads;
-  for (auto& r : results) threads.emplace_back([&] { r = service->Register(req); });
+  for (auto& r : results) threads.emplace_back([&] { r = service->Register(Call(), req); });
   for (auto& t : threads) t.join();
   int won = 0;
   for (auto& r : results) {
@@ -282,10 +285,10 @@ TEST_CASE_METHOD(AuthFixture, "ActiveSessions answers for many sessions at once"
   v1::Session b = MustRegister("karl");
   const std::string sa = SessionOf(a), sb = SessionOf(b);
   REQUIRE(Logout(b.refresh_token()).ok());
-  auto active = service->ActiveSessions({sa, sb, NewSessionId(), "not a session id"});
+  auto active = service->ActiveSessions(Call(), {sa, sb, NewSessionId(), "not a session id"});
   REQUIRE(active.ok());
   CHECK(*active == std::vector<std::string>{sa});
-  CHECK(service->ActiveSessions({})->empty());
+  CHECK(service->ActiveSessions(Call(), {})->empty());
 }
 
 TEST_CASE_METHOD(AuthFixture, "VerificationKeys verify the tokens the service signs",
@@ -361,9 +364,9 @@ TEST_CASE_METHOD(AuthFixture, "login upgrades hashes made with weaker limits", "
   v1::LoginRequest req;
   req.set_username("ken");
   req.set_password("password one");
-  REQUIRE(upgraded.Login(req).ok());
+  REQUIRE(upgraded.Login(Call(), req).ok());
   CHECK(Count("SELECT count(*) FROM users WHERE password_hash LIKE '%,t=2,%'") == 1);
-  REQUIRE(upgraded.Login(req).ok());
+  REQUIRE(upgraded.Login(Call(), req).ok());
   REQUIRE(Login("ken", "password one").ok());
 }
 
@@ -440,18 +443,18 @@ TEST_CASE("database down gives UNAVAILABLE, token checks keep working", "[auth][
   v1::RegisterRequest reg;
   reg.set_username("larry");
   reg.set_password("password1");
-  CHECK(service.Register(reg).code() == Code::kUnavailable);
+  CHECK(service.Register(Call(), reg).code() == Code::kUnavailable);
   v1::LoginRequest login;
   login.set_username("larry");
   login.set_password("password1");
-  CHECK(service.Login(login).code() == Code::kUnavailable);
+  CHECK(service.Login(Call(), login).code() == Code::kUnavailable);
   v1::RefreshRequest refresh;
   refresh.set_refresh_token(NewSessionId() + "." + NewRefreshSecret());
-  CHECK(service.Refresh(refresh).code() == Code::kUnavailable);
+  CHECK(service.Refresh(Call(), refresh).code() == Code::kUnavailable);
   v1::LogoutRequest logout;
   logout.set_refresh_token(refresh.refresh_token());
-  CHECK(service.Logout(logout).code() == Code::kUnavailable);
-  CHECK(service.IsSessionActive(NewSessionId()).code() == Code::kUnavailable);
+  CHECK(service.Logout(Call(), logout).code() == Code::kUnavailable);
+  CHECK(service.IsSessionActive(Call(), NewSessionId()).code() == Code::kUnavailable);
 
   TokenSigner signer(*key, TokenOptions{}, clock.fn());
   auto token = signer.Sign(5, "larry", "sid");
@@ -473,7 +476,7 @@ TEST_CASE("the auth module migrates, bootstraps a key and provides AuthApi", "[a
   v1::RegisterRequest req;
   req.set_username("mallory");
   req.set_password("password1");
-  auto session = ctx.auth().Register(req);
+  auto session = ctx.auth().Register(Call(), req);
   REQUIRE(session.ok());
   CHECK(ctx.auth().VerifyAccessToken(session->access_token()).ok());
   module->Stop();

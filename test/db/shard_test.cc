@@ -40,6 +40,9 @@
 namespace infrachat {
 namespace {
 
+// Tests wait as long as it takes: no deadline, never cancelled.
+CallContext Call() { return CallContext::Unbounded(); }
+
 using namespace std::chrono_literals;
 using namespace std::string_literals;
 using infrachat::testing::TestDatabase;
@@ -112,7 +115,7 @@ SendCommand Cmd(const std::string& channel, const Principal& who, const std::str
 // Sends through `api` and waits for the outcome.
 Result<SendOutcome> SendVia(ShardApi& api, SendCommand command) {
   Acks acks;
-  api.SendAsync(command, acks.Callback(command));
+  api.SendAsync(Call(), command, acks.Callback(command));
   if (!acks.WaitFor(1)) return MakeError(Code::kDeadlineExceeded, "no callback");
   return acks.Snapshot()[0].result;
 }
@@ -165,12 +168,12 @@ struct ShardFixture {
     v1::CreateChannelRequest req;
     req.set_name(name);
     req.set_visibility(visibility);
-    auto r = service->CreateChannel(owner, req);
+    auto r = service->CreateChannel(Call(), owner, req);
     INFO((r.ok() ? "" : r.error().message));
     REQUIRE(r.ok());
   }
   void Join(const Principal& who, const std::string& name) {
-    auto r = service->JoinChannel(who, name);
+    auto r = service->JoinChannel(Call(), who, name);
     INFO((r.ok() ? "" : r.error().message));
     REQUIRE(r.ok());
   }
@@ -295,7 +298,7 @@ TEST_CASE("a SendAck's message is committed when the callback runs", "[db][shard
   for (int i = 0; i < kSends; ++i) {
     auto cmd = Cmd(i % 2 ? "general" : "other", kAlice, "ack-" + std::to_string(i));
     auto record = acks.Callback(cmd);
-    f.service->SendAsync(cmd, [&, cmd, record](Result<SendOutcome> r) {
+    f.service->SendAsync(Call(), cmd, [&, cmd, record](Result<SendOutcome> r) {
       ++callbacks;
       check_committed(cmd, r);
       record(std::move(r));
@@ -304,7 +307,7 @@ TEST_CASE("a SendAck's message is committed when the callback runs", "[db][shard
   // A send that fails (not a member) leaves no row, checked at callback time too.
   auto denied = Cmd("general", kBob, "denied-1");
   auto record_denied = acks.Callback(denied);
-  f.service->SendAsync(denied, [&, denied, record_denied](Result<SendOutcome> r) {
+  f.service->SendAsync(Call(), denied, [&, denied, record_denied](Result<SendOutcome> r) {
     ++callbacks;
     check_committed(denied, r);
     record_denied(std::move(r));
@@ -360,7 +363,7 @@ TEST_CASE("concurrent senders get gap-free, duplicate-free sequences per channel
         auto cmd =
             Cmd(channels[(t + i) % channels.size()], users[t],
                 "t" + std::to_string(t) + "-" + std::to_string(i), "body " + std::to_string(i));
-        f.service->SendAsync(cmd, acks.Callback(cmd));
+        f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
       }
     });
   }
@@ -547,13 +550,13 @@ TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][id
   std::optional<WriterBlocker> blocker;
   blocker.emplace(f.db.url(), "plug");
   auto plug = Cmd("plug", kAlice, "plug-1");
-  f.service->SendAsync(plug, acks.Callback(plug));
+  f.service->SendAsync(Call(), plug, acks.Callback(plug));
   REQUIRE(WaitForLockWaiter(f.db.name()));  // the writer is inside the plug's transaction
   // All of these queue up while the writer waits: they form the next batch together.
   const std::vector<SendCommand> batch = {
       Cmd("general", kAlice, "same", "first copy"), Cmd("general", kAlice, "other"),
       Cmd("general", kAlice, "same", "second copy"), Cmd("general", kAlice, "same", "third")};
-  for (const auto& cmd : batch) f.service->SendAsync(cmd, acks.Callback(cmd));
+  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
   blocker->Release();
   REQUIRE(acks.WaitFor(1 + batch.size()));
   f.bus.Drain();
@@ -662,7 +665,7 @@ TEST_CASE("sends check membership when they are committed", "[db][shard][authz]"
   auto ok = f.Send("general", kBob, "b-2");
   REQUIRE(ok.ok());
   CHECK(ok->seq == 1);
-  REQUIRE(f.service->LeaveChannel(kBob, "general").ok());
+  REQUIRE(f.service->LeaveChannel(Call(), kBob, "general").ok());
   CHECK(f.Send("general", kBob, "b-3").code() == Code::kPermissionDenied);
   // The failed sends consumed no sequence number and left no row.
   auto next = f.Send("general", kAlice, "a-2");
@@ -678,12 +681,12 @@ TEST_CASE("sends check membership when they are committed", "[db][shard][authz]"
   f.Create(kAlice, "plug");
   blocker.emplace(f.db.url(), "plug");
   auto plug = Cmd("plug", kAlice, "plug");
-  f.service->SendAsync(plug, acks.Callback(plug));
+  f.service->SendAsync(Call(), plug, acks.Callback(plug));
   REQUIRE(WaitForLockWaiter(f.db.name()));
   const std::vector<SendCommand> mixed = {
       Cmd("general", kAlice, "mix-1"), Cmd("general", kBob, "mix-2"),
       Cmd("nowhere", kAlice, "mix-3"), Cmd("general", kAlice, "mix-4")};
-  for (const auto& cmd : mixed) f.service->SendAsync(cmd, acks.Callback(cmd));
+  for (const auto& cmd : mixed) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
   blocker->Release();
   REQUIRE(acks.WaitFor(5));
   std::map<std::string, Result<SendOutcome>> outcome;
@@ -703,10 +706,10 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
   SECTION("create") {
     v1::CreateChannelRequest req;
     req.set_name("#General-Chat");
-    CHECK(f.service->CreateChannel(kAlice, req).code() == Code::kInvalidArgument);
+    CHECK(f.service->CreateChannel(Call(), kAlice, req).code() == Code::kInvalidArgument);
     req.set_name("#general");
     req.set_topic("talk");
-    auto c = f.service->CreateChannel(kAlice, req);
+    auto c = f.service->CreateChannel(Call(), kAlice, req);
     REQUIRE(c.ok());
     CHECK(c->name() == "general");
     CHECK(c->topic() == "talk");
@@ -714,35 +717,36 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
     CHECK(c->member_count() == 1);
     CHECK(c->head_seq() == 0);
     CHECK(c->visibility() == v1::PUBLIC);
-    CHECK(f.service->CreateChannel(kBob, req).code() == Code::kAlreadyExists);
+    CHECK(f.service->CreateChannel(Call(), kBob, req).code() == Code::kAlreadyExists);
     req.set_name("long-topic");
     req.set_topic(std::string(257, 'x'));
-    CHECK(f.service->CreateChannel(kAlice, req).code() == Code::kInvalidArgument);
+    CHECK(f.service->CreateChannel(Call(), kAlice, req).code() == Code::kInvalidArgument);
     req.set_topic("\xff");
-    CHECK(f.service->CreateChannel(kAlice, req).code() == Code::kInvalidArgument);
+    CHECK(f.service->CreateChannel(Call(), kAlice, req).code() == Code::kInvalidArgument);
   }
 
   SECTION("public channels: anyone may join; leaving ends every access") {
     f.Create(kAlice, "general");
-    CHECK(f.service->JoinChannel(kBob, "nope").code() == Code::kNotFound);
-    auto joined = f.service->JoinChannel(kBob, "general");
+    CHECK(f.service->JoinChannel(Call(), kBob, "nope").code() == Code::kNotFound);
+    auto joined = f.service->JoinChannel(Call(), kBob, "general");
     REQUIRE(joined.ok());
     CHECK(joined->is_member());
     CHECK(joined->member_count() == 2);
-    REQUIRE(f.service->JoinChannel(kBob, "general").ok());  // joining twice is harmless
+    REQUIRE(f.service->JoinChannel(Call(), kBob, "general").ok());  // joining twice is harmless
     REQUIRE(f.Send("general", kBob, "hi").ok());
-    CHECK(f.service->AuthorizeSubscribe(kBob, "general").ok());
-    CHECK(f.service->ListMembers(kBob, "general").ok());
+    CHECK(f.service->AuthorizeSubscribe(Call(), kBob, "general").ok());
+    CHECK(f.service->ListMembers(Call(), kBob, "general").ok());
 
-    REQUIRE(f.service->LeaveChannel(kBob, "general").ok());
+    REQUIRE(f.service->LeaveChannel(Call(), kBob, "general").ok());
     CHECK(f.Send("general", kBob, "hi-again").code() == Code::kPermissionDenied);
     v1::GetHistoryRequest history;
     history.set_channel("general");
-    CHECK(f.service->GetHistory(kBob, history).code() == Code::kPermissionDenied);
-    CHECK(f.service->AuthorizeSubscribe(kBob, "general").code() == Code::kPermissionDenied);
-    CHECK(f.service->ListMembers(kBob, "general").code() == Code::kPermissionDenied);
-    CHECK(f.service->RecordAck(kBob, "general", 1, v1::READ).code() == Code::kPermissionDenied);
-    CHECK(f.service->LeaveChannel(kBob, "nope").code() == Code::kNotFound);
+    CHECK(f.service->GetHistory(Call(), kBob, history).code() == Code::kPermissionDenied);
+    CHECK(f.service->AuthorizeSubscribe(Call(), kBob, "general").code() == Code::kPermissionDenied);
+    CHECK(f.service->ListMembers(Call(), kBob, "general").code() == Code::kPermissionDenied);
+    CHECK(f.service->RecordAck(Call(), kBob, "general", 1, v1::READ).code() ==
+          Code::kPermissionDenied);
+    CHECK(f.service->LeaveChannel(Call(), kBob, "nope").code() == Code::kNotFound);
 
     // Join and leave are published for fanout, a repeated join is not.
     f.bus.Drain();
@@ -761,17 +765,17 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
     f.Create(kAlice, "secret", v1::PRIVATE);
     // To someone neither in it nor invited, a private channel is an unknown name (ADR 8).
     const auto hidden = [&](const Principal& who) {
-      CHECK(f.service->JoinChannel(who, "secret").code() == Code::kNotFound);
-      CHECK(f.service->LeaveChannel(who, "secret").code() == Code::kNotFound);
-      CHECK(f.service->AuthorizeSubscribe(who, "secret").code() == Code::kNotFound);
-      CHECK(f.service->ListMembers(who, "secret").code() == Code::kNotFound);
-      CHECK(f.service->RecordAck(who, "secret", 1, v1::READ).code() == Code::kNotFound);
-      CHECK(f.service->InviteMember(who, "secret", kBob.user_id, kBob.username).code() ==
+      CHECK(f.service->JoinChannel(Call(), who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->LeaveChannel(Call(), who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->AuthorizeSubscribe(Call(), who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->ListMembers(Call(), who, "secret").code() == Code::kNotFound);
+      CHECK(f.service->RecordAck(Call(), who, "secret", 1, v1::READ).code() == Code::kNotFound);
+      CHECK(f.service->InviteMember(Call(), who, "secret", kBob.user_id, kBob.username).code() ==
             Code::kNotFound);
-      CHECK(f.service->ReadLog("secret", who.user_id, 0, 5).code() == Code::kNotFound);
+      CHECK(f.service->ReadLog(Call(), "secret", who.user_id, 0, 5).code() == Code::kNotFound);
       v1::GetHistoryRequest req;
       req.set_channel("secret");
-      auto history = f.service->GetHistory(who, req);
+      auto history = f.service->GetHistory(Call(), who, req);
       CHECK(history.code() == Code::kNotFound);
       CHECK(history.error().message == "no such channel: secret");
       auto sent = f.Send("secret", who, "probe");
@@ -780,42 +784,42 @@ TEST_CASE("channels: create, join, leave, private channels and invites", "[db][s
     };
     hidden(kBob);
     // Not listed to outsiders.
-    auto carol_sees = f.service->ListChannels(kCarol);
+    auto carol_sees = f.service->ListChannels(Call(), kCarol);
     REQUIRE(carol_sees.ok());
     for (const auto& c : *carol_sees) CHECK(c.name() != "secret");
-    CHECK(f.service->InviteMember(kAlice, "nope", kBob.user_id, kBob.username).code() ==
+    CHECK(f.service->InviteMember(Call(), kAlice, "nope", kBob.user_id, kBob.username).code() ==
           Code::kNotFound);
-    REQUIRE(f.service->InviteMember(kAlice, "secret", kBob.user_id, kBob.username).ok());
+    REQUIRE(f.service->InviteMember(Call(), kAlice, "secret", kBob.user_id, kBob.username).ok());
     // Invited, bob knows of it: not a member yet.
-    CHECK(f.service->AuthorizeSubscribe(kBob, "secret").code() == Code::kPermissionDenied);
-    auto joined = f.service->JoinChannel(kBob, "secret");
+    CHECK(f.service->AuthorizeSubscribe(Call(), kBob, "secret").code() == Code::kPermissionDenied);
+    auto joined = f.service->JoinChannel(Call(), kBob, "secret");
     REQUIRE(joined.ok());
     CHECK(joined->visibility() == v1::PRIVATE);
     REQUIRE(f.Send("secret", kBob, "psst").ok());
-    auto bob_sees = f.service->ListChannels(kBob);
+    auto bob_sees = f.service->ListChannels(Call(), kBob);
     REQUIRE(bob_sees.ok());
     bool found = false;
     for (const auto& c : *bob_sees) found = found || c.name() == "secret";
     CHECK(found);
     // An invite does not make carol a member.
-    REQUIRE(f.service->InviteMember(kBob, "secret", kCarol.user_id, kCarol.username).ok());
+    REQUIRE(f.service->InviteMember(Call(), kBob, "secret", kCarol.user_id, kCarol.username).ok());
     CHECK(f.Send("secret", kCarol, "x").code() == Code::kPermissionDenied);
     // Leaving uses up the invite: coming back needs a new one, and the channel is hidden again.
-    REQUIRE(f.service->LeaveChannel(kBob, "secret").ok());
+    REQUIRE(f.service->LeaveChannel(Call(), kBob, "secret").ok());
     hidden(kBob);
   }
 
   SECTION("ListMembers lists the members with their positions") {
     f.Create(kAlice, "general");
     f.Join(kBob, "general");
-    auto members = f.service->ListMembers(kAlice, "general");
+    auto members = f.service->ListMembers(Call(), kAlice, "general");
     REQUIRE(members.ok());
     REQUIRE(members->size() == 2);
     CHECK((*members)[0].username() == "alice");
     CHECK((*members)[0].user_id() == kAlice.user_id);
     CHECK((*members)[1].username() == "bob");
-    CHECK(f.service->ListMembers(kCarol, "general").code() == Code::kPermissionDenied);
-    CHECK(f.service->ListMembers(kAlice, "nope").code() == Code::kNotFound);
+    CHECK(f.service->ListMembers(Call(), kCarol, "general").code() == Code::kPermissionDenied);
+    CHECK(f.service->ListMembers(Call(), kAlice, "nope").code() == Code::kNotFound);
   }
 }
 
@@ -844,7 +848,7 @@ TEST_CASE("GetHistory: membership, windows and limits", "[db][shard][history]") 
     req.set_after_seq(after);
     req.set_limit(limit);
     if (before) req.set_before_seq(*before);
-    auto r = f.service->GetHistory(kBob, req);
+    auto r = f.service->GetHistory(Call(), kBob, req);
     REQUIRE(r.ok());
     CHECK(r->head_seq() == kMessages);
     return *r;
@@ -881,23 +885,25 @@ TEST_CASE("GetHistory: membership, windows and limits", "[db][shard][history]") 
 
   v1::GetHistoryRequest req;
   req.set_channel("general");
-  CHECK(f.service->GetHistory(kCarol, req).code() == Code::kPermissionDenied);
+  CHECK(f.service->GetHistory(Call(), kCarol, req).code() == Code::kPermissionDenied);
   req.set_channel("nope");
-  CHECK(f.service->GetHistory(kAlice, req).code() == Code::kNotFound);
+  CHECK(f.service->GetHistory(Call(), kAlice, req).code() == Code::kNotFound);
   req.set_channel("Bad Name");
-  CHECK(f.service->GetHistory(kAlice, req).code() == Code::kInvalidArgument);
+  CHECK(f.service->GetHistory(Call(), kAlice, req).code() == Code::kInvalidArgument);
 
   // ReadLog: the same log for fanout, for a reader who is a member at the time of the read.
-  auto log = f.service->ReadLog("general", kAlice.user_id, 10, 5);
+  auto log = f.service->ReadLog(Call(), "general", kAlice.user_id, 10, 5);
   REQUIRE(log.ok());
   std::vector<std::uint64_t> log_seqs;
   for (const auto& m : *log) log_seqs.push_back(m.seq());
   CHECK(log_seqs == Range(11, 15));
-  CHECK(f.service->ReadLog("nope", kAlice.user_id, 0, 5).code() == Code::kNotFound);
-  CHECK(f.service->ReadLog("general", kCarol.user_id, 0, 5).code() == Code::kPermissionDenied);
+  CHECK(f.service->ReadLog(Call(), "nope", kAlice.user_id, 0, 5).code() == Code::kNotFound);
+  CHECK(f.service->ReadLog(Call(), "general", kCarol.user_id, 0, 5).code() ==
+        Code::kPermissionDenied);
   // Once the reader has left, nothing more is read for them.
-  REQUIRE(f.service->LeaveChannel(kAlice, "general").ok());
-  CHECK(f.service->ReadLog("general", kAlice.user_id, 10, 5).code() == Code::kPermissionDenied);
+  REQUIRE(f.service->LeaveChannel(Call(), kAlice, "general").ok());
+  CHECK(f.service->ReadLog(Call(), "general", kAlice.user_id, 10, 5).code() ==
+        Code::kPermissionDenied);
 }
 
 TEST_CASE("GetHistory: default and maximum page size", "[db][shard][history]") {
@@ -907,19 +913,19 @@ TEST_CASE("GetHistory: default and maximum page size", "[db][shard][history]") {
   Acks acks;
   for (int i = 0; i < kMessages; ++i) {
     auto cmd = Cmd("busy", kAlice, "b-" + std::to_string(i));
-    f.service->SendAsync(cmd, acks.Callback(cmd));
+    f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
   }
   REQUIRE(acks.WaitFor(kMessages));
   v1::GetHistoryRequest req;
   req.set_channel("busy");
-  auto page = f.service->GetHistory(kAlice, req);
+  auto page = f.service->GetHistory(Call(), kAlice, req);
   REQUIRE(page.ok());
   CHECK(HistorySeqs(*page) == Range(1, 100));  // limit 0 means the default, 100
   req.set_limit(5000);
-  page = f.service->GetHistory(kAlice, req);
+  page = f.service->GetHistory(Call(), kAlice, req);
   REQUIRE(page.ok());
   CHECK(HistorySeqs(*page) == Range(1, 1000));  // capped at 1000
-  auto log = f.service->ReadLog("busy", kAlice.user_id, 0, 5000);
+  auto log = f.service->ReadLog(Call(), "busy", kAlice.user_id, 0, 5000);
   REQUIRE(log.ok());
   CHECK(log->size() == 1000);
 }
@@ -931,7 +937,7 @@ TEST_CASE("RecordAck only moves forward and only to stored messages", "[db][shar
   for (int i = 1; i <= 5; ++i) REQUIRE(f.Send("general", kAlice, "r-" + std::to_string(i)).ok());
 
   auto position = [&] {
-    auto members = f.service->ListMembers(kAlice, "general");
+    auto members = f.service->ListMembers(Call(), kAlice, "general");
     REQUIRE(members.ok());
     for (const auto& m : *members) {
       if (m.user_id() == kBob.user_id) return std::make_pair(m.delivered_seq(), m.read_seq());
@@ -940,25 +946,28 @@ TEST_CASE("RecordAck only moves forward and only to stored messages", "[db][shar
     return std::make_pair<std::uint64_t, std::uint64_t>(0, 0);
   };
 
-  CHECK(f.service->RecordAck(kBob, "general", 0, v1::DELIVERED).code() == Code::kOutOfRange);
-  CHECK(f.service->RecordAck(kBob, "general", 6, v1::DELIVERED).code() == Code::kOutOfRange);
-  CHECK(f.service->RecordAck(kBob, "general", 6, v1::READ).code() == Code::kOutOfRange);
-  CHECK(f.service->RecordAck(kBob, "general", 3, static_cast<v1::AckKind>(0)).code() ==
+  CHECK(f.service->RecordAck(Call(), kBob, "general", 0, v1::DELIVERED).code() ==
+        Code::kOutOfRange);
+  CHECK(f.service->RecordAck(Call(), kBob, "general", 6, v1::DELIVERED).code() ==
+        Code::kOutOfRange);
+  CHECK(f.service->RecordAck(Call(), kBob, "general", 6, v1::READ).code() == Code::kOutOfRange);
+  CHECK(f.service->RecordAck(Call(), kBob, "general", 3, static_cast<v1::AckKind>(0)).code() ==
         Code::kInvalidArgument);
-  CHECK(f.service->RecordAck(kCarol, "general", 3, v1::READ).code() == Code::kPermissionDenied);
-  CHECK(f.service->RecordAck(kBob, "nope", 3, v1::READ).code() == Code::kNotFound);
+  CHECK(f.service->RecordAck(Call(), kCarol, "general", 3, v1::READ).code() ==
+        Code::kPermissionDenied);
+  CHECK(f.service->RecordAck(Call(), kBob, "nope", 3, v1::READ).code() == Code::kNotFound);
   CHECK(position() == std::make_pair<std::uint64_t, std::uint64_t>(0, 0));
 
-  auto moved = f.service->RecordAck(kBob, "general", 3, v1::DELIVERED);
+  auto moved = f.service->RecordAck(Call(), kBob, "general", 3, v1::DELIVERED);
   REQUIRE(moved.ok());
   CHECK(*moved);
-  CHECK_FALSE(*f.service->RecordAck(kBob, "general", 3, v1::DELIVERED));
-  CHECK_FALSE(*f.service->RecordAck(kBob, "general", 2, v1::DELIVERED));
+  CHECK_FALSE(*f.service->RecordAck(Call(), kBob, "general", 3, v1::DELIVERED));
+  CHECK_FALSE(*f.service->RecordAck(Call(), kBob, "general", 2, v1::DELIVERED));
   CHECK(position() == std::make_pair<std::uint64_t, std::uint64_t>(3, 0));
-  CHECK(*f.service->RecordAck(kBob, "general", 2, v1::READ));
+  CHECK(*f.service->RecordAck(Call(), kBob, "general", 2, v1::READ));
   CHECK(position() == std::make_pair<std::uint64_t, std::uint64_t>(3, 2));  // READ 2 < delivered
-  CHECK_FALSE(*f.service->RecordAck(kBob, "general", 1, v1::READ));
-  CHECK(*f.service->RecordAck(kBob, "general", 5, v1::READ));
+  CHECK_FALSE(*f.service->RecordAck(Call(), kBob, "general", 1, v1::READ));
+  CHECK(*f.service->RecordAck(Call(), kBob, "general", 5, v1::READ));
   CHECK(position() ==
         std::make_pair<std::uint64_t, std::uint64_t>(5, 5));  // READ implies delivered
 
@@ -976,16 +985,16 @@ TEST_CASE("RecordAck only moves forward and only to stored messages", "[db][shar
 TEST_CASE("AuthorizeSubscribe returns the head for members only", "[db][shard][authz]") {
   ShardFixture f;
   f.Create(kAlice, "general");
-  auto head = f.service->AuthorizeSubscribe(kAlice, "general");
+  auto head = f.service->AuthorizeSubscribe(Call(), kAlice, "general");
   REQUIRE(head.ok());
   CHECK(*head == 0);
   for (int i = 0; i < 3; ++i) REQUIRE(f.Send("general", kAlice, "s-" + std::to_string(i)).ok());
-  head = f.service->AuthorizeSubscribe(kAlice, "#general");
+  head = f.service->AuthorizeSubscribe(Call(), kAlice, "#general");
   REQUIRE(head.ok());
   CHECK(*head == 3);
-  CHECK(f.service->AuthorizeSubscribe(kBob, "general").code() == Code::kPermissionDenied);
-  CHECK(f.service->AuthorizeSubscribe(kAlice, "nope").code() == Code::kNotFound);
-  CHECK(f.service->AuthorizeSubscribe(kAlice, "NOPE!").code() == Code::kInvalidArgument);
+  CHECK(f.service->AuthorizeSubscribe(Call(), kBob, "general").code() == Code::kPermissionDenied);
+  CHECK(f.service->AuthorizeSubscribe(Call(), kAlice, "nope").code() == Code::kNotFound);
+  CHECK(f.service->AuthorizeSubscribe(Call(), kAlice, "NOPE!").code() == Code::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1018,7 +1027,7 @@ TEST_CASE("SendAsync rejects invalid input and stores nothing", "[db][shard][val
     INFO(c.what);
     int calls = 0;
     Result<SendOutcome> outcome = MakeError(Code::kUnknown, "no callback");
-    f.service->SendAsync(c.command, [&](Result<SendOutcome> r) {
+    f.service->SendAsync(Call(), c.command, [&](Result<SendOutcome> r) {
       ++calls;
       outcome = std::move(r);
     });
@@ -1040,7 +1049,7 @@ TEST_CASE("SendAsync rejects invalid input and stores nothing", "[db][shard][val
   CHECK(unicode->seq == 2);
   v1::GetHistoryRequest req;
   req.set_channel("general");
-  auto history = f.service->GetHistory(kAlice, req);
+  auto history = f.service->GetHistory(Call(), kAlice, req);
   REQUIRE(history.ok());
   REQUIRE(history->messages_size() == 2);
   CHECK(history->messages(0).body() == std::string(max, 'x'));
@@ -1058,10 +1067,10 @@ TEST_CASE("message bodies with quotes, backslashes and braces are stored verbati
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     auto cmd = Cmd("general", kAlice, "q-" + std::to_string(i), bodies[i]);
     cmd.sender = "name \"with\" {quotes}\\";
-    f.service->SendAsync(cmd, acks.Callback(cmd));
+    f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
   }
   REQUIRE(acks.WaitFor(bodies.size()));
-  auto log = f.service->ReadLog("general", kAlice.user_id, 0, 100);
+  auto log = f.service->ReadLog(Call(), "general", kAlice.user_id, 0, 100);
   REQUIRE(log.ok());
   std::map<std::string, std::string> stored;
   for (const auto& m : *log) {
@@ -1093,7 +1102,7 @@ TEST_CASE("database down: UNAVAILABLE and no ACK, sends work again when it is ba
       CHECK(r.code() == Code::kUnavailable);
     }
     // The blocking API fails the same way, without hanging.
-    CHECK(f.service->AuthorizeSubscribe(kAlice, "general").code() == Code::kUnavailable);
+    CHECK(f.service->AuthorizeSubscribe(Call(), kAlice, "general").code() == Code::kUnavailable);
   }
   // Same committer, no restart. The retried id is stored once, right after the last ACKed seq.
   auto retried = f.Send("general", kAlice, "during-0");
@@ -1103,7 +1112,7 @@ TEST_CASE("database down: UNAVAILABLE and no ACK, sends work again when it is ba
   auto next = f.Send("general", kAlice, "after");
   REQUIRE(next.ok());
   CHECK(next->seq == 3);
-  CHECK(f.service->AuthorizeSubscribe(kAlice, "general").ok());
+  CHECK(f.service->AuthorizeSubscribe(Call(), kAlice, "general").ok());
   f.bus.Drain();
   CHECK(f.Seqs("general") == Range(1, 3));
   CHECK(f.RowsWithId("during-1") == 0);
@@ -1143,12 +1152,12 @@ TEST_CASE("sends queued during a commit form the next batch, up to max_batch",
   std::optional<WriterBlocker> blocker;
   blocker.emplace(f.db.url(), "plug");
   auto plug = Cmd("plug", kAlice, "plug");
-  f.service->SendAsync(plug, acks.Callback(plug));
+  f.service->SendAsync(Call(), plug, acks.Callback(plug));
   REQUIRE(WaitForLockWaiter(f.db.name()));
   constexpr int kQueued = 40;
   for (int i = 0; i < kQueued; ++i) {
     auto cmd = Cmd("general", kAlice, "g-" + std::to_string(i));
-    f.service->SendAsync(cmd, acks.Callback(cmd));
+    f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
   }
   // Nothing is acknowledged while the transaction in progress cannot commit.
   CHECK(acks.Snapshot().empty());
@@ -1260,7 +1269,7 @@ TEST_CASE(
     "[db][shard][lease]") {
   ShardFixture f;
   const auto live = [&] {
-    auto leases = f.service->LiveShards();
+    auto leases = f.service->LiveShards(Call());
     REQUIRE(leases.ok());
     return *leases;
   };

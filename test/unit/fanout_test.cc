@@ -38,9 +38,9 @@ constexpr std::size_t kReserve = 8;  // control frames a fake stream takes beyon
 const Principal kAlice{1, "alice", "", 0};
 const Principal kBob{2, "bob", "", 0};
 
-// An in-memory message log per channel. Only ReadLog matters to fanout.
+// An in-memory message log per channel: all fanout needs from the shard is a LogReader.
 // Reads can be held (to put a catch-up in a known state) and can be made to fail.
-class FakeShard final : public ShardApi {
+class FakeShard final : public LogReader {
  public:
   v1::ChatMessage Append(const std::string& channel) {
     std::lock_guard lock(mu_);
@@ -100,8 +100,8 @@ class FakeShard final : public ShardApi {
     left_.insert({channel, user_id});
   }
 
-  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
-                                               std::uint64_t after_seq,
+  Result<std::vector<v1::ChatMessage>> ReadLog(const CallContext&, std::string_view channel,
+                                               std::uint64_t reader_id, std::uint64_t after_seq,
                                                std::uint32_t limit) override {
     std::unique_lock lock(mu_);
     ++reads_;
@@ -130,43 +130,34 @@ class FakeShard final : public ShardApi {
     return snapshot ? *snapshot : read();
   }
 
-  void SendAsync(SendCommand, SendCallback done) override {
-    done(MakeError(Code::kUnimplemented, "fake"));
+  // Every other read answers from a thread of its own, as a remote shard answers on a gRPC
+  // thread; the others inline on fanout's worker, as the in-process shard does. Both paths run
+  // in every test.
+  void ReadLogAsync(const CallContext& call, std::string channel, std::uint64_t reader_id,
+                    std::uint64_t after_seq, std::uint32_t limit,
+                    Done<std::vector<v1::ChatMessage>> done) override {
+    {
+      std::lock_guard lock(threads_mu_);
+      if (++async_reads_ % 2 == 0) {
+        threads_.emplace_back(
+            [this, call, channel, reader_id, after_seq, limit, done = std::move(done)] {
+              done(ReadLog(call, channel, reader_id, after_seq, limit));
+            });
+        return;
+      }
+    }
+    done(ReadLog(call, channel, reader_id, after_seq, limit));
   }
-  Result<v1::Channel> CreateChannel(const Principal&, const v1::CreateChannelRequest&) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<v1::Channel> JoinChannel(const Principal&, std::string_view) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<void> LeaveChannel(const Principal&, std::string_view) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<void> InviteMember(const Principal&, std::string_view, std::uint64_t,
-                            std::string_view) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<std::vector<v1::Channel>> ListChannels(const Principal&) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<std::vector<v1::Member>> ListMembers(const Principal&, std::string_view) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<v1::GetHistoryResponse> GetHistory(const Principal&,
-                                            const v1::GetHistoryRequest&) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<std::uint64_t> AuthorizeSubscribe(const Principal&, std::string_view) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<bool> RecordAck(const Principal&, std::string_view, std::uint64_t, v1::AckKind) override {
-    return MakeError(Code::kUnimplemented, "fake");
-  }
-  Result<std::vector<ShardLease>> LiveShards() override {
-    return MakeError(Code::kUnimplemented, "fake");
+
+  ~FakeShard() override {
+    std::lock_guard lock(threads_mu_);
+    for (auto& t : threads_) t.join();
   }
 
  private:
+  std::mutex threads_mu_;  // guards threads_ and async_reads_ (not mu_: a held read keeps that)
+  std::vector<std::thread> threads_;
+  int async_reads_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::vector<v1::ChatMessage>> logs_;

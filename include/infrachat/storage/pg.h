@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "infrachat/core/call_context.h"
 #include "infrachat/core/result.h"
 
 namespace infrachat::pg {
@@ -32,6 +33,10 @@ class ConnectionPool {
   // unknown outcome -> UNAVAILABLE, others -> INTERNAL. `work` may return its own Errors.
   template <typename T>
   Result<T> With(const std::function<Result<T>(pqxx::connection&)>& work);
+  // The same for a caller that may give up: nothing is done when `call` is Done() before or
+  // after the wait for a free connection (CANCELLED or DEADLINE_EXCEEDED, see GaveUp).
+  template <typename T>
+  Result<T> With(const CallContext& call, const std::function<Result<T>(pqxx::connection&)>& work);
 
   const std::string& url() const { return url_; }
 
@@ -110,6 +115,16 @@ Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>
       return error;
     }
   }
+}
+
+template <typename T>
+Result<T> ConnectionPool::With(const CallContext& call,
+                               const std::function<Result<T>(pqxx::connection&)>& work) {
+  if (auto gone = GaveUp(call)) return *gone;
+  return With<T>([&](pqxx::connection& conn) -> Result<T> {
+    if (auto gone = GaveUp(call)) return *gone;
+    return work(conn);
+  });
 }
 
 }  // namespace infrachat::pg

@@ -140,7 +140,8 @@ v1::Session ToProto(std::uint64_t user_id, const std::string& username,
 
 }  // namespace
 
-Result<v1::Session> AuthService::Register(const v1::RegisterRequest& request) {
+Result<v1::Session> AuthService::Register(const CallContext& call,
+                                          const v1::RegisterRequest& request) {
   try {
     if (auto r = CheckNewUsername(request.username()); !r.ok()) return r.error();
     if (auto r = CheckPassword(request.password()); !r.ok()) return r.error();
@@ -152,7 +153,7 @@ Result<v1::Session> AuthService::Register(const v1::RegisterRequest& request) {
     auto hash = hasher_.Hash(request.password());
     if (!hash.ok()) return hash.error();
 
-    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+    return db_->With<v1::Session>(call, [&](pqxx::connection& conn) -> Result<v1::Session> {
       pqxx::work tx(conn);
       std::uint64_t user_id = 0;
       try {
@@ -176,7 +177,7 @@ Result<v1::Session> AuthService::Register(const v1::RegisterRequest& request) {
   }
 }
 
-Result<v1::Session> AuthService::Login(const v1::LoginRequest& request) {
+Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginRequest& request) {
   try {
     if (auto r = CheckDeviceId(request.device_id()); !r.ok()) return r.error();
     const std::string& username = request.username();
@@ -193,7 +194,7 @@ Result<v1::Session> AuthService::Login(const v1::LoginRequest& request) {
       std::string password_hash;
     };
     auto user = db_->With<std::optional<UserRow>>(
-        [&](pqxx::connection& conn) -> Result<std::optional<UserRow>> {
+        call, [&](pqxx::connection& conn) -> Result<std::optional<UserRow>> {
           pqxx::read_transaction tx(conn);
           auto rows = tx.exec_params(
               "SELECT id, display_name, password_hash FROM users WHERE username = $1", username);
@@ -216,7 +217,7 @@ Result<v1::Session> AuthService::Login(const v1::LoginRequest& request) {
       if (auto h = hasher_.Hash(password); h.ok()) rehash = std::move(h).value();
     }
 
-    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+    return db_->With<v1::Session>(call, [&](pqxx::connection& conn) -> Result<v1::Session> {
       pqxx::work tx(conn);
       if (rehash) {
         tx.exec_params("UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3",
@@ -233,13 +234,14 @@ Result<v1::Session> AuthService::Login(const v1::LoginRequest& request) {
   }
 }
 
-Result<v1::Session> AuthService::Refresh(const v1::RefreshRequest& request) {
+Result<v1::Session> AuthService::Refresh(const CallContext& call,
+                                         const v1::RefreshRequest& request) {
   try {
     auto token = ParseRefreshToken(request.refresh_token());
     if (!token) return InvalidRefreshToken();
     const std::string presented = HashRefreshSecret(token->secret);
 
-    return db_->With<v1::Session>([&](pqxx::connection& conn) -> Result<v1::Session> {
+    return db_->With<v1::Session>(call, [&](pqxx::connection& conn) -> Result<v1::Session> {
       const std::int64_t now = clock_();
       pqxx::work tx(conn);
       // FOR UPDATE: concurrent refreshes of one session take turns, so exactly one rotates.
@@ -309,13 +311,13 @@ Result<v1::Session> AuthService::Refresh(const v1::RefreshRequest& request) {
   }
 }
 
-Result<void> AuthService::Logout(const v1::LogoutRequest& request) {
+Result<void> AuthService::Logout(const CallContext& call, const v1::LogoutRequest& request) {
   try {
     auto token = ParseRefreshToken(request.refresh_token());
     if (!token) return InvalidRefreshToken();
     const std::string presented = HashRefreshSecret(token->secret);
 
-    auto done = db_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+    auto done = db_->With<bool>(call, [&](pqxx::connection& conn) -> Result<bool> {
       const std::int64_t now = clock_();
       pqxx::work tx(conn);
       auto rows = tx.exec_params(
@@ -352,11 +354,11 @@ Result<Principal> AuthService::VerifyAccessToken(std::string_view token) const {
   return verifier_.Verify(token);
 }
 
-Result<bool> AuthService::IsSessionActive(std::string_view session_id) {
+Result<bool> AuthService::IsSessionActive(const CallContext& call, std::string_view session_id) {
   try {
     if (!IsWellFormedSessionId(session_id)) return false;
     const std::string id(session_id);
-    return db_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+    return db_->With<bool>(call, [&](pqxx::connection& conn) -> Result<bool> {
       pqxx::read_transaction tx(conn);
       auto rows = tx.exec_params(
           "SELECT revoked_at IS NULL AND expires_at > to_timestamp($2) FROM sessions"
@@ -370,7 +372,7 @@ Result<bool> AuthService::IsSessionActive(std::string_view session_id) {
 }
 
 Result<std::vector<std::string>> AuthService::ActiveSessions(
-    const std::vector<std::string>& session_ids) {
+    const CallContext& call, const std::vector<std::string>& session_ids) {
   try {
     std::vector<std::string> ids;
     for (const auto& id : session_ids) {
@@ -378,7 +380,7 @@ Result<std::vector<std::string>> AuthService::ActiveSessions(
     }
     if (ids.empty()) return std::vector<std::string>{};
     return db_->With<std::vector<std::string>>(
-        [&](pqxx::connection& conn) -> Result<std::vector<std::string>> {
+        call, [&](pqxx::connection& conn) -> Result<std::vector<std::string>> {
           pqxx::read_transaction tx(conn);
           auto rows = tx.exec_params(
               "SELECT id FROM sessions WHERE id = ANY($1::text[])"
@@ -394,12 +396,12 @@ Result<std::vector<std::string>> AuthService::ActiveSessions(
 }
 
 Result<std::map<std::uint64_t, std::string>> AuthService::DisplayNames(
-    const std::vector<std::uint64_t>& user_ids) {
+    const CallContext& call, const std::vector<std::uint64_t>& user_ids) {
   using Names = std::map<std::uint64_t, std::string>;
   if (user_ids.empty()) return Names{};
   try {
     std::vector<std::int64_t> ids(user_ids.begin(), user_ids.end());
-    return db_->With<Names>([&](pqxx::connection& conn) -> Result<Names> {
+    return db_->With<Names>(call, [&](pqxx::connection& conn) -> Result<Names> {
       pqxx::read_transaction tx(conn);
       auto rows = tx.exec_params("SELECT id, display_name FROM users WHERE id = ANY($1::bigint[])",
                                  pg::ToArrayLiteral(ids));
@@ -412,13 +414,14 @@ Result<std::map<std::uint64_t, std::string>> AuthService::DisplayNames(
   }
 }
 
-Result<std::uint64_t> AuthService::LookupUserId(std::string_view username) {
+Result<std::uint64_t> AuthService::LookupUserId(const CallContext& call,
+                                                std::string_view username) {
   try {
     if (!ValidateUsername(username).ok()) {
       return MakeError(Code::kNotFound, "no user named " + std::string(username));
     }
     const std::string name(username);
-    return db_->With<std::uint64_t>([&](pqxx::connection& conn) -> Result<std::uint64_t> {
+    return db_->With<std::uint64_t>(call, [&](pqxx::connection& conn) -> Result<std::uint64_t> {
       pqxx::read_transaction tx(conn);
       auto rows = tx.exec_params("SELECT id FROM users WHERE username = $1", name);
       if (rows.empty()) return MakeError(Code::kNotFound, "no user named " + name);

@@ -37,19 +37,20 @@ class AuthService final : public AuthApi {
   AuthService(pg::ConnectionPool* db, const AuthConfig& config, KeySet keys,
               UnixClock clock = SystemUnixClock());
 
-  Result<v1::Session> Register(const v1::RegisterRequest& request) override;
-  Result<v1::Session> Login(const v1::LoginRequest& request) override;
-  Result<v1::Session> Refresh(const v1::RefreshRequest& request) override;
-  Result<void> Logout(const v1::LogoutRequest& request) override;
+  Result<v1::Session> Register(const CallContext& call,
+                               const v1::RegisterRequest& request) override;
+  Result<v1::Session> Login(const CallContext& call, const v1::LoginRequest& request) override;
+  Result<v1::Session> Refresh(const CallContext& call, const v1::RefreshRequest& request) override;
+  Result<void> Logout(const CallContext& call, const v1::LogoutRequest& request) override;
   Result<Principal> VerifyAccessToken(std::string_view token) const override;
-  Result<bool> IsSessionActive(std::string_view session_id) override;
+  Result<bool> IsSessionActive(const CallContext& call, std::string_view session_id) override;
   Result<std::vector<std::string>> ActiveSessions(
-      const std::vector<std::string>& session_ids) override;
+      const CallContext& call, const std::vector<std::string>& session_ids) override;
   Result<TokenVerificationKeys> VerificationKeys() const override;
   Result<std::map<std::uint64_t, std::string>> DisplayNames(
-      const std::vector<std::uint64_t>& user_ids) override;
+      const CallContext& call, const std::vector<std::uint64_t>& user_ids) override;
 
-  Result<std::uint64_t> LookupUserId(std::string_view username) override;
+  Result<std::uint64_t> LookupUserId(const CallContext& call, std::string_view username) override;
 
   const std::string& signing_kid() const { return signer_.kid(); }
 

@@ -17,6 +17,9 @@ v1::ServerFrame MessageFrame(const v1::ChatMessage& message) {
 
 constexpr std::chrono::milliseconds kFullQueueRetry{10};
 constexpr std::chrono::milliseconds kLogErrorRetry{500};
+// A catch-up read nobody waits for but the subscriber: bounded so that a read lost in the
+// network is retried (a remote shard caps it at grpc.internal_call_timeout_ms anyway).
+constexpr std::chrono::milliseconds kLogReadTimeout{10000};
 
 // Random, so that instances in different processes do not collide without coordination.
 std::uint64_t NewOrigin() {
@@ -26,7 +29,7 @@ std::uint64_t NewOrigin() {
 
 }  // namespace
 
-FanoutService::FanoutService(FanoutOptions options, EventBus* bus, ShardApi* shard,
+FanoutService::FanoutService(FanoutOptions options, EventBus* bus, LogReader* shard,
                              std::shared_ptr<spdlog::logger> logger)
     : options_(options),
       bus_(bus),
@@ -364,6 +367,21 @@ void FanoutService::StartProbeLocked(const SubPtr& sub) {
   workers_.Post([this, sub] { Probe(sub); });
 }
 
+void FanoutService::ReadLogThen(const SubPtr& sub, std::uint64_t from, std::uint32_t limit,
+                                ReadHandler handler) {
+  // In process the read runs here, on the worker; across processes it completes on a gRPC
+  // thread, and no worker waits for the round trip. The handler runs unless the service is
+  // gone (the destructor waits for a running one).
+  shard_->ReadLogAsync(
+      CallContext::Background(kLogReadTimeout), sub->channel, sub->user_id, from, limit,
+      [life = life_, sub, from, limit, handler](Result<std::vector<v1::ChatMessage>> messages) {
+        std::lock_guard alive(life->mu);
+        if (life->self != nullptr) {
+          (life->self->*handler)(sub, from, limit, std::move(messages));
+        }
+      });
+}
+
 void FanoutService::Probe(const SubPtr& sub) {
   std::uint64_t from;
   {
@@ -371,8 +389,12 @@ void FanoutService::Probe(const SubPtr& sub) {
     if (!sub->active || sub->catching_up) return;  // ended, or a catch-up reads anyway
     from = sub->delivered;
   }
-  // Blocking, outside the lock. Usually empty; a batch when events were lost or are late.
-  auto missed = shard_->ReadLog(sub->channel, sub->user_id, from, options_.catchup_batch);
+  // Outside the lock. Usually empty; a batch when events were lost or are late.
+  ReadLogThen(sub, from, options_.catchup_batch, &FanoutService::OnProbeRead);
+}
+
+void FanoutService::OnProbeRead(const SubPtr& sub, std::uint64_t from, std::uint32_t,
+                                Result<std::vector<v1::ChatMessage>> missed) {
   std::lock_guard lock(mu_);
   if (!sub->active || sub->catching_up) return;
   if (!missed.ok() && EndIfRefusedLocked(sub, missed.error())) return;
@@ -428,9 +450,11 @@ void FanoutService::CatchUp(const SubPtr& sub) {
     sub->stalled_since = {};
   }
 
-  // Blocking, outside the lock.
-  auto messages = shard_->ReadLog(sub->channel, sub->user_id, from, want);
+  ReadLogThen(sub, from, want, &FanoutService::OnCatchUpRead);  // outside the lock
+}
 
+void FanoutService::OnCatchUpRead(const SubPtr& sub, std::uint64_t from, std::uint32_t want,
+                                  Result<std::vector<v1::ChatMessage>> messages) {
   std::lock_guard lock(mu_);
   if (!sub->active) return;
   if (!messages.ok() && EndIfRefusedLocked(sub, messages.error())) return;

@@ -67,7 +67,7 @@ struct FanoutOptions {
 // then a sink's own lock (a sink must never call into fanout while holding its lock).
 class FanoutService final : public FanoutApi {
  public:
-  FanoutService(FanoutOptions options, EventBus* bus, ShardApi* shard,
+  FanoutService(FanoutOptions options, EventBus* bus, LogReader* log,
                 std::shared_ptr<spdlog::logger> logger);
   ~FanoutService() override;  // unsubscribes from the bus and stops the workers
 
@@ -129,14 +129,24 @@ class FanoutService final : public FanoutApi {
   // read of what follows `delivered`, made after the registration (see the class comment).
   void StartProbeLocked(const SubPtr& sub);
   void Probe(const SubPtr& sub);
+  using ReadHandler = void (FanoutService::*)(const SubPtr& sub, std::uint64_t from,
+                                              std::uint32_t limit,
+                                              Result<std::vector<v1::ChatMessage>> messages);
+  // Reads the log of sub's channel after `from` without blocking on a remote shard, then runs
+  // `handler` (inline in process, on a gRPC thread across processes; never with mu_ held).
+  void ReadLogThen(const SubPtr& sub, std::uint64_t from, std::uint32_t limit, ReadHandler handler);
+  void OnProbeRead(const SubPtr& sub, std::uint64_t from, std::uint32_t limit,
+                   Result<std::vector<v1::ChatMessage>> missed);
   // The stream's queue has no room: retry the catch-up shortly, or end the subscription as a
   // slow consumer once it has been stalled for longer than options_.stalled_limit.
   void RetryStalledLocked(const SubPtr& sub);
   void CatchUp(const SubPtr& sub);
+  void OnCatchUpRead(const SubPtr& sub, std::uint64_t from, std::uint32_t want,
+                     Result<std::vector<v1::ChatMessage>> messages);
 
   const FanoutOptions options_;
   EventBus* bus_;
-  ShardApi* shard_;
+  LogReader* shard_;  // the log of the channels, in process or the shards' over gRPC
   std::shared_ptr<spdlog::logger> log_;
 
   mutable std::mutex mu_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "grpc_edge.h"
+#include "infrachat/core/grpc_call_context.h"
 #include "infrachat/core/validation.h"
 
 namespace infrachat::gateway {
@@ -23,7 +24,7 @@ grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
     grpc::CallbackServerContext* context, const StreamDeps& deps) {
   auto principal = Authenticate(context->client_metadata(), *deps.auth);
   Principal who = principal.ok() ? *principal : Principal{};
-  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who));
+  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context)));
   stream->self_ = stream;
   std::lock_guard lock(stream->mu_);
   if (!principal.ok()) {
@@ -51,9 +52,10 @@ grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
   return stream.get();
 }
 
-ChatStream::ChatStream(const StreamDeps& deps, Principal principal)
+ChatStream::ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id)
     : deps_(deps),
       principal_(std::move(principal)),
+      call_(CallContext::Unbounded(trace_id)),
       send_bucket_(deps.limits.send_rate_per_s, deps.limits.send_burst) {}
 
 bool ChatStream::Offer(v1::ServerFrame frame, bool reserved) {
@@ -136,6 +138,7 @@ void ChatStream::ContinueReadingLocked() {
 }
 
 void ChatStream::OnDone() {
+  call_.Cancel();  // calls of this stream not yet started are not made
   deps_.fanout->UnsubscribeAll(this);
   deps_.registry->Remove(this);
   std::shared_ptr<ChatStream> self;
@@ -148,6 +151,7 @@ void ChatStream::OnDone() {
 }
 
 void ChatStream::End(const grpc::Status& status) {
+  call_.Cancel();
   deps_.fanout->UnsubscribeAll(this);  // outside mu_: fanout locks before sinks
   std::lock_guard lock(mu_);
   if (finished_ || end_status_) return;
@@ -192,13 +196,17 @@ void ChatStream::MaybeFinishLocked() {
   }
 }
 
-void ChatStream::RunSerial(std::function<void()> task) {
+void ChatStream::RunSerial(SerialTask task) {
   {
     std::lock_guard lock(mu_);
     serial_.push_back(std::move(task));
     if (serial_running_) return;
     serial_running_ = true;
   }
+  ResumeSerial();
+}
+
+void ChatStream::ResumeSerial() {
   if (!deps_.executor->Post([self = shared_from_this()] { self->RunSerialTasks(); })) {
     std::lock_guard lock(mu_);  // executor stopped: shutting down
     serial_.clear();
@@ -208,8 +216,9 @@ void ChatStream::RunSerial(std::function<void()> task) {
 }
 
 void ChatStream::RunSerialTasks() {
+  enum : int { kRunning, kReturned, kCompleted };
   for (;;) {
-    std::function<void()> task;
+    SerialTask task;
     {
       std::lock_guard lock(mu_);
       if (serial_.empty()) {
@@ -220,7 +229,15 @@ void ChatStream::RunSerialTasks() {
       task = std::move(serial_.front());
       serial_.pop_front();
     }
-    task();
+    // The task's `done` comes inline (in process) or later from another thread (a remote
+    // shard's answer); the next task runs only after it, so frames take effect in order. No
+    // executor thread waits for a remote answer meanwhile.
+    auto state = std::make_shared<std::atomic<int>>(kRunning);
+    task([self = shared_from_this(), state] {
+      if (state->exchange(kCompleted) == kReturned) self->ResumeSerial();
+    });
+    if (state->exchange(kReturned) == kCompleted) continue;
+    return;
   }
 }
 
@@ -234,12 +251,13 @@ void ChatStream::Handle(v1::ClientFrame& frame) {
         Offer(ErrorFrame(name.error(), frame.unsubscribe().channel()), true);
         return;
       }
-      RunSerial([this, channel = *name] {
+      RunSerial([this, channel = *name](const std::function<void()>& done) {
         deps_.fanout->Unsubscribe(this, channel);
-        v1::ServerFrame done;
-        done.mutable_unsubscribed()->set_channel(channel);
-        done.mutable_unsubscribed()->set_reason("unsubscribed on request");
-        Offer(std::move(done), true);
+        v1::ServerFrame frame;
+        frame.mutable_unsubscribed()->set_channel(channel);
+        frame.mutable_unsubscribed()->set_reason("unsubscribed on request");
+        Offer(std::move(frame), true);
+        done();
       });
       return;
     }
@@ -269,7 +287,7 @@ void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
   }
   std::optional<std::uint64_t> after_seq;
   if (subscribe.has_after_seq()) after_seq = subscribe.after_seq();
-  RunSerial([this, channel = *name, after_seq] {
+  RunSerial([this, channel = *name, after_seq](std::function<void()> done) {
     if (!deps_.fanout->IsSubscribed(this, channel) &&
         deps_.fanout->CountSubscriptions(this) >= deps_.limits.max_subscriptions) {
       Offer(ErrorFrame(MakeError(Code::kResourceExhausted,
@@ -277,14 +295,20 @@ void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
                                              deps_.limits.max_subscriptions)),
                        channel),
             true);
-      return;
+      return done();
     }
-    auto head = deps_.shard->AuthorizeSubscribe(principal_, channel);  // membership, now
-    if (!head.ok()) {
-      Offer(ErrorFrame(head.error(), channel), true);
-      return;
-    }
-    deps_.fanout->Subscribe(shared_from_this(), principal_, channel, *head, after_seq);
+    // Membership, now.
+    deps_.shard->AuthorizeSubscribeAsync(call_, principal_, channel,
+                                         [self = shared_from_this(), channel, after_seq,
+                                          done = std::move(done)](Result<std::uint64_t> head) {
+                                           if (head.ok()) {
+                                             self->deps_.fanout->Subscribe(
+                                                 self, self->principal_, channel, *head, after_seq);
+                                           } else {
+                                             self->Offer(ErrorFrame(head.error(), channel), true);
+                                           }
+                                           done();
+                                         });
   });
 }
 
@@ -359,7 +383,7 @@ void ChatStream::Dispatch(SendCommand command) {
   std::string channel = command.channel;
   std::string id = command.client_msg_id;
   deps_.shard->SendAsync(
-      std::move(command),
+      call_, std::move(command),
       [self = shared_from_this(), channel = std::move(channel), id = std::move(id)](
           Result<SendOutcome> outcome) { self->OnSendDone(channel, id, std::move(outcome)); });
 }
@@ -390,10 +414,15 @@ void ChatStream::HandleAck(const v1::Ack& ack) {
     Offer(ErrorFrame(name.error(), ack.channel()), true);
     return;
   }
-  RunSerial([this, channel = *name, seq = ack.seq(), kind = ack.kind()] {
-    auto moved = deps_.shard->RecordAck(principal_, channel, seq, kind);
-    if (!moved.ok()) Offer(ErrorFrame(moved.error(), channel), true);
-  });
+  RunSerial(
+      [this, channel = *name, seq = ack.seq(), kind = ack.kind()](std::function<void()> done) {
+        deps_.shard->RecordAckAsync(
+            call_, principal_, channel, seq, kind,
+            [self = shared_from_this(), channel, done = std::move(done)](Result<bool> moved) {
+              if (!moved.ok()) self->Offer(ErrorFrame(moved.error(), channel), true);
+              done();
+            });
+      });
 }
 
 void ChatStream::HandleTyping(const v1::Typing& typing) {
@@ -409,23 +438,28 @@ void ChatStream::HandleTyping(const v1::Typing& typing) {
     if (!waiting_sends_.empty() || !send_bucket_.TryTake()) return;
   }
   // Serially, so that a Subscribe sent just before takes effect first.
-  RunSerial([this, channel = *name] {
+  RunSerial([this, channel = *name](std::function<void()> done) {
     if (deps_.fanout->IsSubscribed(this, channel)) {
       v1::TypingEvent event;
       event.set_channel(channel);
       event.set_user_id(principal_.user_id);
       event.set_username(principal_.username);
       deps_.bus->Publish(std::move(event));
-      return;
+      return done();
     }
     // Say why: not a member (PERMISSION_DENIED), no such channel (NOT_FOUND), or a member that
     // has not subscribed (FAILED_PRECONDITION).
-    auto access = deps_.shard->AuthorizeSubscribe(principal_, channel);
-    Offer(ErrorFrame(access.ok() ? MakeError(Code::kFailedPrecondition,
-                                             "subscribe to the channel before sending typing")
-                                 : access.error(),
-                     channel),
-          true);
+    deps_.shard->AuthorizeSubscribeAsync(
+        call_, principal_, channel,
+        [self = shared_from_this(), channel, done = std::move(done)](Result<std::uint64_t> access) {
+          self->Offer(ErrorFrame(access.ok() ? MakeError(Code::kFailedPrecondition,
+                                                         "subscribe to the channel before "
+                                                         "sending typing")
+                                             : access.error(),
+                                 channel),
+                      true);
+          done();
+        });
   });
 }
 

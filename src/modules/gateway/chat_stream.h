@@ -16,6 +16,7 @@
 #include "infrachat/api/fanout_api.h"
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/call_context.h"
 #include "infrachat/core/executor.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 #include "token_bucket.h"
@@ -41,7 +42,7 @@ struct StreamDeps {
   ShardApi* shard = nullptr;
   FanoutApi* fanout = nullptr;
   EventBus* bus = nullptr;
-  Executor* executor = nullptr;  // for blocking calls (membership checks, acks)
+  Executor* executor = nullptr;  // runs the serial tasks and the send timer
   StreamRegistry* registry = nullptr;
   StreamLimits limits;
   std::shared_ptr<spdlog::logger> log;
@@ -61,9 +62,13 @@ struct StreamDeps {
 //   that queue in arrival order, one thread at a time (`pumping_`), so one stream's messages are
 //   stored in the order they were sent, however fast they come.
 // The stream's limits are sent to the client as initial metadata (kLimitHeaders) when it opens.
-// Blocking work (subscribe authorization, acks) and typing runs on the executor, serially per
-// stream, so frames of one stream take effect in the order they were sent (a typing notice right
-// after its Subscribe finds the subscription in place).
+// Subscribes, unsubscribes, acks and typing run as serial tasks on the executor, one at a time
+// per stream, so frames of one stream take effect in the order they were sent (a typing notice
+// right after its Subscribe finds the subscription in place). A task's shard call is
+// asynchronous (a remote shard answers on a gRPC thread): the next task starts when it is
+// answered, and no executor thread waits for the network.
+// Every call the stream makes carries its CallContext: the client's trace id (metadata
+// `infrachat-trace-id` or `traceparent`, else a new one), cancelled when the stream is done.
 //
 // Lifetime: owned by shared_ptrs (itself until gRPC's OnDone, pending callbacks, the registry's
 // weak refs). Thread-safety: all public methods may be called from any thread.
@@ -86,7 +91,7 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   const Principal& principal() const { return principal_; }
 
  private:
-  ChatStream(const StreamDeps& deps, Principal principal);
+  ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -104,8 +109,12 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   void OnSendDone(const std::string& channel, const std::string& client_msg_id,
                   Result<SendOutcome> outcome);
 
-  void RunSerial(std::function<void()> task);
+  // A serial task calls `done` exactly once, when its effect is in place (inline or later).
+  using SerialTask = std::function<void(std::function<void()> done)>;
+  void RunSerial(SerialTask task);
   void RunSerialTasks();
+  // Continues the serial tasks on the executor (after an asynchronous task completed).
+  void ResumeSerial();
   // Requires mu_.
   void ContinueReadingLocked();
   void MaybeFinishLocked();
@@ -114,6 +123,7 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
 
   const StreamDeps deps_;
   const Principal principal_;
+  const CallContext call_;            // no deadline of its own: each hop bounds its calls
   std::shared_ptr<ChatStream> self_;  // keeps the reactor alive until OnDone
 
   v1::ClientFrame in_;  // the one read in flight
@@ -131,7 +141,7 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   bool finished_ = false;
   bool done_ = false;
   std::size_t inflight_sends_ = 0;
-  std::deque<std::function<void()>> serial_;
+  std::deque<SerialTask> serial_;
   bool serial_running_ = false;
   TokenBucket send_bucket_;
   std::deque<SendCommand> waiting_sends_;  // valid sends waiting for a token, in arrival order

@@ -113,7 +113,8 @@ class GatewayModule final : public Module {
       live.push_back(std::move(stream));
     }
     if (live.empty()) return;
-    auto active = auth_->ActiveSessions({sessions.begin(), sessions.end()});
+    auto active = auth_->ActiveSessions(CallContext::Background(check_interval_),
+                                        {sessions.begin(), sessions.end()});
     // When auth cannot answer, streams stay up: expiry still bounds them.
     if (!active.ok()) {
       log_->warn("session check failed, streams stay up: {}", active.error().message);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "grpc_edge.h"
+#include "infrachat/core/grpc_call_context.h"
 #include "infrachat/core/validation.h"
 
 namespace infrachat::gateway {
@@ -18,26 +19,29 @@ grpc::Status Reply(Result<T> result, T* response) {
   return grpc::Status::OK;
 }
 
+// The longest a public call may take when its client set no deadline (or a longer one).
+constexpr std::chrono::milliseconds kMaxCall{30000};
+
 }  // namespace
 
-grpc::Status AuthServiceImpl::Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+grpc::Status AuthServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* request,
                                        v1::Session* response) {
-  return Reply(auth_->Register(*request), response);
+  return Reply(auth_->Register(FromServerContext(*ctx, kMaxCall), *request), response);
 }
 
-grpc::Status AuthServiceImpl::Login(grpc::ServerContext*, const v1::LoginRequest* request,
+grpc::Status AuthServiceImpl::Login(grpc::ServerContext* ctx, const v1::LoginRequest* request,
                                     v1::Session* response) {
-  return Reply(auth_->Login(*request), response);
+  return Reply(auth_->Login(FromServerContext(*ctx, kMaxCall), *request), response);
 }
 
-grpc::Status AuthServiceImpl::Refresh(grpc::ServerContext*, const v1::RefreshRequest* request,
+grpc::Status AuthServiceImpl::Refresh(grpc::ServerContext* ctx, const v1::RefreshRequest* request,
                                       v1::Session* response) {
-  return Reply(auth_->Refresh(*request), response);
+  return Reply(auth_->Refresh(FromServerContext(*ctx, kMaxCall), *request), response);
 }
 
-grpc::Status AuthServiceImpl::Logout(grpc::ServerContext*, const v1::LogoutRequest* request,
+grpc::Status AuthServiceImpl::Logout(grpc::ServerContext* ctx, const v1::LogoutRequest* request,
                                      v1::LogoutResponse*) {
-  return ToStatus(auth_->Logout(*request));
+  return ToStatus(auth_->Logout(FromServerContext(*ctx, kMaxCall), *request));
 }
 
 grpc::Status RouterServiceImpl::Route(grpc::ServerContext* ctx, const v1::RouteRequest* request,
@@ -47,45 +51,48 @@ grpc::Status RouterServiceImpl::Route(grpc::ServerContext* ctx, const v1::RouteR
   return Reply(router_->Route(request->channel()), response);
 }
 
+// Authenticates the call (`caller`) and makes its context (`call`).
 #define INFRACHAT_AUTHENTICATE(ctx)                             \
   auto caller = Authenticate((ctx)->client_metadata(), *auth_); \
-  if (!caller.ok()) return ToStatus(caller.error())
+  if (!caller.ok()) return ToStatus(caller.error());            \
+  const CallContext call = FromServerContext(*(ctx), kMaxCall)
 
 grpc::Status ChannelServiceImpl::CreateChannel(grpc::ServerContext* ctx,
                                                const v1::CreateChannelRequest* request,
                                                v1::Channel* response) {
   INFRACHAT_AUTHENTICATE(ctx);
-  return Reply(shard_->CreateChannel(*caller, *request), response);
+  return Reply(shard_->CreateChannel(call, *caller, *request), response);
 }
 
 grpc::Status ChannelServiceImpl::JoinChannel(grpc::ServerContext* ctx,
                                              const v1::JoinChannelRequest* request,
                                              v1::Channel* response) {
   INFRACHAT_AUTHENTICATE(ctx);
-  return Reply(shard_->JoinChannel(*caller, request->channel()), response);
+  return Reply(shard_->JoinChannel(call, *caller, request->channel()), response);
 }
 
 grpc::Status ChannelServiceImpl::LeaveChannel(grpc::ServerContext* ctx,
                                               const v1::LeaveChannelRequest* request,
                                               v1::LeaveChannelResponse*) {
   INFRACHAT_AUTHENTICATE(ctx);
-  return ToStatus(shard_->LeaveChannel(*caller, request->channel()));
+  return ToStatus(shard_->LeaveChannel(call, *caller, request->channel()));
 }
 
 grpc::Status ChannelServiceImpl::InviteMember(grpc::ServerContext* ctx,
                                               const v1::InviteMemberRequest* request,
                                               v1::InviteMemberResponse*) {
   INFRACHAT_AUTHENTICATE(ctx);
-  auto invitee = auth_->LookupUserId(request->username());
+  auto invitee = auth_->LookupUserId(call, request->username());
   if (!invitee.ok()) return ToStatus(invitee.error());
-  return ToStatus(shard_->InviteMember(*caller, request->channel(), *invitee, request->username()));
+  return ToStatus(
+      shard_->InviteMember(call, *caller, request->channel(), *invitee, request->username()));
 }
 
 grpc::Status ChannelServiceImpl::ListChannels(grpc::ServerContext* ctx,
                                               const v1::ListChannelsRequest*,
                                               v1::ListChannelsResponse* response) {
   INFRACHAT_AUTHENTICATE(ctx);
-  auto channels = shard_->ListChannels(*caller);
+  auto channels = shard_->ListChannels(call, *caller);
   if (!channels.ok()) return ToStatus(channels.error());
   for (auto& c : *channels) *response->add_channels() = std::move(c);
   return grpc::Status::OK;
@@ -95,7 +102,7 @@ grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
                                              const v1::ListMembersRequest* request,
                                              v1::ListMembersResponse* response) {
   INFRACHAT_AUTHENTICATE(ctx);
-  auto members = shard_->ListMembers(*caller, request->channel());
+  auto members = shard_->ListMembers(call, *caller, request->channel());
   if (!members.ok()) return ToStatus(members.error());
   // Asked after the membership check above, so only members learn who is online. Fanout
   // knows channels by their normal name ("general" for "#general"), as the shard does.
@@ -106,7 +113,7 @@ grpc::Status ChannelServiceImpl::ListMembers(grpc::ServerContext* ctx,
   // (auth unreachable) the list still answers, with usernames only.
   std::vector<std::uint64_t> ids;
   for (const auto& m : *members) ids.push_back(m.user_id());
-  auto names = auth_->DisplayNames(ids);
+  auto names = auth_->DisplayNames(call, ids);
   for (auto& m : *members) {
     m.set_online(std::binary_search(online.begin(), online.end(), m.user_id()));
     if (names.ok()) {
@@ -121,7 +128,7 @@ grpc::Status ChannelServiceImpl::GetHistory(grpc::ServerContext* ctx,
                                             const v1::GetHistoryRequest* request,
                                             v1::GetHistoryResponse* response) {
   INFRACHAT_AUTHENTICATE(ctx);
-  return Reply(shard_->GetHistory(*caller, *request), response);
+  return Reply(shard_->GetHistory(call, *caller, *request), response);
 }
 
 #undef INFRACHAT_AUTHENTICATE

@@ -125,7 +125,7 @@ ShardService::ShardService(ShardServiceOptions options, pg::ConnectionPool* pool
                            GroupCommitter* committer, EventBus* bus)
     : options_(options), pool_(pool), committer_(committer), bus_(bus) {}
 
-void ShardService::SendAsync(SendCommand command, SendCallback done) {
+void ShardService::SendAsync(const CallContext&, SendCommand command, SendCallback done) {
   // The shard is a boundary of its own once it runs in another process: validate again.
   auto name = NormalizeChannelName(command.channel);
   if (!name.ok()) return done(name.error());
@@ -135,7 +135,7 @@ void ShardService::SendAsync(SendCommand command, SendCallback done) {
   committer_->Submit(std::move(command), std::move(done));
 }
 
-Result<v1::Channel> ShardService::CreateChannel(const Principal& caller,
+Result<v1::Channel> ShardService::CreateChannel(const CallContext& call, const Principal& caller,
                                                 const v1::CreateChannelRequest& request) {
   auto name = NormalizeChannelName(request.name());
   if (!name.ok()) return name.error();
@@ -147,7 +147,7 @@ Result<v1::Channel> ShardService::CreateChannel(const Principal& caller,
                      "channel " + *name + " belongs to another region: create it there");
   }
   const v1::Visibility visibility = request.visibility() == v1::PRIVATE ? v1::PRIVATE : v1::PUBLIC;
-  auto result = pool_->With<v1::Channel>([&](pqxx::connection& conn) -> Result<v1::Channel> {
+  auto result = pool_->With<v1::Channel>(call, [&](pqxx::connection& conn) -> Result<v1::Channel> {
     pqxx::work tx(conn);
     auto inserted = tx.exec_params(
         "INSERT INTO channels (name, visibility, topic, created_by) VALUES ($1, $2, $3, $4)"
@@ -166,11 +166,12 @@ Result<v1::Channel> ShardService::CreateChannel(const Principal& caller,
   return result;
 }
 
-Result<v1::Channel> ShardService::JoinChannel(const Principal& caller, std::string_view channel) {
+Result<v1::Channel> ShardService::JoinChannel(const CallContext& call, const Principal& caller,
+                                              std::string_view channel) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
   bool joined_now = false;
-  auto result = pool_->With<v1::Channel>([&](pqxx::connection& conn) -> Result<v1::Channel> {
+  auto result = pool_->With<v1::Channel>(call, [&](pqxx::connection& conn) -> Result<v1::Channel> {
     pqxx::work tx(conn);
     // Without an invite a private channel is not there (an invitation is how one learns of it).
     auto access = LoadVisibleAccess(tx, *name, caller.user_id);
@@ -192,10 +193,11 @@ Result<v1::Channel> ShardService::JoinChannel(const Principal& caller, std::stri
   return result;
 }
 
-Result<void> ShardService::LeaveChannel(const Principal& caller, std::string_view channel) {
+Result<void> ShardService::LeaveChannel(const CallContext& call, const Principal& caller,
+                                        std::string_view channel) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
-  auto result = pool_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+  auto result = pool_->With<bool>(call, [&](pqxx::connection& conn) -> Result<bool> {
     pqxx::work tx(conn);
     auto access = LoadVisibleAccess(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
@@ -213,12 +215,12 @@ Result<void> ShardService::LeaveChannel(const Principal& caller, std::string_vie
   return Ok();
 }
 
-Result<void> ShardService::InviteMember(const Principal& caller, std::string_view channel,
-                                        std::uint64_t invitee_id,
+Result<void> ShardService::InviteMember(const CallContext& call, const Principal& caller,
+                                        std::string_view channel, std::uint64_t invitee_id,
                                         std::string_view invitee_username) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
-  auto result = pool_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+  auto result = pool_->With<bool>(call, [&](pqxx::connection& conn) -> Result<bool> {
     pqxx::work tx(conn);
     auto access = RequireMember(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
@@ -234,9 +236,10 @@ Result<void> ShardService::InviteMember(const Principal& caller, std::string_vie
   return Ok();
 }
 
-Result<std::vector<v1::Channel>> ShardService::ListChannels(const Principal& caller) {
+Result<std::vector<v1::Channel>> ShardService::ListChannels(const CallContext& call,
+                                                            const Principal& caller) {
   return pool_->With<std::vector<v1::Channel>>(
-      [&](pqxx::connection& conn) -> Result<std::vector<v1::Channel>> {
+      call, [&](pqxx::connection& conn) -> Result<std::vector<v1::Channel>> {
         pqxx::read_transaction tx(conn);
         auto rows = tx.exec_params(
             fmt::format(
@@ -251,12 +254,13 @@ Result<std::vector<v1::Channel>> ShardService::ListChannels(const Principal& cal
       });
 }
 
-Result<std::vector<v1::Member>> ShardService::ListMembers(const Principal& caller,
+Result<std::vector<v1::Member>> ShardService::ListMembers(const CallContext& call,
+                                                          const Principal& caller,
                                                           std::string_view channel) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
   return pool_->With<std::vector<v1::Member>>(
-      [&](pqxx::connection& conn) -> Result<std::vector<v1::Member>> {
+      call, [&](pqxx::connection& conn) -> Result<std::vector<v1::Member>> {
         pqxx::read_transaction tx(conn);
         auto access = RequireMember(tx, *name, caller.user_id);
         if (!access.ok()) return access.error();
@@ -277,14 +281,15 @@ Result<std::vector<v1::Member>> ShardService::ListMembers(const Principal& calle
       });
 }
 
-Result<v1::GetHistoryResponse> ShardService::GetHistory(const Principal& caller,
+Result<v1::GetHistoryResponse> ShardService::GetHistory(const CallContext& call,
+                                                        const Principal& caller,
                                                         const v1::GetHistoryRequest& request) {
   auto name = NormalizeChannelName(request.channel());
   if (!name.ok()) return name.error();
   std::uint32_t limit = request.limit() == 0 ? kDefaultHistoryLimit : request.limit();
   if (limit > kMaxHistoryLimit) limit = kMaxHistoryLimit;
   return pool_->With<v1::GetHistoryResponse>(
-      [&](pqxx::connection& conn) -> Result<v1::GetHistoryResponse> {
+      call, [&](pqxx::connection& conn) -> Result<v1::GetHistoryResponse> {
         pqxx::read_transaction tx(conn);
         auto access = RequireMember(tx, *name, caller.user_id);
         if (!access.ok()) return access.error();
@@ -307,11 +312,12 @@ Result<v1::GetHistoryResponse> ShardService::GetHistory(const Principal& caller,
       });
 }
 
-Result<std::uint64_t> ShardService::AuthorizeSubscribe(const Principal& caller,
+Result<std::uint64_t> ShardService::AuthorizeSubscribe(const CallContext& call,
+                                                       const Principal& caller,
                                                        std::string_view channel) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
-  return pool_->With<std::uint64_t>([&](pqxx::connection& conn) -> Result<std::uint64_t> {
+  return pool_->With<std::uint64_t>(call, [&](pqxx::connection& conn) -> Result<std::uint64_t> {
     pqxx::read_transaction tx(conn);
     auto access = RequireMember(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
@@ -319,14 +325,15 @@ Result<std::uint64_t> ShardService::AuthorizeSubscribe(const Principal& caller,
   });
 }
 
-Result<bool> ShardService::RecordAck(const Principal& caller, std::string_view channel,
-                                     std::uint64_t seq, v1::AckKind kind) {
+Result<bool> ShardService::RecordAck(const CallContext& call, const Principal& caller,
+                                     std::string_view channel, std::uint64_t seq,
+                                     v1::AckKind kind) {
   auto name = NormalizeChannelName(channel);
   if (!name.ok()) return name.error();
   if (kind != v1::DELIVERED && kind != v1::READ) {
     return MakeError(Code::kInvalidArgument, "ack kind must be DELIVERED or READ");
   }
-  auto moved = pool_->With<bool>([&](pqxx::connection& conn) -> Result<bool> {
+  auto moved = pool_->With<bool>(call, [&](pqxx::connection& conn) -> Result<bool> {
     pqxx::work tx(conn);
     auto access = RequireMember(tx, *name, caller.user_id);
     if (!access.ok()) return access.error();
@@ -359,13 +366,14 @@ Result<bool> ShardService::RecordAck(const Principal& caller, std::string_view c
   return moved;
 }
 
-Result<std::vector<v1::ChatMessage>> ShardService::ReadLog(std::string_view channel,
+Result<std::vector<v1::ChatMessage>> ShardService::ReadLog(const CallContext& call,
+                                                           std::string_view channel,
                                                            std::uint64_t reader_id,
                                                            std::uint64_t after_seq,
                                                            std::uint32_t limit) {
   const std::string name(channel);
   return pool_->With<std::vector<v1::ChatMessage>>(
-      [&](pqxx::connection& conn) -> Result<std::vector<v1::ChatMessage>> {
+      call, [&](pqxx::connection& conn) -> Result<std::vector<v1::ChatMessage>> {
         pqxx::read_transaction tx(conn);
         auto access = RequireMember(tx, name, reader_id);  // same snapshot as the messages
         if (!access.ok()) return access.error();
@@ -373,9 +381,9 @@ Result<std::vector<v1::ChatMessage>> ShardService::ReadLog(std::string_view chan
       });
 }
 
-Result<std::vector<ShardLease>> ShardService::LiveShards() {
+Result<std::vector<ShardLease>> ShardService::LiveShards(const CallContext& call) {
   return pool_->With<std::vector<ShardLease>>(
-      [&](pqxx::connection& conn) -> Result<std::vector<ShardLease>> {
+      call, [&](pqxx::connection& conn) -> Result<std::vector<ShardLease>> {
         pqxx::read_transaction tx(conn);
         auto rows = tx.exec(
             "SELECT shard_id, address, epoch FROM shard_leases WHERE expires_at > now()"

@@ -28,26 +28,30 @@ class ShardService final : public ShardApi {
   ShardService(ShardServiceOptions options, pg::ConnectionPool* pool, GroupCommitter* committer,
                EventBus* bus);
 
-  void SendAsync(SendCommand command, SendCallback done) override;
-  Result<v1::Channel> CreateChannel(const Principal& caller,
+  void SendAsync(const CallContext& call, SendCommand command, SendCallback done) override;
+  Result<v1::Channel> CreateChannel(const CallContext& call, const Principal& caller,
                                     const v1::CreateChannelRequest& request) override;
-  Result<v1::Channel> JoinChannel(const Principal& caller, std::string_view channel) override;
-  Result<void> LeaveChannel(const Principal& caller, std::string_view channel) override;
-  Result<void> InviteMember(const Principal& caller, std::string_view channel,
-                            std::uint64_t invitee_id, std::string_view invitee_username) override;
-  Result<std::vector<v1::Channel>> ListChannels(const Principal& caller) override;
-  Result<std::vector<v1::Member>> ListMembers(const Principal& caller,
+  Result<v1::Channel> JoinChannel(const CallContext& call, const Principal& caller,
+                                  std::string_view channel) override;
+  Result<void> LeaveChannel(const CallContext& call, const Principal& caller,
+                            std::string_view channel) override;
+  Result<void> InviteMember(const CallContext& call, const Principal& caller,
+                            std::string_view channel, std::uint64_t invitee_id,
+                            std::string_view invitee_username) override;
+  Result<std::vector<v1::Channel>> ListChannels(const CallContext& call,
+                                                const Principal& caller) override;
+  Result<std::vector<v1::Member>> ListMembers(const CallContext& call, const Principal& caller,
                                               std::string_view channel) override;
-  Result<v1::GetHistoryResponse> GetHistory(const Principal& caller,
+  Result<v1::GetHistoryResponse> GetHistory(const CallContext& call, const Principal& caller,
                                             const v1::GetHistoryRequest& request) override;
-  Result<std::uint64_t> AuthorizeSubscribe(const Principal& caller,
+  Result<std::uint64_t> AuthorizeSubscribe(const CallContext& call, const Principal& caller,
                                            std::string_view channel) override;
-  Result<bool> RecordAck(const Principal& caller, std::string_view channel, std::uint64_t seq,
-                         v1::AckKind kind) override;
-  Result<std::vector<v1::ChatMessage>> ReadLog(std::string_view channel, std::uint64_t reader_id,
-                                               std::uint64_t after_seq,
+  Result<bool> RecordAck(const CallContext& call, const Principal& caller, std::string_view channel,
+                         std::uint64_t seq, v1::AckKind kind) override;
+  Result<std::vector<v1::ChatMessage>> ReadLog(const CallContext& call, std::string_view channel,
+                                               std::uint64_t reader_id, std::uint64_t after_seq,
                                                std::uint32_t limit) override;
-  Result<std::vector<ShardLease>> LiveShards() override;
+  Result<std::vector<ShardLease>> LiveShards(const CallContext& call) override;
 
  private:
   ShardServiceOptions options_;
