@@ -10,6 +10,14 @@ Error FromStatus(const grpc::Status& status) {
   return MakeError(static_cast<Code>(status.error_code()), status.error_message());
 }
 
+Error FromStatus(const grpc::Status& status, const std::string& trace_id) {
+  Error error = FromStatus(status);
+  if (error.code == Code::kUnavailable || error.code == Code::kDeadlineExceeded) {
+    error.message += " [trace " + trace_id + "]";
+  }
+  return error;
+}
+
 internal::v1::Principal ToProto(const Principal& principal) {
   internal::v1::Principal out;
   out.set_user_id(principal.user_id);

@@ -21,6 +21,10 @@ grpc::Status ToStatus(const Error& error);
 // A failed call's status as the Error an in-process call would have returned. Transport
 // failures arrive as UNAVAILABLE or DEADLINE_EXCEEDED, which callers retry idempotently.
 Error FromStatus(const grpc::Status& status);
+// The same for a call made for `trace_id`: a failure to reach the peer in time (UNAVAILABLE,
+// DEADLINE_EXCEEDED) names the trace id, so that the error a user sees leads to the log lines of
+// every process the request crossed.
+Error FromStatus(const grpc::Status& status, const std::string& trace_id);
 
 internal::v1::Principal ToProto(const Principal& principal);
 Principal FromProto(const internal::v1::Principal& principal);
@@ -40,7 +44,7 @@ Result<Response> UnaryCall(
   PrepareClientContext(context, call, hop_timeout);
   Response response;
   const grpc::Status status = (stub.*method)(&context, request, &response);
-  if (!status.ok()) return FromStatus(status);
+  if (!status.ok()) return FromStatus(status, call.trace_id());
   return response;
 }
 
@@ -57,14 +61,16 @@ void AsyncUnaryCall(Start start, const CallContext& call, Request request,
     grpc::ClientContext context;
     Request request;
     Response response;
+    std::string trace_id;
     std::function<void(Result<Response>)> done;
   };
   auto pending = std::make_shared<Pending>();
   PrepareClientContext(pending->context, call, hop_timeout);
   pending->request = std::move(request);
+  pending->trace_id = call.trace_id();
   pending->done = std::move(done);
   start(&pending->context, &pending->request, &pending->response, [pending](grpc::Status status) {
-    if (!status.ok()) return pending->done(FromStatus(status));
+    if (!status.ok()) return pending->done(FromStatus(status, pending->trace_id));
     pending->done(std::move(pending->response));
   });
 }

@@ -8,6 +8,8 @@
 // COMMIT, one order per channel seen by everyone, resume without gap, and a core that is killed
 // and restarted is recovered from without restarting the edge (sends get UNAVAILABLE and are
 // resent with the same id; live delivery resumes by itself, repaired from the log).
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -159,6 +161,71 @@ TEST_CASE(
     REQUIRE(ack.seq() <= history.size());
     CHECK(history[ack.seq() - 1].client_msg_id() == ack.client_msg_id());
   }
+}
+
+// A core that stops answering (SIGSTOP: its connections stay open, nothing comes back) must
+// cost each waiting call one internal timeout and no more: subscribes are asynchronous calls,
+// so a gateway's four executor threads do not queue 16 streams' subscribes behind each other
+// (blocking calls would need 4 rounds of the timeout). The error names the request's trace id,
+// the one a client sent when it sent one.
+TEST_CASE(
+    "role-split: with the core stalled, every stream's subscribe is answered within about one "
+    "call timeout, and errors name the trace id",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                          "grpc.shutdown_grace_s=1"});
+  DaemonProcess edge(
+      db, {"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+           "peers.shard=" + core.internal_address(), "grpc.internal_call_timeout_ms=1000"});
+  auto alice = RegisterUser(edge.address(), "alice");
+  REQUIRE(alice->CreateChannel(kGeneral).ok());
+  constexpr int kStreams = 16;
+  std::vector<std::unique_ptr<ChatStream>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(alice->Connect());
+    REQUIRE(streams.back()->Ping(1));  // connected before the core stops
+    REQUIRE(NextMatching(
+                *streams.back(), [](const v1::ServerFrame& f) { return f.has_pong(); }, kWait)
+                .has_value());
+  }
+
+  REQUIRE(::kill(core.pid(), SIGSTOP) == 0);
+  const auto started = std::chrono::steady_clock::now();
+  for (auto& stream : streams) REQUIRE(stream->Subscribe(kGeneral));
+  double slowest = 0;
+  for (auto& stream : streams) {
+    auto answer = NextMatching(
+        *stream, [](const v1::ServerFrame& f) { return f.has_error() || f.has_subscribed(); },
+        kWait);
+    REQUIRE(answer.has_value());
+    REQUIRE(answer->has_error());
+    const auto code = static_cast<Code>(answer->error().code());
+    CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
+    CHECK_THAT(answer->error().message(), Catch::Matchers::Contains("[trace "));
+    slowest = std::max(
+        slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  INFO("the slowest of " << kStreams << " subscribes was answered after " << slowest << " s");
+  CHECK(slowest < 2.8);  // one 1 s timeout plus slack; blocking calls would take about 4 s
+
+  // A unary call carries the trace id its client sent.
+  const std::string trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  auto stub = v1::ChannelService::NewStub(
+      grpc::CreateChannel(edge.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer " + alice->access_token());
+  context.AddMetadata("infrachat-trace-id", trace_id);
+  v1::GetHistoryRequest request;
+  request.set_channel(kGeneral);
+  v1::GetHistoryResponse response;
+  const grpc::Status status = stub->GetHistory(&context, request, &response);
+  CHECK_FALSE(status.ok());
+  CHECK_THAT(status.error_message(), Catch::Matchers::Contains(trace_id));
+
+  REQUIRE(::kill(core.pid(), SIGCONT) == 0);
+  auto again = alice->Connect();
+  CHECK(SubscribeAndWait(*again, kGeneral) == 0);
 }
 
 // The owner of `channel` among `addresses`, as every edge computes it (rendezvous hashing).
