@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libpqxx-dev libyaml-cpp-dev libsodium-dev libcpp-jwt-dev libssl-dev
   libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libasio-dev
-  postgresql-15 util-linux jq
+  postgresql-15 util-linux jq openssl
 )
 
 missing=()

@@ -5,9 +5,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <type_traits>
@@ -598,6 +603,27 @@ std::vector<Field> LimitsFields() {
   };
 }
 
+// `public` is a C++ keyword, so the public listener's members are spelled out by hand.
+#define INFRACHAT_PUBLIC_TLS_KEY(member) \
+  "tls.public." #member, [](auto& config) -> auto& { return config.tls.public_port.member; }
+
+std::vector<Field> TlsFields() {
+  return {
+      MakeField(INFRACHAT_KEY(tls.internal.cert_file),
+                "PEM certificate chain: mutual TLS on the internal listener and on every internal "
+                "channel this process opens (with key_file and ca_file); empty: plaintext"),
+      MakeField(INFRACHAT_KEY(tls.internal.key_file), "PEM private key of tls.internal.cert_file"),
+      MakeField(INFRACHAT_KEY(tls.internal.ca_file),
+                "PEM CA of the cluster's processes: peers must present a certificate it signed"),
+      MakeField(INFRACHAT_PUBLIC_TLS_KEY(cert_file),
+                "PEM certificate chain: TLS on grpc.listen_address (with tls.public.key_file); "
+                "empty: plaintext"),
+      MakeField(INFRACHAT_PUBLIC_TLS_KEY(key_file), "PEM private key of tls.public.cert_file"),
+  };
+}
+
+#undef INFRACHAT_PUBLIC_TLS_KEY
+
 std::vector<Field> LogFields() {
   return {
       MakeField(INFRACHAT_KEY(log.level),
@@ -614,7 +640,7 @@ const std::vector<Field>& Schema() {
   static const std::vector<Field> schema = [] {
     std::vector<Field> all;
     for (auto part : {TopLevelFields, DatabaseFields, GrpcFields, PeerFields, AuthFields,
-                      WorkerFields, LimitsFields, LogFields}) {
+                      WorkerFields, LimitsFields, TlsFields, LogFields}) {
       for (Field& field : part()) all.push_back(std::move(field));
     }
     return all;
@@ -629,14 +655,15 @@ const Field* FindField(std::string_view key) {
   return nullptr;
 }
 
-// Section names ("database", "grpc", ...), which a YAML file nests keys under.
+// Section names ("database", "grpc", "tls", "tls.internal", ...), which a YAML file nests keys
+// under: every dotted prefix of a key.
 const std::vector<std::string>& Sections() {
   static const std::vector<std::string> sections = [] {
     std::vector<std::string> names;
     for (const Field& field : Schema()) {
-      const std::size_t dot = field.key.find('.');
-      if (dot != std::string::npos && !Contains(names, field.key.substr(0, dot))) {
-        names.push_back(field.key.substr(0, dot));
+      for (std::size_t dot = field.key.find('.'); dot != std::string::npos;
+           dot = field.key.find('.', dot + 1)) {
+        if (!Contains(names, field.key.substr(0, dot))) names.push_back(field.key.substr(0, dot));
       }
     }
     return names;
@@ -652,6 +679,31 @@ const std::vector<std::string>& YamlNames() {
     return all;
   }();
   return names;
+}
+
+// Sets node[a][b]...[z] for key "a.b...z": sections nest as they do in the file.
+void SetNested(YAML::Node node, std::string_view key, const YAML::Node& value) {
+  const std::size_t dot = key.find('.');
+  if (dot == std::string_view::npos) {
+    node[std::string(key)] = value;
+    return;
+  }
+  SetNested(node[std::string(key.substr(0, dot))], key.substr(dot + 1), value);
+}
+
+// Why `path` cannot be used as a PEM file (unreadable, or no PEM block in it), or nothing.
+std::optional<std::string> PemFileProblem(const std::string& path) {
+  errno = 0;
+  std::ifstream in(path);
+  if (!in) {
+    return fmt::format("cannot read '{}': {}", path,
+                       errno != 0 ? std::strerror(errno) : "cannot open");
+  }
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    return fmt::format("'{}' is not a PEM file (no -----BEGIN line)", path);
+  }
+  return std::nullopt;
 }
 
 // ---- Loading ----------------------------------------------------------------------------------
@@ -817,6 +869,62 @@ class Loader {
             fmt::format("peers.region_shards: {}", Unknown("region", name, regions)));
       }
     }
+    CheckTls(config);
+  }
+
+  // A key naming a PEM file, with the file it names.
+  struct PemKey {
+    std::string_view key;
+    const std::string& path;
+  };
+
+  void CheckTls(const DaemonConfig& config) {
+    const std::vector<PemKey> internal = {{"tls.internal.cert_file", config.tls.internal.cert_file},
+                                          {"tls.internal.key_file", config.tls.internal.key_file},
+                                          {"tls.internal.ca_file", config.tls.internal.ca_file}};
+    const std::vector<PemKey> public_port = {
+        {"tls.public.cert_file", config.tls.public_port.cert_file},
+        {"tls.public.key_file", config.tls.public_port.key_file}};
+    for (const auto* set : {&internal, &public_port}) {
+      RequireAllOrNone(*set);
+      for (const PemKey& file : *set) CheckPemFile(file);
+    }
+    // A warning, not an error: a service mesh or a network policy may be what secures the
+    // internal API (docs/CONFIG.md, "TLS").
+    const bool internal_api = !config.grpc.internal_listen_address.empty() ||
+                              !config.peers.auth.empty() || !config.peers.shard.empty() ||
+                              !config.peers.region_shards.empty();
+    if (config.mode == "production" && internal_api && !config.tls.internal.enabled()) {
+      result_.warnings.push_back(
+          "tls.internal: not set in production mode, so the internal listener and the channels "
+          "to peers are plaintext and unauthenticated; set tls.internal.cert_file, key_file and "
+          "ca_file unless a service mesh or network policy admits only cluster processes");
+    }
+  }
+
+  // Half a TLS setup would silently mean plaintext, or a failure deep inside gRPC.
+  void RequireAllOrNone(const std::vector<PemKey>& set) {
+    std::vector<std::string_view> given;
+    for (const PemKey& file : set) {
+      if (!file.path.empty()) given.push_back(file.key);
+    }
+    if (given.empty() || given.size() == set.size()) return;
+    for (const PemKey& file : set) {
+      if (!file.path.empty()) continue;
+      result_.errors.push_back(
+          fmt::format("{}: required with {} (set all of them for TLS, or none for plaintext)",
+                      file.key, fmt::join(given, " and ")));
+    }
+  }
+
+  // Read now, so that a wrong path is an error naming the key rather than a failed handshake
+  // later. --check-config runs where secrets are not mounted: there it is a note.
+  void CheckPemFile(const PemKey& file) {
+    if (file.path.empty()) return;
+    if (const auto problem = PemFileProblem(file.path)) {
+      (sources_.check_only ? result_.warnings : result_.errors)
+          .push_back(fmt::format("{}: {}", file.key, *problem));
+    }
   }
 
   void RequireInProduction(std::string_view key, const std::string& value) {
@@ -849,14 +957,7 @@ ConfigLoadResult LoadConfig(const ConfigSources& sources) { return Loader(source
 
 std::string DescribeConfig(const DaemonConfig& config) {
   YAML::Node root(YAML::NodeType::Map);
-  for (const Field& field : Schema()) {
-    const std::size_t dot = field.key.find('.');
-    if (dot == std::string::npos) {
-      root[field.key] = field.show(config);
-    } else {
-      root[field.key.substr(0, dot)][field.key.substr(dot + 1)] = field.show(config);
-    }
-  }
+  for (const Field& field : Schema()) SetNested(root, field.key, field.show(config));
   YAML::Emitter out;
   out.SetSeqFormat(YAML::Flow);
   out << root;

@@ -36,6 +36,7 @@
 #include "remote/fan_in_bus.h"
 #include "remote/routed_shard.h"
 #include "remote/shard_server.h"
+#include "tls.h"
 
 extern char** environ;
 
@@ -168,6 +169,8 @@ void Daemon::Start() {
   }
   // One place decides, per API, the module in this process or a client of a peer's.
   const auto timeout = std::chrono::milliseconds(config.grpc.internal_call_timeout_ms);
+  // Built once: every channel to a peer's internal listener is secured the same way.
+  const auto internal_credentials = InternalChannelCredentials(config.tls);
   if (!config.HasRole("shard") && !config.peers.shard.empty()) {
     // Each channel's calls go to its owner among the region's shards; its events may come
     // from any of them, so every shard is watched (per watched channel).
@@ -178,28 +181,30 @@ void Daemon::Start() {
       shards_by_region[entry.substr(0, eq)].push_back(entry.substr(eq + 1));
     }
     auto shards = std::make_unique<remote::RoutedShard>(
-        std::move(shards_by_region), config.Regions(), timeout,
+        std::move(shards_by_region), config.Regions(), internal_credentials, timeout,
         std::chrono::milliseconds(config.shard.lease_heartbeat_ms));
     state_->bus = std::make_unique<remote::FanInEventBus>(
-        shards->addresses(), [routed = shards.get()](const std::string& channel) {
+        shards->addresses(), internal_credentials,
+        [routed = shards.get()](const std::string& channel) {
           return routed->Order(channel).front();
         });
     state_->remote_shard = std::move(shards);
     state_->context.ProvideShard(state_->remote_shard.get());
-    log->info("shard role at [{}] in region {}, other regions' shards [{}]",
+    log->info("shard role at [{}] in region {}, other regions' shards [{}]; {}",
               fmt::join(config.peers.shard, ", "), config.region,
-              fmt::join(config.peers.region_shards, ", "));
+              fmt::join(config.peers.region_shards, ", "), DescribeInternalChannels(config.tls));
   } else {
     state_->bus = std::make_unique<LocalEventBus>();
   }
   state_->context.ProvideBus(state_->bus.get());
   if (!config.HasRole("auth") && !config.peers.auth.empty()) {
     state_->remote_auth = std::make_unique<remote::RemoteAuth>(
-        remote::MakeInternalChannel(config.peers.auth.front()), timeout);
+        remote::MakeInternalChannel(config.peers.auth.front(), internal_credentials), timeout);
     // Tokens are verified here with auth's public keys; auth may still be starting.
     state_->remote_auth->FetchKeys(std::chrono::steady_clock::now() + std::chrono::seconds(30));
     state_->context.ProvideAuth(state_->remote_auth.get());
-    log->info("auth role at {}; verification keys fetched", config.peers.auth.front());
+    log->info("auth role at {}; verification keys fetched; {}", config.peers.auth.front(),
+              DescribeInternalChannels(config.tls));
   }
   if (!config.database.url.empty()) {
     state_->pool =
@@ -220,7 +225,8 @@ void Daemon::Start() {
     grpc::ServerBuilder builder;
     ApplyServerOptions(config.grpc, builder);
     int port = 0;
-    builder.AddListeningPort(config.grpc.listen_address, grpc::InsecureServerCredentials(), &port);
+    const ListenerSecurity security = PublicListenerSecurity(config.tls);
+    builder.AddListeningPort(config.grpc.listen_address, security.credentials, &port);
     std::vector<std::string> services;
     for (auto& module : state_->started) {
       for (auto& name : module->RegisterServices(builder)) services.push_back(std::move(name));
@@ -235,13 +241,17 @@ void Daemon::Start() {
     state_->server = builder.BuildAndStart();
     if (!state_->server || port == 0) {
       throw std::runtime_error("cannot listen on " + config.grpc.listen_address +
-                               " (address in use or invalid)");
+                               " (address in use or invalid" +
+                               (config.tls.public_port.enabled()
+                                    ? ", or tls.public.* is not a matching certificate and key)"
+                                    : ")"));
     }
     // Per service, as load balancers and Kubernetes probes ask ("" is the whole server).
     if (auto* health = state_->server->GetHealthCheckService()) {
       for (const auto& name : services) health->SetServingStatus(name, true);
     }
     address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
+    log->info("public listener on {}: {}", address_, security.description);
     if (!config.grpc.internal_listen_address.empty()) StartInternalServer();
     state_->context.SetInternalAddress(internal_address_);
     for (auto& module : state_->started) module->OnServing(address_);
@@ -264,8 +274,8 @@ void Daemon::StartInternalServer() {
   // Internal frames carry whole log batches; the public limits are for clients.
   builder.SetMaxReceiveMessageSize(64 * 1024 * 1024);
   int port = 0;
-  builder.AddListeningPort(config.grpc.internal_listen_address, grpc::InsecureServerCredentials(),
-                           &port);
+  const ListenerSecurity security = InternalListenerSecurity(config.tls);
+  builder.AddListeningPort(config.grpc.internal_listen_address, security.credentials, &port);
   std::vector<std::string> names;
   auto add = [&](std::unique_ptr<grpc::Service> service, const std::string& name) {
     builder.RegisterService(service.get());
@@ -287,14 +297,21 @@ void Daemon::StartInternalServer() {
   state_->internal_server = builder.BuildAndStart();
   if (!state_->internal_server || port == 0) {
     throw std::runtime_error("cannot listen on " + config.grpc.internal_listen_address +
-                             " (grpc.internal_listen_address: address in use or invalid)");
+                             " (grpc.internal_listen_address: address in use or invalid" +
+                             (config.tls.internal.enabled()
+                                  ? ", or tls.internal.* is not a matching certificate and key)"
+                                  : ")"));
   }
   if (auto* health = state_->internal_server->GetHealthCheckService()) {
     for (const auto& name : names) health->SetServingStatus(name, true);
   }
   internal_address_ = HostOf(config.grpc.internal_listen_address) + ":" + std::to_string(port);
-  log->warn("internal API on {} is plaintext and unauthenticated: keep it on a private network",
-            internal_address_);
+  if (config.tls.internal.enabled()) {
+    log->info("internal listener on {}: {}", internal_address_, security.description);
+  } else {
+    log->warn("internal listener on {}: {}, unauthenticated: keep it on a private network",
+              internal_address_, security.description);
+  }
 }
 
 void Daemon::Shutdown() {
@@ -400,6 +417,7 @@ int RunDaemon(int argc, char** argv) {
   ConfigureLogging(loaded.config.log);
   auto log = ModuleLogger("core");
   log->info("effective configuration:\n{}", DescribeConfig(loaded.config));
+  for (const auto& warning : loaded.warnings) log->warn("{}", warning);
   RaiseFileLimit(loaded.config, log);
   Daemon daemon(loaded.config);
   try {

@@ -36,7 +36,8 @@ void PrepareContext(grpc::ClientContext& context, std::chrono::milliseconds time
   context.set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
-std::shared_ptr<grpc::Channel> MakeInternalChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeInternalChannel(
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -46,7 +47,7 @@ std::shared_ptr<grpc::Channel> MakeInternalChannel(const std::string& address) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, credentials, args);
 }
 
 }  // namespace infrachat::remote

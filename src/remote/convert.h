@@ -76,7 +76,9 @@ void AsyncUnaryCall(Start start, const CallContext& call, Request request,
 }
 
 // A channel to another InfraChat process's internal listener: keepalive agreed with the
-// server's settings, plaintext (mutual TLS comes with issue 8's TLS step).
-std::shared_ptr<grpc::Channel> MakeInternalChannel(const std::string& address);
+// server's settings, secured by `credentials` (the daemon builds them once from tls.internal.*:
+// mutual TLS, or plaintext; every internal channel of a process gets the same ones).
+std::shared_ptr<grpc::Channel> MakeInternalChannel(
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
 }  // namespace infrachat::remote

@@ -7,10 +7,12 @@
 namespace infrachat::remote {
 
 FanInEventBus::FanInEventBus(const std::vector<std::string>& addresses,
+                             const std::shared_ptr<grpc::ChannelCredentials>& credentials,
                              std::function<std::string(const std::string& channel)> owner_of)
     : addresses_(addresses), owner_of_(std::move(owner_of)) {
   for (const auto& address : addresses_) {
-    buses_.push_back(std::make_unique<bus_grpc::GrpcEventBus>(MakeInternalChannel(address)));
+    buses_.push_back(
+        std::make_unique<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials)));
   }
 }
 

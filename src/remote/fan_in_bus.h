@@ -3,6 +3,8 @@
 // send retried on the next shard), so each is watched, and each one's readiness counts.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -28,7 +30,9 @@ namespace infrachat::remote {
 // destructor stops them (no handler or ready runs after it returns).
 class FanInEventBus final : public EventBus {
  public:
+  // `credentials`: of the channel to each shard (MakeInternalChannel).
   FanInEventBus(const std::vector<std::string>& addresses,
+                const std::shared_ptr<grpc::ChannelCredentials>& credentials,
                 std::function<std::string(const std::string& channel)> owner_of);
   ~FanInEventBus() override;
 

@@ -28,15 +28,17 @@ std::string Key(std::string_view channel) {
 }  // namespace
 
 RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
-                         std::vector<std::string> regions, std::chrono::milliseconds timeout,
-                         std::chrono::milliseconds refresh)
+                         std::vector<std::string> regions,
+                         const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                         std::chrono::milliseconds timeout, std::chrono::milliseconds refresh)
     : shards_by_region_(std::move(shards_by_region)),
       regions_(std::move(regions)),
       timeout_(timeout) {
   for (const auto& [region, addresses] : shards_by_region_) {
     for (const auto& address : addresses) {
       addresses_.push_back(address);
-      shards_.push_back(std::make_unique<RemoteShard>(MakeInternalChannel(address), timeout));
+      shards_.push_back(
+          std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials), timeout));
     }
   }
   if (refresh.count() > 0) refresher_ = std::thread([this, refresh] { RefreshLoop(refresh); });

@@ -6,6 +6,8 @@
 // order, with the same client_msg_id.
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <map>
@@ -33,8 +35,11 @@ class RoutedShard final : public ShardApi {
   // Every `refresh` (0: never) it asks each region's shards which of them hold a live lease,
   // and places channels only on those (health-aware placement); while a region's live set is
   // unknown or shares no address with the configuration, all its configured shards count.
+  // `credentials`: of the channel to each shard (MakeInternalChannel).
   RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
-              std::vector<std::string> regions, std::chrono::milliseconds timeout,
+              std::vector<std::string> regions,
+              const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+              std::chrono::milliseconds timeout,
               std::chrono::milliseconds refresh = std::chrono::milliseconds(0));
   ~RoutedShard() override;
 

@@ -71,7 +71,13 @@ std::vector<std::uint64_t> VarintField(const std::string& message, int number) {
 std::string CallUnary(const std::string& address, const std::string& method,
                       const std::string& request, grpc::Status& status,
                       std::chrono::milliseconds deadline) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  return CallUnary(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()), method,
+                   request, status, deadline);
+}
+
+std::string CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                      const std::string& request, grpc::Status& status,
+                      std::chrono::milliseconds deadline) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   context.set_deadline(After(deadline));

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,10 @@ std::vector<std::uint64_t> VarintField(const std::string& message, int number);
 
 // A unary call; returns the response bytes (empty when the status is not OK).
 std::string CallUnary(const std::string& address, const std::string& method,
+                      const std::string& request, grpc::Status& status,
+                      std::chrono::milliseconds deadline = kWireDeadline);
+// The same on a given channel (e.g. one with TLS credentials).
+std::string CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
                       const std::string& request, grpc::Status& status,
                       std::chrono::milliseconds deadline = kWireDeadline);
 

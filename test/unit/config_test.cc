@@ -1,8 +1,11 @@
 #include "infrachat/config/config.h"
 
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -33,10 +36,11 @@ std::string AsText(const YAML::Node& node) {
   return text;
 }
 
+// root[a][b]...[z] for key "a.b...z" (const: looking up never adds to `root`).
 YAML::Node Lookup(const YAML::Node& root, const std::string& key) {
   const std::size_t dot = key.find('.');
   if (dot == std::string::npos) return root[key];
-  return root[key.substr(0, dot)][key.substr(dot + 1)];
+  return Lookup(root[key.substr(0, dot)], key.substr(dot + 1));
 }
 
 const char* kAuthGateway =
@@ -292,6 +296,117 @@ TEST_CASE("production mode requires the auth key files", "[config]") {
   CHECK(Load("roles: [gateway]\nmode: production\n").errors.empty());
 }
 
+// A file in a private temp dir that lives as long as the object.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& content) {
+    char dir[] = "/tmp/infrachat-config-test-XXXXXX";
+    REQUIRE(mkdtemp(dir) != nullptr);
+    dir_ = dir;
+    path_ = dir_ + "/file.pem";
+    std::ofstream(path_) << content;
+  }
+  ~TempFile() {
+    std::remove(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+};
+
+constexpr const char* kPem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+TEST_CASE("tls.* keys nest in the file and are all or nothing per listener", "[config][tls]") {
+  const TempFile pem(kPem);
+  const std::string& f = pem.path();
+  SECTION("all three internal files and both public ones") {
+    const ConfigLoadResult result = Load(
+        "roles: [gateway]\n"
+        "tls:\n"
+        "  internal: {cert_file: " +
+        f + ", key_file: " + f + ", ca_file: " + f +
+        "}\n"
+        "  public:\n"
+        "    cert_file: " +
+        f +
+        "\n"
+        "    key_file: " +
+        f + "\n");
+    REQUIRE(result.errors == Errors{});
+    CHECK(result.config.tls.internal.enabled());
+    CHECK(result.config.tls.internal.ca_file == f);
+    CHECK(result.config.tls.public_port.enabled());
+    CHECK(result.config.tls.public_port.key_file == f);
+    // And the description loads back to the same settings.
+    const ConfigLoadResult again = Load(DescribeConfig(result.config));
+    REQUIRE(again.errors == Errors{});
+    CHECK(again.config.tls.internal.key_file == f);
+    CHECK(again.config.tls.public_port.cert_file == f);
+  }
+  SECTION("none: plaintext") {
+    const ConfigLoadResult result = Load("roles: [gateway]\n");
+    CHECK(result.errors == Errors{});
+    CHECK_FALSE(result.config.tls.internal.enabled());
+    CHECK_FALSE(result.config.tls.public_port.enabled());
+  }
+  SECTION("a partial set names each missing key") {
+    CHECK(Load("roles: [gateway]\n", {}, {"tls.internal.cert_file=" + f}).errors ==
+          Errors{"tls.internal.key_file: required with tls.internal.cert_file (set all of them "
+                 "for TLS, or none for plaintext)",
+                 "tls.internal.ca_file: required with tls.internal.cert_file (set all of them "
+                 "for TLS, or none for plaintext)"});
+    CHECK(Load("roles: [gateway]\n", {{"INFRACHAT_TLS_PUBLIC_KEY_FILE", f}}).errors ==
+          Errors{"tls.public.cert_file: required with tls.public.key_file (set all of them for "
+                 "TLS, or none for plaintext)"});
+  }
+  SECTION("a misspelt key in a nested section names the nearest key") {
+    CHECK(Load("roles: [gateway]\ntls:\n  internal:\n    cert_fil: x\n").errors ==
+          Errors{"test.yaml: unknown key 'tls.internal.cert_fil' (did you mean "
+                 "'tls.internal.cert_file'?) (line 4)"});
+  }
+}
+
+TEST_CASE("tls.* files must be readable PEM (only a note for --check-config)", "[config][tls]") {
+  const TempFile pem(kPem);
+  const TempFile not_pem("just text\n");
+  const std::string missing = "/nonexistent/infrachat/cert.pem";
+  const std::vector<std::string> overrides = {"tls.internal.cert_file=" + missing,
+                                              "tls.internal.key_file=" + not_pem.path(),
+                                              "tls.internal.ca_file=" + pem.path()};
+  const Errors problems = {
+      "tls.internal.cert_file: cannot read '" + missing + "': No such file or directory",
+      "tls.internal.key_file: '" + not_pem.path() + "' is not a PEM file (no -----BEGIN line)"};
+  CHECK(Load("roles: [gateway]\n", {}, overrides).errors == problems);
+  ConfigSources check{"roles: [gateway]\n", "test.yaml", {}, overrides};
+  check.check_only = true;
+  const ConfigLoadResult checked = LoadConfig(check);
+  CHECK(checked.errors == Errors{});
+  CHECK(checked.warnings == problems);
+}
+
+TEST_CASE("production mode warns about a plaintext internal API", "[config][tls]") {
+  const TempFile pem(kPem);
+  const std::string edge =
+      "roles: [gateway, fanout, router]\n"
+      "mode: production\n"
+      "peers: {auth: ['auth:7401'], shard: ['shard:7401']}\n";
+  const ConfigLoadResult plaintext = Load(edge);
+  CHECK(plaintext.errors == Errors{});
+  REQUIRE(plaintext.warnings.size() == 1);
+  CHECK_THAT(plaintext.warnings[0], Catch::StartsWith("tls.internal: not set in production mode"));
+  CHECK(Load(edge, {},
+             {"tls.internal.cert_file=" + pem.path(), "tls.internal.key_file=" + pem.path(),
+              "tls.internal.ca_file=" + pem.path()})
+            .warnings.empty());
+  // Development is plaintext by default, and a process with no internal API has nothing to say.
+  CHECK(Load("roles: [gateway, fanout, router]\npeers: {auth: ['a:1'], shard: ['s:1']}\n")
+            .warnings.empty());
+  CHECK(Load("roles: [router]\nmode: production\n").warnings.empty());
+}
+
 TEST_CASE("malformed YAML is one error with its line", "[config]") {
   const ConfigLoadResult result = Load("roles: [gateway\nmode: development\n");
   REQUIRE(result.errors.size() == 1);
@@ -345,11 +460,11 @@ TEST_CASE("DescribeConfig output loads back to the same configuration", "[config
 
 TEST_CASE("ConfigKeys lists every key, and each can be set through --set and env", "[config]") {
   const std::vector<std::string> keys = ConfigKeys();
-  CHECK(keys.size() == 52);  // every member of DaemonConfig and its sections
-  for (const char* key :
-       {"roles", "mode", "region", "database.url", "grpc.shutdown_grace_s",
-        "auth.argon2_mem_limit_kib", "router.shards", "shard.id", "fanout.catchup_batch",
-        "limits.max_body_bytes", "log.level", "log.modules"}) {
+  CHECK(keys.size() == 57);  // every member of DaemonConfig and its sections
+  for (const char* key : {"roles", "mode", "region", "database.url", "grpc.shutdown_grace_s",
+                          "auth.argon2_mem_limit_kib", "router.shards", "shard.id",
+                          "fanout.catchup_batch", "limits.max_body_bytes", "tls.internal.ca_file",
+                          "tls.public.cert_file", "log.level", "log.modules"}) {
     CHECK(std::find(keys.begin(), keys.end(), key) != keys.end());
   }
   // Values taken from a valid configuration's description, set one key at a time.

@@ -55,6 +55,19 @@ struct Status {
 std::string ToString(const Status& status);
 std::string ToString(const Error& error);
 
+// Transport security of a client's channel. Plaintext by default, as a development server
+// listens; a server with tls.public.* needs TLS.
+struct ClientTls {
+  bool enabled = false;
+  // PEM certificates the server's must chain to. Empty: the system's CA certificates (gRPC's
+  // default roots; GRPC_DEFAULT_SSL_ROOTS_FILE_PATH overrides them).
+  std::string root_certificates;
+};
+
+// TLS that trusts only the CA certificate(s) in `ca_file` (PEM), e.g. a cluster's own CA.
+// INVALID_ARGUMENT naming the file when it cannot be read or holds no PEM.
+Result<ClientTls> TlsTrustingCaFile(const std::string& ca_file);
+
 struct ClientOptions {
   // Deadline of each unary call.
   std::chrono::milliseconds call_timeout{5000};
@@ -64,13 +77,16 @@ struct ClientOptions {
   // refresh once and retry the call. Off by default so that tests of token expiry see the raw
   // status; ResilientSession users typically turn it on.
   bool auto_refresh = false;
+  // Channel security; used by Client(target, ...), which makes the channel (a Client given a
+  // channel uses that channel's own credentials).
+  ClientTls tls;
 };
 
 // gRPC channel with the client's settings: keepalive ping every 30 s during calls, 10 s ping
 // timeout, no pings without calls, unlimited pings without data (the server must accept a ping
-// every 30 s), receive limit 4 MiB, transport reconnect backoff 200 ms to 10 s. Insecure
-// (plaintext) transport.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target);
+// every 30 s), receive limit 4 MiB, transport reconnect backoff 200 ms to 10 s. Plaintext
+// transport unless `tls.enabled`.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ClientTls& tls = {});
 
 // A fresh client_msg_id: 16 lower-case hex characters (64 bits from std::random_device).
 // Thread-safe.
@@ -88,7 +104,7 @@ struct Credentials {
 
 class Client {
  public:
-  // Connects lazily to `target` ("host:port") with MakeChannel().
+  // Connects lazily to `target` ("host:port") with MakeChannel(target, options.tls).
   explicit Client(const std::string& target, ClientOptions options = {});
   // Uses an existing channel (e.g. an in-process channel in tests).
   explicit Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options = {});

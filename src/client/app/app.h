@@ -15,6 +15,8 @@ namespace infrachat::cli {
 
 struct GlobalOptions {
   std::string server = "127.0.0.1:7400";
+  bool tls = false;     // TLS, verifying the server with the system's CA certificates
+  std::string ca_file;  // TLS, trusting only this CA (PEM); implies tls
   std::string user;
   std::string password_file;
   std::string display_name;

@@ -107,6 +107,13 @@ Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, 
                                                   const std::string& user,
                                                   const std::string& password) {
   client::ClientOptions client_options;
+  if (!options.ca_file.empty()) {
+    auto tls = client::TlsTrustingCaFile(options.ca_file);
+    if (!tls.ok()) return tls.error();
+    client_options.tls = std::move(tls).value();
+  } else {
+    client_options.tls.enabled = options.tls;
+  }
   client_options.call_timeout = std::chrono::seconds(options.call_timeout_s);
   client_options.auto_refresh = auto_refresh;
   auto client = std::make_shared<client::Client>(options.server, client_options);

@@ -39,6 +39,13 @@ int main(int argc, char** argv) {
   app.add_option("--server", options.server, "gateway address host:port")
       ->envname("INFRACHAT_SERVER")
       ->capture_default_str();
+  app.add_flag("--tls", options.tls,
+               "connect with TLS, verifying the server with the system's CA certificates")
+      ->envname("INFRACHAT_TLS");
+  app.add_option("--ca", options.ca_file,
+                 "connect with TLS, trusting only the CA certificate in FILE (PEM; implies --tls)")
+      ->type_name("FILE")
+      ->envname("INFRACHAT_CA");
   app.add_option("--user", options.user, "username")->envname("INFRACHAT_USER");
   app.add_option("--password-file", options.password_file,
                  "read the password from the first line of FILE");

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "infrachat/client/chat_stream.h"
@@ -28,7 +30,21 @@ std::string ToString(const Error& error) {
   return fmt::format("{}: {}", CodeName(error.code), error.message);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+Result<ClientTls> TlsTrustingCaFile(const std::string& ca_file) {
+  std::ifstream in(ca_file);
+  if (!in) return MakeError(Code::kInvalidArgument, fmt::format("cannot read {}", ca_file));
+  ClientTls tls;
+  tls.enabled = true;
+  tls.root_certificates.assign(std::istreambuf_iterator<char>(in),
+                               std::istreambuf_iterator<char>());
+  if (tls.root_certificates.find("-----BEGIN CERTIFICATE") == std::string::npos) {
+    return MakeError(Code::kInvalidArgument,
+                     fmt::format("{} holds no PEM certificate (-----BEGIN CERTIFICATE)", ca_file));
+  }
+  return tls;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const ClientTls& tls) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -42,7 +58,12 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 10000);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (!tls.enabled) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls.root_certificates;
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
 std::string NewClientMsgId() {
@@ -52,8 +73,10 @@ std::string NewClientMsgId() {
   return fmt::format("{:016x}", bits);
 }
 
+// `options` is copied, not moved: the order in which the two arguments are initialized is
+// unspecified, and MakeChannel reads it.
 Client::Client(const std::string& target, ClientOptions options)
-    : Client(MakeChannel(target), std::move(options)) {}
+    : Client(MakeChannel(target, options.tls), options) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : options_(std::move(options)),
