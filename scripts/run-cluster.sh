@@ -8,22 +8,33 @@
 # region, name, pid, public and internal addresses, config and log file; each region's database
 # URL), prints one line per gateway, `gateway <region> <host:port>`, and stays in the foreground
 # until Ctrl-C (or SIGTERM), when it stops everything it started, and only that.
-#   scripts/run-cluster.sh [--base-port 7500] [--dir DIR] [--set key=value ...]
+# Supervision, as Kubernetes restarts a pod: a process that exits (any cause, kill -9 included)
+# is started again after 0.5 s (doubling to 8 s while it keeps exiting within 5 s of its start)
+# with the same config and environment; the script prints `restarted <name> (pid N)` and
+# rewrites DIR/cluster.json with the new pid (atomically). The databases are not supervised.
+#   scripts/run-cluster.sh [--base-port 7500] [--dir DIR] [--set key=value ...] [--no-restart]
 #     --base-port P   public and internal ports are P, P+1, ... (default 7500)
 #     --dir DIR       configs, logs and databases (default: a fresh directory under /tmp)
 #     --set k=v       passed to every infrachatd (e.g. --set log.level=debug)
+#     --tls           mutual TLS between the processes and TLS on the gateways, with a throwaway
+#                     CA and certificate from scripts/dev-certs.sh in DIR/tls; clients connect
+#                     with `infrachat --server <gateway> --ca DIR/tls/ca.pem`
+#     --no-restart    a process that exits stays dead (reported on stdout)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 base_port=7500
 dir=""
 sets=()
+tls=0
+restart=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --base-port) base_port=${2:?--base-port needs a port}; shift 2 ;;
     --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
     --set) sets+=(--set "${2:?--set needs key=value}"); shift 2 ;;
-    --tls) echo "run-cluster: --tls is not built yet (issue 8: mutual TLS on the internal listener)" >&2; exit 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --no-restart) restart=0; shift ;;
+    --tls) tls=1; shift ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run-cluster: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,14 +47,30 @@ chmod 755 "$dir"  # the databases run as postgres under it when we are root
 build=${BUILD_DIR:-$root/build}
 daemon="$build/src/exe/infrachatd"
 
-pids=()
+# --tls: one certificate for every process, as server and as client (SAN 127.0.0.1 and
+# localhost: the addresses they dial), the same config lines in each (docs/CONFIG.md "TLS").
+tls_lines=()
+if [ "$tls" = 1 ]; then
+  "$root/scripts/dev-certs.sh" "$dir/tls"
+  tls_lines=("tls:"
+    "  internal: {cert_file: '$dir/tls/cert.pem', key_file: '$dir/tls/key.pem', ca_file: '$dir/tls/ca.pem'}"
+    "  public: {cert_file: '$dir/tls/cert.pem', key_file: '$dir/tls/key.pem'}")
+fi
+
+declare -A pid_of  # name -> pid of its current process
+names=()
 stopping=0
 stop_all() {
   [ "$stopping" = 1 ] && return
   stopping=1
   trap - INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Our running background jobs too: a signal between a restart's `&` and the recording of its
+  # pid must not leave that process behind.
+  local jobs pids
+  jobs=$(jobs -pr)
+  pids=$(printf '%s\n' "${pid_of[@]}" $jobs | sort -u)
+  for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in $pids; do wait "$pid" 2>/dev/null || true; done
   for region in a b; do "$root/test/support/pg_cluster.sh" halt "$dir/db-$region" || true; done
 }
 trap 'stop_all; echo "cluster stopped (configs, logs and data in $dir)"' EXIT
@@ -56,8 +83,29 @@ done
 
 next_port=$base_port
 
+# launch NAME: starts NAME's process in the background with its config and environment (the
+# first start and every restart), its output appended to its log.
+declare -A url_of
+launch() {
+  local name=$1
+  rm -f "$dir/run/$name.json"
+  INFRACHAT_DATABASE_URL=${url_of[$name]} "$daemon" --config "$dir/conf/$name.yaml" \
+    --ready-file "$dir/run/$name.json" "${sets[@]}" >>"$dir/log/$name.log" 2>&1 &
+  pid_of[$name]=$!
+}
+
+# DIR/cluster.json from the entries with each process's current pid, replaced atomically.
+write_cluster_json() {
+  local pids=() name
+  for name in "${names[@]}"; do pids+=(--argjson "$name" "${pid_of[$name]}"); done
+  printf '%s\n' "${entries[@]}" | jq -s --arg a "${db_url[a]}" --arg b "${db_url[b]}" \
+    '{processes: map(.pid = $ARGS.named[.name]), databases: {a: $a, b: $b}}' "${pids[@]}" \
+    >"$dir/cluster.json.tmp"
+  mv -f "$dir/cluster.json.tmp" "$dir/cluster.json"
+}
+
 # start NAME REGION ROLES INTERNAL(yes|no) [extra yaml lines...]: writes the config, starts the
-# process in the background, records its entry.
+# process in the background, waits until it serves, records its entry.
 entries=()
 start() {
   local name=$1 region=$2 roles=$3 internal=$4; shift 4
@@ -78,15 +126,14 @@ start() {
     echo "  listen_address: '$public'"
     if [ -n "$internal_address" ]; then echo "  internal_listen_address: '$internal_address'"; fi
     echo "  shutdown_grace_s: 2"
-    for line in "$@"; do echo "$line"; done
+    for line in "$@" "${tls_lines[@]}"; do echo "$line"; done
   } >"$conf"
-  rm -f "$ready"
-  local url=""
-  case "$roles" in *auth*|*shard*) url=${db_url[$region]} ;; esac
-  INFRACHAT_DATABASE_URL=$url "$daemon" --config "$conf" --ready-file "$ready" "${sets[@]}" \
-    >"$log" 2>&1 &
-  local pid=$!
-  pids+=("$pid")
+  url_of[$name]=""
+  case "$roles" in *auth*|*shard*) url_of[$name]=${db_url[$region]} ;; esac
+  : >"$log"
+  names+=("$name")
+  launch "$name"
+  local pid=${pid_of[$name]}
   for _ in $(seq 1 300); do
     [ -s "$ready" ] && break
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -98,9 +145,8 @@ start() {
   done
   [ -s "$ready" ] || { echo "run-cluster: $name did not serve within 30 s (log: $log)" >&2; exit 1; }
   entries+=("$(jq -n --arg name "$name" --arg region "$region" --arg roles "$roles" \
-    --argjson pid "$pid" --arg public "$public" --arg internal "$internal_address" \
-    --arg config "$conf" --arg log "$log" \
-    '{name: $name, region: $region, roles: ($roles | split(", ")), pid: $pid,
+    --arg public "$public" --arg internal "$internal_address" --arg config "$conf" --arg log "$log" \
+    '{name: $name, region: $region, roles: ($roles | split(", ")), pid: 0,
       address: $public, internal_address: $internal, config: $config, log: $log}')")
   eval "addr_$name=\$internal_address"
 }
@@ -123,12 +169,46 @@ for region in a b; do
     "  region_shards: ['${other}=${peers_other%%,*}', '${other}=${peers_other##*,}']"
 done
 
-printf '%s\n' "${entries[@]}" | jq -s --arg a "${db_url[a]}" --arg b "${db_url[b]}" \
-  '{processes: ., databases: {a: $a, b: $b}}' >"$dir/cluster.json"
+write_cluster_json
 for region in a b; do
   echo "gateway $region $(jq -r --arg n "edge_$region" '.processes[] | select(.name == $n) | .address' "$dir/cluster.json")"
 done
+if [ "$tls" = 1 ]; then
+  echo "tls: mutual TLS inside, TLS on the gateways; connect with infrachat --server <gateway> --ca $dir/tls/ca.pem"
+fi
 echo "cluster is up: $dir/cluster.json; Ctrl-C stops it"
-# Stay until a signal; a process that dies is reported but the rest keep running (kill -9 of
-# one process is how failures are tried).
-while true; do sleep 1 & wait $! || true; done
+# Stay until a signal. A process that exits is reported and, unless --no-restart, started again
+# (kill -9 of one process is how failures are tried). Polled: bash reaps its children as they
+# exit (kill -0 then fails) and `wait PID` still returns a reaped one's status.
+declare -A started_at delay_ms
+for name in "${names[@]}"; do started_at[$name]=$SECONDS; delay_ms[$name]=500; done
+while true; do
+  sleep 0.2 & wait $! || true
+  exited=()
+  for name in "${names[@]}"; do
+    pid=${pid_of[$name]}
+    if [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null; then continue; fi
+    status=0
+    wait "$pid" 2>/dev/null || status=$?
+    echo "$name (pid $pid) exited with status $status"
+    pid_of[$name]=""
+    exited+=("$name")
+  done
+  if [ "$restart" = 0 ] || [ ${#exited[@]} = 0 ]; then continue; fi
+  # Back off while one keeps exiting soon after its start (a crash loop), as Kubernetes does.
+  delay=0
+  declare -A quick=()
+  for name in "${exited[@]}"; do
+    quick[$name]=$((SECONDS - started_at[$name] < 5))
+    [ "${quick[$name]}" = 1 ] || delay_ms[$name]=500
+    [ "${delay_ms[$name]}" -le "$delay" ] || delay=${delay_ms[$name]}
+  done
+  sleep "$((delay / 1000)).$(printf '%03d' $((delay % 1000)))" & wait $! || true
+  for name in "${exited[@]}"; do
+    [ "${quick[$name]}" = 0 ] || delay_ms[$name]=$((delay_ms[$name] * 2 > 8000 ? 8000 : delay_ms[$name] * 2))
+    launch "$name"
+    started_at[$name]=$SECONDS
+  done
+  write_cluster_json
+  for name in "${exited[@]}"; do echo "restarted $name (pid ${pid_of[$name]})"; done
+done

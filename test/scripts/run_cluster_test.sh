@@ -2,7 +2,9 @@
 # scripts/run-cluster.sh as a person uses it: it starts two regions of role-split processes,
 # writes cluster.json and prints a gateway per region; the `infrachat` client registered on one
 # gateway chats with a user of the other, in channels homed in both regions (live, via tail,
-# and in history, in one order); Ctrl-C stops every process and database it started.
+# and in history, in one order); a process killed with kill -9 is restarted by the script (new pid
+# in cluster.json, chat through it again); Ctrl-C stops every process and database it started,
+# the restarted one included.
 #   run_cluster_test.sh BUILD_DIR
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -80,7 +82,24 @@ for i in 1 2 3 4 5 6; do
 done
 ok "messages sent through both gateways arrive live through gateway b in the order of the log"
 
-pids=$(jq -r '.processes[].pid' "$work/cluster/cluster.json")
+pid_of() { jq -r --arg n "$1" '.processes[] | select(.name == $n) | .pid' "$work/cluster/cluster.json"; }
+old_edge=$(pid_of edge_b)
+kill -9 "$old_edge"
+for _ in $(seq 1 300); do
+  grep -q '^restarted edge_b ' "$work/out.log" && break
+  sleep 0.1
+done
+new_edge=$(awk '$1 == "restarted" && $2 == "edge_b" {print $4}' "$work/out.log" | tr -d ')')
+[ -n "$new_edge" ] || fail "edge_b was not restarted within 30 s of kill -9"
+[ "$(pid_of edge_b)" = "$new_edge" ] && [ "$new_edge" != "$old_edge" ] || fail "cluster.json has edge_b pid $(pid_of edge_b), not the restarted $new_edge"
+kill -0 "$new_edge" || fail "the restarted edge_b ($new_edge) does not run"
+for _ in $(seq 1 300); do [ -s "$work/cluster/run/edge_b.json" ] && break; sleep 0.1; done
+[ -s "$work/cluster/run/edge_b.json" ] || fail "the restarted edge_b did not serve within 30 s"
+as "$gw_b" bob send -c room1 "after the restart" --timeout-s 30 >/dev/null 2>"$work/send.err" || fail "send via the restarted edge_b: $(cat "$work/send.err")"
+[ "$(as "$gw_b" bob history -c room1 | jq -r '.body' | tail -n 1)" = "after the restart" ] || fail "history via the restarted edge_b"
+ok "kill -9 of edge_b: restarted as pid $new_edge (cluster.json updated), chat through it works again"
+
+pids="$old_edge $(jq -r '.processes[].pid' "$work/cluster/cluster.json")"
 kill -INT "$script"
 status=0
 wait "$script" || status=$?
@@ -88,5 +107,5 @@ script=""
 [ "$status" = 0 ] || fail "run-cluster.sh exited $status after Ctrl-C"
 for pid in $pids; do kill -0 "$pid" 2>/dev/null && fail "process $pid still runs after Ctrl-C"; done
 for r in a b; do [ -f "$work/cluster/db-$r/data/postmaster.pid" ] && fail "database $r still runs"; done
-ok "Ctrl-C stopped all 7 processes and both databases"
+ok "Ctrl-C stopped all 7 processes (the restarted one too) and both databases"
 echo "$passed passed, 0 failed"
