@@ -149,7 +149,8 @@ struct Daemon::State {
   std::vector<std::unique_ptr<Module>> started;
   std::unique_ptr<Executor> internal_executor;  // blocking work of internal calls
   std::vector<std::unique_ptr<grpc::Service>> internal_services;
-  std::unique_ptr<ReflectionV1Service> reflection_v1;  // declared before `server`: outlives it
+  bus_grpc::EventStreamService* event_stream = nullptr;  // in internal_services
+  std::unique_ptr<ReflectionV1Service> reflection_v1;    // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> internal_server;
   bool shut_down = false;
@@ -286,8 +287,9 @@ void Daemon::StartInternalServer() {
     add(std::make_unique<remote::ShardInternalService>(&state_->context.shard(),
                                                        state_->internal_executor.get()),
         internal::v1::ShardInternal::service_full_name());
-    add(std::make_unique<bus_grpc::EventStreamService>(state_->bus.get()),
-        internal::v1::EventStream::service_full_name());
+    auto events = std::make_unique<bus_grpc::EventStreamService>(state_->bus.get());
+    state_->event_stream = events.get();
+    add(std::move(events), internal::v1::EventStream::service_full_name());
   }
   if (config.HasRole("auth")) {
     add(std::make_unique<remote::AuthInternalService>(&state_->context.auth(),
@@ -333,6 +335,8 @@ void Daemon::Shutdown() {
   // Then the internal API: other processes' sends in flight are answered (their commits still
   // run), event streams end and their watchers reconnect elsewhere or repair from the log.
   if (state_->internal_server) {
+    // Watch streams never end by themselves: end them now rather than after the grace.
+    if (state_->event_stream != nullptr) state_->event_stream->EndAll();
     const auto grace = std::chrono::seconds(state_->context.config().grpc.shutdown_grace_s);
     state_->internal_server->Shutdown(std::chrono::system_clock::now() + grace);
     state_->internal_server->Wait();

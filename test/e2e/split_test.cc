@@ -228,6 +228,28 @@ TEST_CASE(
   CHECK(SubscribeAndWait(*again, kGeneral) == 0);
 }
 
+// SIGTERM of a shard process that edges watch: its event streams never end by themselves, so
+// the drain ends them (watchers repair from the log) instead of waiting out the whole grace.
+TEST_CASE("role-split: a watched core stops on SIGTERM well inside its grace", "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                          "grpc.shutdown_grace_s=20"});
+  DaemonProcess edge(
+      db, {"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+           "peers.shard=" + core.internal_address(), "grpc.internal_call_timeout_ms=2000"});
+  auto alice = RegisterUser(edge.address(), "alice");
+  REQUIRE(alice->CreateChannel(kGeneral).ok());
+  auto stream = alice->Connect();
+  REQUIRE(SubscribeAndWait(*stream, kGeneral) == 0);  // the edge watches the core's events
+
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(core.Terminate(std::chrono::seconds(10)) == 0);  // -1: still running after 10 s
+  INFO("stopped after "
+       << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
+       << " s");
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
+}
+
 // The owner of `channel` among `addresses`, as every edge computes it (rendezvous hashing).
 std::string OwnerOf(const std::string& channel, const std::vector<std::string>& addresses) {
   return *std::max_element(addresses.begin(), addresses.end(),

@@ -45,6 +45,14 @@ class EventStreamService::WatchStream final
     }
   }
 
+  // Ends the stream with `status`, dropping what is queued (the watcher repairs from the log).
+  // Called under the service's index_mu_.
+  void End(const grpc::Status& status) {
+    std::lock_guard lock(mu_);
+    while (out_.size() > (writing_ ? 1u : 0u)) out_.pop_back();
+    FinishLocked(status);
+  }
+
   // The channels this stream watches; guarded by the service's index_mu_.
   std::unordered_set<std::string> channels;
 
@@ -122,11 +130,13 @@ std::size_t EventStreamService::active_streams() const {
 grpc::ServerBidiReactor<WatchRequest, WatchResponse>* EventStreamService::Watch(
     grpc::CallbackServerContext* context) {
   auto* stream = new WatchStream(this, context);
-  {
-    std::lock_guard lock(index_mu_);
-    streams_.insert(stream);
+  std::lock_guard lock(index_mu_);
+  streams_.insert(stream);
+  if (ending_) {
+    stream->End(EndingStatus());
+  } else {
+    stream->Begin();
   }
-  stream->Begin();
   return stream;
 }
 
@@ -144,6 +154,17 @@ grpc::ServerUnaryReactor* EventStreamService::Publish(grpc::CallbackServerContex
     reactor->Finish(grpc::Status::OK);
   }
   return reactor;
+}
+
+grpc::Status EventStreamService::EndingStatus() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "this process is shutting down; watch the channel's new owner");
+}
+
+void EventStreamService::EndAll() {
+  std::lock_guard lock(index_mu_);
+  ending_ = true;
+  for (WatchStream* stream : streams_) stream->End(EndingStatus());
 }
 
 void EventStreamService::ApplyRequest(WatchStream* stream, const WatchRequest& request) {

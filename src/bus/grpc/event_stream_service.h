@@ -56,6 +56,12 @@ class EventStreamService final : public internal::v1::EventStream::CallbackServi
                                     const internal::v1::BusEvent* request,
                                     internal::v1::Empty* response) override;
 
+  // Ends every Watch stream with UNAVAILABLE, and every one that starts later at once: the
+  // start of a shutdown, so that Server::Shutdown does not wait its whole grace for streams that
+  // never end by themselves. Their watchers reconnect (to this channel's next owner) and repair
+  // from the durable log, so nothing is lost; events published meanwhile are not forwarded.
+  void EndAll();
+
   // Monitoring and tests.
   std::size_t active_streams() const;
   // Streams ended because their queue was full.
@@ -70,6 +76,7 @@ class EventStreamService final : public internal::v1::EventStream::CallbackServi
   // Stream bookkeeping, called by WatchStream; both take index_mu_.
   void ApplyRequest(WatchStream* stream, const internal::v1::WatchRequest& request);
   void StreamDone(WatchStream* stream);
+  static grpc::Status EndingStatus();
 
   EventBus* const bus_;
   const EventStreamOptions options_;
@@ -81,6 +88,7 @@ class EventStreamService final : public internal::v1::EventStream::CallbackServi
   // channel -> the streams that watch it.
   std::unordered_map<std::string, std::unordered_set<WatchStream*>> watchers_;
   std::unordered_set<WatchStream*> streams_;  // live (not yet OnDone)
+  bool ending_ = false;                       // EndAll was called
   std::atomic<std::uint64_t> overflowed_{0};
 
   EventBus::SubscriptionId subscription_ = 0;
