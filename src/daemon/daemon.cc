@@ -191,6 +191,7 @@ void Daemon::Start() {
         });
     state_->remote_shard = std::move(shards);
     state_->context.ProvideShard(state_->remote_shard.get());
+    state_->context.ProvidePlacement(state_->remote_shard.get());
     log->info("shard role at [{}] in region {}, other regions' shards [{}]; {}",
               fmt::join(config.peers.shard, ", "), config.region,
               fmt::join(config.peers.region_shards, ", "), DescribeInternalChannels(config.tls));

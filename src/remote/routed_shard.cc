@@ -112,6 +112,18 @@ std::vector<std::string> RoutedShard::Order(std::string_view channel) const {
   return order;
 }
 
+std::string RoutedShard::OwnerOf(std::string_view channel) const {
+  const auto order = Order(channel);
+  if (order.empty()) return {};
+  std::lock_guard lock(mu_);
+  for (const auto& [region, leases] : live_) {
+    for (const auto& lease : leases) {
+      if (lease.address == order.front()) return lease.shard_id;
+    }
+  }
+  return order.front();
+}
+
 ShardApi& RoutedShard::At(const std::string& address) const {
   const auto it = std::find(addresses_.begin(), addresses_.end(), address);
   return *shards_[static_cast<std::size_t>(it - addresses_.begin())];

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "infrachat/api/router_api.h"
 #include "infrachat/api/shard_api.h"
 #include "shard_client.h"
 
@@ -28,7 +29,7 @@ namespace infrachat::remote {
 // region and merges the answers; a region that cannot answer is left out (the others' channels
 // are still listed) unless none can.
 // Thread-safety: as ShardApi. Lifetime: owns one RemoteShard per address.
-class RoutedShard final : public ShardApi {
+class RoutedShard final : public ShardApi, public ShardPlacement {
  public:
   // `shards_by_region`: every region's shard addresses; `regions`: all regions of the cluster,
   // in any order (the home of a region without addresses answers UNAVAILABLE).
@@ -45,6 +46,8 @@ class RoutedShard final : public ShardApi {
 
   // The home region's addresses in `channel`'s rendezvous order: the owner first.
   std::vector<std::string> Order(std::string_view channel) const;
+  // The owner's shard id by its lease (its address until the lease is known).
+  std::string OwnerOf(std::string_view channel) const override;
   // Every shard address of every region.
   const std::vector<std::string>& addresses() const { return addresses_; }
 

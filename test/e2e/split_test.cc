@@ -501,6 +501,16 @@ TEST_CASE(
         kWait));
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   };
+  // Route names the shard that serves the channel now, by the leases the edge reads.
+  const auto routed_to = [&](const std::string& shard_id) {
+    return WaitUntil(
+        [&] {
+          auto route = alice->Route(channel);
+          return route.ok() && route->shard_id() == shard_id;
+        },
+        kWait);
+  };
+  CHECK(routed_to("shard-b"));
   for (int i = 0; i < 3; ++i) send("before " + std::to_string(i));
 
   REQUIRE(::kill(other.pid(), SIGSTOP) == 0);
@@ -508,7 +518,9 @@ TEST_CASE(
   for (int i = 0; i < 3; ++i) worst = std::max(worst, send("paused " + std::to_string(i)));
   INFO("sends succeeded again after at most " << worst << " s");
   CHECK(worst < 10);
+  CHECK(routed_to("shard-a"));  // its lease expired: out of placement
   REQUIRE(::kill(other.pid(), SIGCONT) == 0);
+  CHECK(routed_to("shard-b"));  // renewed: back in
   for (int i = 0; i < 3; ++i) send("after " + std::to_string(i));
 
   CHECK(Seqs(CollectMessages(*b, channel, 9, kWait)) == Range(1, 9));

@@ -16,6 +16,7 @@ namespace infrachat {
 
 class AuthApi;
 class RouterApi;
+class ShardPlacement;
 class ShardApi;
 class FanoutApi;
 class EventBus;
@@ -48,6 +49,11 @@ class ModuleContext {
   void ProvideBus(EventBus* bus) { bus_ = bus; }
   void ProvideDb(pg::ConnectionPool* db) { db_ = db; }
 
+  // Where the channels' shards are when the shard role runs in other processes; null when it
+  // runs here (then this process's shard serves every channel of its region).
+  const ShardPlacement* placement() const { return placement_; }
+  void ProvidePlacement(const ShardPlacement* placement) { placement_ = placement; }
+
   // The internal listener's address once it listens (empty without one); set by the daemon
   // before OnServing.
   const std::string& internal_address() const { return internal_address_; }
@@ -61,6 +67,7 @@ class ModuleContext {
   FanoutApi* fanout_ = nullptr;
   EventBus* bus_ = nullptr;
   pg::ConnectionPool* db_ = nullptr;
+  const ShardPlacement* placement_ = nullptr;
   std::string internal_address_;
 };
 

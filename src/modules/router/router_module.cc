@@ -13,8 +13,11 @@ namespace {
 
 class Router final : public RouterApi {
  public:
-  Router(std::vector<std::string> regions, std::vector<std::string> shards)
-      : regions_(std::move(regions)), shards_(std::move(shards)) {}
+  // `placement`: the shard processes' placement when they run elsewhere (null: `shards`, the
+  // shard ids of this process's region, decide).
+  Router(std::vector<std::string> regions, std::vector<std::string> shards,
+         const ShardPlacement* placement)
+      : regions_(std::move(regions)), shards_(std::move(shards)), placement_(placement) {}
 
   Result<v1::RouteResponse> Route(std::string_view channel) override {
     auto name = NormalizeChannelName(channel);
@@ -22,7 +25,8 @@ class Router final : public RouterApi {
     v1::RouteResponse response;
     response.set_channel(*name);
     response.set_region(router::PickShard(*name, regions_));  // the channel's home region
-    response.set_shard_id(router::PickShard(*name, shards_));
+    response.set_shard_id(placement_ != nullptr ? placement_->OwnerOf(*name)
+                                                : router::PickShard(*name, shards_));
     std::lock_guard lock(mu_);
     response.set_gateway_address(gateway_address_);
     return response;
@@ -36,6 +40,7 @@ class Router final : public RouterApi {
  private:
   const std::vector<std::string> regions_;
   const std::vector<std::string> shards_;
+  const ShardPlacement* const placement_;
   std::mutex mu_;
   std::string gateway_address_;
 };
@@ -48,7 +53,7 @@ class RouterModule final : public Module {
     const DaemonConfig& config = ctx.config();
     std::vector<std::string> shards = config.router.shards;
     if (shards.empty()) shards.push_back(config.shard.id);
-    router_ = std::make_unique<Router>(config.Regions(), std::move(shards));
+    router_ = std::make_unique<Router>(config.Regions(), std::move(shards), ctx.placement());
     advertise_ = config.grpc.advertise_address;
     ctx.ProvideRouter(router_.get());
   }
