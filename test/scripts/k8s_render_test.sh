@@ -10,9 +10,15 @@
 #   - terminationGracePeriodSeconds outlasts the preStop sleep plus the daemon's drain
 #     (grpc.shutdown_grace_s per listener: the public one, then the internal one);
 #   - peers.* addresses resolve to a rendered Service (or StatefulSet pod) that runs the role on
-#     its internal port; peers.shard and router.shards list exactly the StatefulSet's pods;
-#   - one region per overlay, its own database Secret, auth in one region only, no Secret or
-#     database.url in the manifests, images tagged, non-root, read-only root, resources, PDBs.
+#     its internal port; a peers.region_shards entry to a shard pod of the region it names;
+#     peers.shard and router.shards list exactly the StatefulSet's pods (one per replica);
+#   - every shard pod's lease address (grpc.internal_advertise_address with the pod's env,
+#     $(VAR) expanded) is listed, string for string, in its region's edges' peers.shard and in
+#     every other region's edges' peers.region_shards, and nothing else is;
+#   - one region per overlay, the same cluster.regions (the overlays' regions) in every process,
+#     its own database Secret, auth in one region only and one peers.auth for every edge, no
+#     Secret or database.url in the manifests, images tagged, non-root, read-only root,
+#     resources, PDBs.
 #   k8s_render_test.sh BUILD_DIR          (K8S_DIR=DIR checks another copy of deploy/k8s)
 # The checks are jq programs in single quotes: their $names are jq's, not the shell's.
 # shellcheck disable=SC2016
@@ -65,6 +71,33 @@ yaml_to_json() {  # FILE (any YAML mapping) -> JSON object on stdout
   kubectl --kubeconfig=/dev/null label --local -f "$1.wrapped" k8s-render-test=1 -o json |
     jq '.spec // {}'
 }
+
+# jq definitions shared by the checks below (prepended to their programs).
+#   pod_env($pod; $ns): a workload record's container env as the kubelet gives it to pod $pod in
+#     namespace $ns: literal values with $(VAR) expanded from the variables defined before them
+#     (an undefined reference stays as written, as in Kubernetes; $$ escapes are not handled),
+#     metadata.name and metadata.namespace from the downward API, a placeholder for a Secret.
+#   pods: a StatefulSet record's pod names; lease_address($pod): what a shard pod announces in
+#     its lease (grpc.internal_advertise_address from its env or its file, else the bound one).
+#   regions: the regions of the cluster as a process sees them (cluster.regions, default [region]).
+jq_lib='
+def pod_env($pod; $ns):
+  reduce (.container.env // [])[] as $e ({};
+    . as $m
+    | if $e.value != null then
+        .[$e.name] = ($e.value | gsub("\\$\\((?<v>[A-Za-z_][A-Za-z0-9_]*)\\)"; $m[.v] // "$(\(.v))"))
+      elif $e.valueFrom.fieldRef.fieldPath == "metadata.name" then .[$e.name] = $pod
+      elif $e.valueFrom.fieldRef.fieldPath == "metadata.namespace" then .[$e.name] = $ns
+      elif $e.valueFrom.secretKeyRef != null then
+        .[$e.name] = "postgresql://k8s-render-test@localhost/infrachat"
+      else . end);
+def pods: [range(.replicas) as $i | "\(.name)-\($i)"];
+def lease_address($pod):
+  pod_env($pod; .namespace).INFRACHAT_GRPC_INTERNAL_ADVERTISE_ADDRESS
+  // (.file.grpc.internal_advertise_address // "" | select(. != ""))
+  // .eff.grpc.internal_listen_address;
+def regions: .eff.cluster.regions as $r | if ($r | length) > 0 then $r else [.eff.region] end;
+'
 
 # ---- What the code says -------------------------------------------------------------------------
 
@@ -192,23 +225,24 @@ while IFS= read -r record; do
   check "$what: database.url is not in the ConfigMap (it is a secret)" \
     "$(problems -r 'if .database.url? then "database.url is set in the ConfigMap; take it from a Secret" else empty end' "$dir/file.json")"
 
-  # The pod's environment, as the daemon would see it: literal values as they are, the pod's
-  # name for metadata.name, a placeholder for a Secret's value.
+  # The pod's environment, as the daemon would see it (pod_env: $(VAR) expanded, the pod's name
+  # and namespace from the downward API, a placeholder for a Secret's value).
   pod_name=$(jq -r 'if .kind == "StatefulSet" then "\(.name)-0" else "\(.name)-pod" end' <<<"$record")
-  check "$what: every INFRACHAT_* env var is in docs/CONFIG.md, with a value it can have" "$(problems -r --slurpfile keys "$work/keys.json" '
+  check "$what: every INFRACHAT_* env var is in docs/CONFIG.md, with a value it can have" "$(problems -r --slurpfile keys "$work/keys.json" --arg pod "$pod_name" "$jq_lib"'
     ($keys[0] | [.[]]) as $envs
+    | pod_env($pod; .namespace) as $expanded
     | .container.env // [] | .[] | select(.name | startswith("INFRACHAT_"))
     | if (.name as $n | $envs | index($n)) == null then "\(.name): not an environment name of docs/CONFIG.md"
-      elif .value != null or .valueFrom.secretKeyRef != null
-           or .valueFrom.fieldRef.fieldPath == "metadata.name" then empty
-      else "\(.name): only literal values, Secrets and metadata.name are checked here" end
+      elif .value != null then
+        (.name as $n | $expanded[$n] | select(test("\\$\\([A-Za-z_][A-Za-z0-9_]*\\)"))
+         | "\($n): \(.) refers to a variable not defined before it in env (the kubelet leaves it as written)")
+      elif .valueFrom.secretKeyRef != null or .valueFrom.fieldRef.fieldPath == "metadata.name"
+           or .valueFrom.fieldRef.fieldPath == "metadata.namespace" then empty
+      else "\(.name): only literal values, Secrets, metadata.name and metadata.namespace are checked here" end
   ' <<<"$record")"
-  jq -r --arg pod "$pod_name" '
-    .container.env // [] | .[] | select(.name | startswith("INFRACHAT_"))
-    | if .value != null then "\(.name)=\(.value)"
-      elif .valueFrom.secretKeyRef != null then "\(.name)=postgresql://k8s-render-test@localhost/infrachat"
-      elif .valueFrom.fieldRef.fieldPath == "metadata.name" then "\(.name)=\($pod)"
-      else empty end
+  jq -r --arg pod "$pod_name" "$jq_lib"'
+    pod_env($pod; .namespace) | to_entries[] | select(.key | startswith("INFRACHAT_"))
+    | "\(.key)=\(.value)"
   ' <<<"$record" >"$dir/env"
 
   # The daemon decides whether the roles and values are valid; its effective config (file,
@@ -388,16 +422,22 @@ done
 
 # A peer address names a Service (svc, svc.ns[.svc.cluster.local]) or a StatefulSet pod
 # (pod.svc, pod.svc.ns[.svc.cluster.local]) of some render, on a port whose Service targets the
-# internal listener of a workload running the role.
-check "peers.auth and peers.shard reach the role's internal listener" "$(problems -r --slurpfile services "$work/services.json" '
+# internal listener of a workload running the role. A peers.region_shards entry region=host:port
+# leads to a shard of the region it names (a workload whose region is that one); that the region
+# is one of cluster.regions and not the process's own is the daemon's rule, which
+# --check-config above enforces (docs/CONFIG.md).
+check "peers.auth, peers.shard and peers.region_shards reach the role's internal listener (region_shards: in the region named)" "$(problems -r --slurpfile services "$work/services.json" "$jq_lib"'
   def matches($sel; $labels): $sel | to_entries | all(.value == $labels[.key]);
   . as $recs
   | .[] | select(.eff != null) | . as $w
-  | ["auth", "shard"][] as $role
-  | $w.eff.peers[$role] // [] | .[]
-  | . as $address
-  | "\($w.render) \($w.name): peers.\($role) \($address)" as $what
-  | (split(":")) as [$host, $port]
+  | ( (["auth", "shard"][] as $role | $w.eff.peers[$role] // [] | .[]
+       | {role: $role, key: "peers.\($role)", entry: ., region: null, address: .}),
+      ($w.eff.peers.region_shards // [] | .[]
+       | {role: "shard", key: "peers.region_shards", entry: .,
+          region: sub("=.*$"; ""), address: sub("^[^=]*="; "")}) )
+  | . as $peer | $peer.role as $role | $peer.address as $address
+  | "\($w.render) \($w.name): \($peer.key) \($peer.entry)" as $what
+  | ($address | split(":")) as [$host, $port]
   | ($port | tonumber? // null) as $port
   | ($host | test("\\.svc(\\.cluster\\.local)?$")) as $qualified
   | ($host | sub("\\.svc(\\.cluster\\.local)?$"; "") | split(".")) as $parts
@@ -407,10 +447,14 @@ check "peers.auth and peers.shard reach the role's internal listener" "$(problem
   | (if ($names | length) == 2 then $names[0] else null end) as $pod
   # The same render for a name in its own namespace, else the render of that namespace.
   | def here: select(.namespace == $ns and (.render == $w.render or $ns != $w.namespace));
-    [$recs[] | here | select(.eff != null and (.eff.roles | index($role)))] as $runners
+    [$recs[] | here | select(.eff != null and (.eff.roles | index($role)))] as $all_runners
+  # region_shards: only the workloads of the region the entry names count.
+  | [$all_runners[] | select($peer.region == null or .eff.region == $peer.region)] as $runners
   | ([$services[0][] | here | select(.name == $svc)][0]) as $s
   | if ($names | length) > 2 or ($names | length) == 0 or $port == null then "\($what): cannot read host:port"
-    elif ($runners | length) == 0 then "\($what): no workload in namespace \($ns) runs \($role)"
+    elif ($all_runners | length) == 0 then "\($what): no workload in namespace \($ns) runs \($role)"
+    elif ($runners | length) == 0 then
+      "\($what): the \($role) workloads of namespace \($ns) are in region \([$all_runners[].eff.region] | unique), not \($peer.region)"
     elif $s == null then "\($what): no Service \($svc) in namespace \($ns)"
     elif ([$runners[] | select(.render == $s.render and matches($s.selector; .labels))] | length) == 0 then
       "\($what): Service \($svc) selects no workload running \($role)"
@@ -421,7 +465,7 @@ check "peers.auth and peers.shard reach the role's internal listener" "$(problem
       # A pod name goes straight to the container: the port is the internal listener itself.
       ([$runners[] | select(.kind == "StatefulSet" and .serviceName == $svc)][0]) as $sts
       | if $sts == null or ($s.headless | not) then "\($what): \($svc) is not the headless Service of a StatefulSet running \($role)"
-        elif ([range($sts.replicas) | "\($sts.name)-\(.)"] | index($pod)) == null then
+        elif ($sts | pods | index($pod)) == null then
           "\($what): \($pod) is not a pod of \($sts.name) (replicas \($sts.replicas))"
         elif $port != $sts.internal_port then
           "\($what): port \($port) is not the internal listener of \($sts.name) (\($sts.internal_port))"
@@ -448,10 +492,55 @@ check "peers.shard and router.shards list every shard pod of the region, and eac
        end)
 ' "$work/records.json")"
 
+# An edge: a process that reaches shards elsewhere (it runs a gateway, or lists peers.shard).
+edge_def='def edge: .eff != null and (.eff.roles | index("shard") | not)
+  and ((.eff.roles | index("gateway")) or ((.eff.peers.shard // []) | length) > 0);'
+
+check "peers.shard has one entry per replica of its region's shard StatefulSet" "$(problems -r "$jq_lib$edge_def"'
+  . as $recs
+  | .[] | select(edge) | . as $w
+  | [$recs[] | select(.render == $w.render and .kind == "StatefulSet" and .eff != null
+                      and (.eff.roles | index("shard")))] as $sts
+  | ($w.eff.peers.shard // []) as $listed
+  | if ($sts | length) != 1 then "\($w.render) \($w.name): \($sts | length) shard StatefulSets in its render"
+    elif ($listed | length) != $sts[0].replicas then
+      "\($w.render) \($w.name): peers.shard has \($listed | length) entries; \($sts[0].name) has replicas \($sts[0].replicas)"
+    elif ($listed | unique | length) != ($listed | length) then
+      "\($w.render) \($w.name): peers.shard lists an address twice: \($listed)"
+    else empty end
+' "$work/records.json")"
+
+# Edges read a region's live leases to place its channels and compare each lease's address
+# (grpc.internal_advertise_address, with the pod's env) with their configured lists string for
+# string (src/remote/routed_shard.cc): a lease address that differs from the listed name of the
+# same shard is another shard to them. So every region's edges list exactly their own shard
+# pods' lease addresses in peers.shard and every other region's in peers.region_shards.
+check "edges list exactly the shards' lease addresses: their region's in peers.shard, every other region's in peers.region_shards" "$(problems -r "$jq_lib$edge_def"'
+  def shard_sets: select(.kind == "StatefulSet" and .eff != null and (.eff.roles | index("shard")));
+  def leases: [. as $sts | pods[] as $p | $sts | lease_address($p)];
+  def diff($listed; $want): ($listed - $want) as $extra | ($want - $listed) as $missing
+    | (if ($extra | length) > 0 then "lists \($extra), which no shard pod announces" else empty end),
+      (if ($missing | length) > 0 then "lacks \($missing), announced by its shard pods" else empty end);
+  . as $recs
+  | .[] | select(edge) | . as $w
+  | "\($w.render) \($w.name)" as $what
+  | ([$recs[] | select(.render == $w.render) | shard_sets | leases[]]) as $own
+  | (diff($w.eff.peers.shard // []; $own) | "\($what): peers.shard \(.)"),
+    ( select($w.render | startswith("overlays/"))
+      | ($w | regions)[] as $r | select($r != $w.eff.region)
+      | [$recs[] | select((.render | startswith("overlays/")) and .eff.region == $r) | shard_sets] as $sts
+      | if ($sts | length) == 0 then "\($what): region \($r) of cluster.regions has no shard StatefulSet in any overlay"
+        else
+          [$sts[] | leases[]] as $want
+          | [$w.eff.peers.region_shards // [] | .[] | select(startswith("\($r)=")) | sub("^[^=]*="; "")] as $listed
+          | diff($listed; $want) | "\($what): peers.region_shards for \($r) \(.)"
+        end )
+' "$work/records.json")"
+
 # ---- Across regions -----------------------------------------------------------------------------
 
 check "overlays: one region each, each with its own shard database Secret" "$(problems -r '
-  [.[] | select(.render | startswith("overlays/"))] as $o
+  [.[] | select((.render | startswith("overlays/")) and .eff != null)] as $o
   | ([$o[] | {render, region: .eff.region}] | unique | group_by(.region)[] | select(length > 1)
      | "region \(.[0].region) is used by \(map(.render))"),
     ([$o[] | select(.eff.roles | index("shard"))
@@ -463,6 +552,30 @@ check "overlays: one region each, each with its own shard database Secret" "$(pr
 check "overlays: auth is global (exactly one overlay runs it)" "$(problems -r '
   [.[] | select((.render | startswith("overlays/")) and (.eff.roles | index("auth"))) | .render] | unique
   | if length != 1 then "auth runs in \(length) overlays: \(.)" else empty end
+' "$work/records.json")"
+
+# Channels are homed by rendezvous hashing of their name over cluster.regions: every process of
+# every region must hash over the same regions, those the overlays deploy, or two regions would
+# disagree on where a channel lives.
+check "overlays: every process sets the same cluster.regions, which are the overlays' regions" "$(problems -r "$jq_lib"'
+  [.[] | select(.render | startswith("overlays/"))] as $o
+  | ([$o[] | .render | sub("^overlays/"; "")] | unique) as $overlay_regions
+  | $o[] | select(.eff != null) | "\(.render) \(.name)" as $what
+  | (if (.eff.cluster.regions | length) == 0 then
+       "\($what): does not set cluster.regions (default: its own region only, \(regions))"
+     elif (.eff.cluster.regions | unique) != $overlay_regions then
+       "\($what): cluster.regions is \(.eff.cluster.regions); the overlays are regions \($overlay_regions)"
+     elif (.eff.cluster.regions | unique | length) != (.eff.cluster.regions | length) then
+       "\($what): cluster.regions names a region twice: \(.eff.cluster.regions)"
+     else empty end)
+' "$work/records.json")"
+
+check "overlays: every edge points peers.auth at the one global auth Service" "$(problems -r "$jq_lib$edge_def"'
+  [.[] | select((.render | startswith("overlays/")) and edge)] as $edges
+  | ([$edges[] | .eff.peers.auth // []] | unique) as $lists
+  | if ($lists | length) > 1 then
+      "the edges do not agree on peers.auth: \([$edges[] | "\(.render) \(.name): \(.eff.peers.auth)"])"
+    else empty end
 ' "$work/records.json")"
 
 echo "$passed passed, $failed failed"
