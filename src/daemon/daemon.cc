@@ -184,11 +184,18 @@ void Daemon::Start() {
     auto shards = std::make_unique<remote::RoutedShard>(
         std::move(shards_by_region), config.Regions(), internal_credentials, timeout,
         std::chrono::milliseconds(config.shard.lease_heartbeat_ms));
-    state_->bus = std::make_unique<remote::FanInEventBus>(
+    auto bus = std::make_unique<remote::FanInEventBus>(
         shards->addresses(), internal_credentials,
         [routed = shards.get()](const std::string& channel) {
-          return routed->Order(channel).front();
+          const auto order = routed->Order(channel);
+          return order.empty() ? std::string() : order.front();
         });
+    // A shard process found by its lease (not in peers.*) is watched from then on too.
+    shards->OnDiscovered([fan_in = bus.get(), log](const std::string& address) {
+      log->info("shard process at {} found by its lease; watching its events", address);
+      fan_in->AddShard(address);
+    });
+    state_->bus = std::move(bus);
     state_->remote_shard = std::move(shards);
     state_->context.ProvideShard(state_->remote_shard.get());
     state_->context.ProvidePlacement(state_->remote_shard.get());
@@ -348,6 +355,7 @@ void Daemon::Shutdown() {
   state_->internal_server.reset();
   state_->internal_services.clear();
   state_->server.reset();
+  state_->remote_shard.reset();  // its lease refresher feeds the bus: stop it first
   state_->bus.reset();
   state_->pool.reset();
   log->info("stopped");

@@ -1,57 +1,82 @@
 #include "fan_in_bus.h"
 
-#include <algorithm>
-
 #include "convert.h"
 
 namespace infrachat::remote {
 
 FanInEventBus::FanInEventBus(const std::vector<std::string>& addresses,
-                             const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                             std::shared_ptr<grpc::ChannelCredentials> credentials,
                              std::function<std::string(const std::string& channel)> owner_of)
-    : addresses_(addresses), owner_of_(std::move(owner_of)) {
-  for (const auto& address : addresses_) {
-    buses_.push_back(
-        std::make_unique<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials)));
+    : credentials_(std::move(credentials)), owner_of_(std::move(owner_of)) {
+  for (const auto& address : addresses) {
+    if (buses_.count(address) == 0) buses_.emplace(address, MakeBus(address));
   }
 }
 
+// The buses stop (and join their threads) as the map is destroyed, after no caller is left.
 FanInEventBus::~FanInEventBus() = default;
+
+FanInEventBus::BusPtr FanInEventBus::MakeBus(const std::string& address) const {
+  return std::make_shared<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials_));
+}
+
+void FanInEventBus::AddShard(const std::string& address) {
+  std::lock_guard lock(mu_);
+  if (buses_.count(address) > 0) return;
+  BusPtr bus = MakeBus(address);
+  for (auto& [id, subscription] : subscriptions_) {
+    subscription.per_bus.emplace_back(bus, bus->Subscribe(subscription.handler));
+  }
+  for (const auto& [channel, ready] : watched_) bus->Watch(channel, ready);
+  buses_.emplace(address, std::move(bus));
+}
 
 void FanInEventBus::Publish(BusEvent event) {
   const std::string owner = owner_of_(EventChannel(event));
-  const auto it = std::find(addresses_.begin(), addresses_.end(), owner);
-  auto& bus = it == addresses_.end() ? buses_.front() : buses_[it - addresses_.begin()];
+  BusPtr bus;
+  {
+    std::lock_guard lock(mu_);
+    if (buses_.empty()) return;
+    auto it = buses_.find(owner);
+    bus = it == buses_.end() ? buses_.begin()->second : it->second;
+  }
   bus->Publish(std::move(event));
 }
 
 EventBus::SubscriptionId FanInEventBus::Subscribe(Handler handler) {
-  std::vector<SubscriptionId> ids;
-  for (auto& bus : buses_) ids.push_back(bus->Subscribe(handler));
   std::lock_guard lock(mu_);
   const SubscriptionId id = next_id_++;
-  subscriptions_.emplace(id, std::move(ids));
+  Subscription& subscription = subscriptions_[id];
+  subscription.handler = handler;
+  for (auto& [address, bus] : buses_) {
+    subscription.per_bus.emplace_back(bus, bus->Subscribe(handler));
+  }
   return id;
 }
 
 void FanInEventBus::Unsubscribe(SubscriptionId id) {
-  std::vector<SubscriptionId> ids;
+  Subscription subscription;
   {
     std::lock_guard lock(mu_);
     auto it = subscriptions_.find(id);
     if (it == subscriptions_.end()) return;
-    ids = std::move(it->second);
+    subscription = std::move(it->second);
     subscriptions_.erase(it);
   }
-  for (std::size_t i = 0; i < ids.size(); ++i) buses_[i]->Unsubscribe(ids[i]);
+  // Outside the lock: GrpcEventBus::Unsubscribe waits for a running handler.
+  for (auto& [bus, bus_id] : subscription.per_bus) bus->Unsubscribe(bus_id);
 }
 
 void FanInEventBus::Watch(const std::string& channel, Ready ready) {
-  for (auto& bus : buses_) bus->Watch(channel, ready);
+  std::lock_guard lock(mu_);
+  watched_[channel] = ready;
+  for (auto& [address, bus] : buses_) bus->Watch(channel, ready);
 }
 
 void FanInEventBus::Unwatch(const std::string& channel) {
-  for (auto& bus : buses_) bus->Unwatch(channel);
+  std::lock_guard lock(mu_);
+  watched_.erase(channel);
+  for (auto& [address, bus] : buses_) bus->Unwatch(channel);
 }
 
 }  // namespace infrachat::remote

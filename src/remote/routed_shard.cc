@@ -33,15 +33,26 @@ RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_
                          std::chrono::milliseconds timeout, std::chrono::milliseconds refresh)
     : shards_by_region_(std::move(shards_by_region)),
       regions_(std::move(regions)),
+      credentials_(credentials),
       timeout_(timeout) {
   for (const auto& [region, addresses] : shards_by_region_) {
     for (const auto& address : addresses) {
-      addresses_.push_back(address);
-      shards_.push_back(
-          std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials), timeout));
+      if (std::find(addresses_.begin(), addresses_.end(), address) == addresses_.end()) {
+        addresses_.push_back(address);
+      }
     }
   }
   if (refresh.count() > 0) refresher_ = std::thread([this, refresh] { RefreshLoop(refresh); });
+}
+
+void RoutedShard::OnDiscovered(std::function<void(const std::string& address)> listener) {
+  std::vector<std::string> known;
+  {
+    std::lock_guard lock(mu_);
+    on_discovered_ = listener;
+    known = discovered_;
+  }
+  for (const auto& address : known) listener(address);
 }
 
 RoutedShard::~RoutedShard() {
@@ -61,25 +72,60 @@ void RoutedShard::RefreshLoop(std::chrono::milliseconds every) {
   }
 }
 
+namespace {
+
+// A lease whose address no other process can dial (a wildcard listen address without
+// grpc.internal_advertise_address) is left out of placement rather than failing every call.
+bool Dialable(const std::string& address) {
+  return address.rfind("0.0.0.0:", 0) != 0 && address.rfind("[::]:", 0) != 0 &&
+         address.rfind(":", 0) != 0 && !address.empty();
+}
+
+}  // namespace
+
 void RoutedShard::RefreshOnce() {
-  for (const auto& [region, addresses] : shards_by_region_) {
+  for (const auto& [region, configured] : shards_by_region_) {
+    // Any shard of the region reads its lease table: the configured ones, then those found.
+    std::vector<std::string> candidates = configured;
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = live_.find(region); it != live_.end()) {
+        for (const auto& lease : it->second) candidates.push_back(lease.address);
+      }
+    }
     std::optional<std::vector<ShardLease>> live;
-    for (const auto& address : addresses) {  // any shard of the region reads its lease table
+    for (const auto& address : candidates) {
       auto leases = At(address).LiveShards(CallContext::Background(timeout_));
       if (!leases.ok()) continue;
       live.emplace();
       for (auto& lease : *leases) {
-        if (std::find(addresses.begin(), addresses.end(), lease.address) != addresses.end()) {
-          live->push_back(std::move(lease));
-        }
+        if (Dialable(lease.address)) live->push_back(std::move(lease));
       }
       break;
     }
-    std::lock_guard lock(mu_);
-    if (live && !live->empty()) {
-      live_[region] = std::move(*live);
-    } else {
-      live_.erase(region);  // unknown: every configured shard counts
+    std::vector<std::string> found;
+    std::function<void(const std::string&)> listener;
+    {
+      std::lock_guard lock(mu_);
+      if (live && !live->empty()) {
+        for (const auto& lease : *live) {
+          const bool known =
+              std::find(addresses_.begin(), addresses_.end(), lease.address) != addresses_.end() ||
+              std::find(discovered_.begin(), discovered_.end(), lease.address) != discovered_.end();
+          if (!known) {
+            discovered_.push_back(lease.address);
+            found.push_back(lease.address);
+          }
+        }
+        live_[region] = std::move(*live);
+      } else {
+        live_.erase(region);  // unknown: every configured shard counts
+      }
+      listener = on_discovered_;
+    }
+    // Outside the lock: the listener starts watching the new shard's events.
+    if (listener) {
+      for (const auto& address : found) listener(address);
     }
   }
 }
@@ -125,8 +171,13 @@ std::string RoutedShard::OwnerOf(std::string_view channel) const {
 }
 
 ShardApi& RoutedShard::At(const std::string& address) const {
-  const auto it = std::find(addresses_.begin(), addresses_.end(), address);
-  return *shards_[static_cast<std::size_t>(it - addresses_.begin())];
+  std::lock_guard lock(mu_);
+  auto& shard = shards_[address];
+  if (!shard) {
+    // Cheap and non-blocking: the channel connects on its first call.
+    shard = std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials_), timeout_);
+  }
+  return *shard;
 }
 
 template <typename Call>

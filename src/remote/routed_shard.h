@@ -1,15 +1,17 @@
 // RoutedShard: the ShardApi of the cluster's shard processes, as seen from a process that runs
 // none of them. A channel's calls go to its home region (rendezvous hashing of its name over
-// the regions), and there to its owner, chosen by rendezvous hashing over that region's shard
-// addresses (peers.shard for this region, peers.region_shards for the others); a send that
-// finds its owner unreachable is tried once more on the next shard in the channel's hash
-// order, with the same client_msg_id.
+// the regions), and there to its owner, chosen by rendezvous hashing over the region's shards
+// that hold a live lease (the configured addresses, peers.shard for this region and
+// peers.region_shards for the others, while the lease table cannot be read); a send that finds
+// its owner unreachable is tried once more on the next shard in the channel's hash order, with
+// the same client_msg_id.
 #pragma once
 
 #include <grpcpp/security/credentials.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,8 +36,9 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
   // `shards_by_region`: every region's shard addresses; `regions`: all regions of the cluster,
   // in any order (the home of a region without addresses answers UNAVAILABLE).
   // Every `refresh` (0: never) it asks each region's shards which of them hold a live lease,
-  // and places channels only on those (health-aware placement); while a region's live set is
-  // unknown or shares no address with the configuration, all its configured shards count.
+  // and places channels only on those (health-aware placement), including shard processes the
+  // configuration does not list (scale-out: a new shard is found by its lease); while a
+  // region's live set is unknown, all its configured shards count.
   // `credentials`: of the channel to each shard (MakeInternalChannel).
   RoutedShard(std::map<std::string, std::vector<std::string>> shards_by_region,
               std::vector<std::string> regions,
@@ -48,8 +51,11 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
   std::vector<std::string> Order(std::string_view channel) const;
   // The owner's shard id by its lease (its address until the lease is known).
   std::string OwnerOf(std::string_view channel) const override;
-  // Every shard address of every region.
+  // The configured shard addresses of every region.
   const std::vector<std::string>& addresses() const { return addresses_; }
+  // `listener(address)` runs for every shard process found by its lease that the configuration
+  // does not list: now for those found so far, later on the refresh thread (never under a lock).
+  void OnDiscovered(std::function<void(const std::string& address)> listener);
 
   void SendAsync(const CallContext& call, SendCommand command, SendCallback done) override;
   Result<v1::Channel> CreateChannel(const CallContext& call, const Principal& caller,
@@ -99,14 +105,18 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
 
   std::map<std::string, std::vector<std::string>> shards_by_region_;
   std::vector<std::string> regions_;
-  std::vector<std::string> addresses_;
-  std::vector<std::unique_ptr<RemoteShard>> shards_;  // parallel to addresses_
+  std::vector<std::string> addresses_;  // configured, every region
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const std::chrono::milliseconds timeout_;
 
   mutable std::mutex mu_;
+  // One client per address ever used; entries are never removed (references stay valid).
+  mutable std::map<std::string, std::unique_ptr<RemoteShard>> shards_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::map<std::string, std::vector<ShardLease>> live_;  // region -> live configured shards
+  std::map<std::string, std::vector<ShardLease>> live_;  // region -> its shards' live leases
+  std::vector<std::string> discovered_;                  // by lease, not configured
+  std::function<void(const std::string&)> on_discovered_;
   std::thread refresher_;
 };
 
