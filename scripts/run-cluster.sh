@@ -137,7 +137,11 @@ start() {
   for _ in $(seq 1 300); do
     [ -s "$ready" ] && break
     if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run-cluster: $name exited before serving; its log ($log) ends with:" >&2
+      local status=0 how
+      wait "$pid" 2>/dev/null || status=$?
+      how="exited with status $status"
+      if [ "$status" -gt 128 ]; then how="was killed by signal $((status - 128))"; fi
+      echo "run-cluster: $name $how before serving; its log ($log) ends with:" >&2
       tail -n 20 "$log" >&2
       exit 1
     fi
