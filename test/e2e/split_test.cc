@@ -250,6 +250,15 @@ TEST_CASE("role-split: a watched core stops on SIGTERM well inside its grace", "
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));
 }
 
+// `overrides` plus sub-second leases, so that a shard's absence shows within a second.
+std::vector<std::string> WithFastLeases(std::vector<std::string> overrides) {
+  for (const char* fast :
+       {"shard.lease_heartbeat_ms=100", "shard.lease_ttl_ms=700", "grpc.shutdown_grace_s=1"}) {
+    overrides.push_back(fast);
+  }
+  return overrides;
+}
+
 // The owner of `channel` among `addresses`, as every edge computes it (rendezvous hashing).
 std::string OwnerOf(const std::string& channel, const std::vector<std::string>& addresses) {
   return *std::max_element(addresses.begin(), addresses.end(),
@@ -455,22 +464,16 @@ TEST_CASE(
     "channels, live",
     "[e2e][cluster]") {
   TestDatabase db;
-  const std::vector<std::string> fast = {"shard.lease_heartbeat_ms=100", "shard.lease_ttl_ms=700",
-                                         "grpc.shutdown_grace_s=1"};
-  auto with = [&](std::vector<std::string> extra) {
-    extra.insert(extra.end(), fast.begin(), fast.end());
-    return extra;
-  };
-  DaemonProcess core(db, with({"roles=auth,shard", "shard.id=shard-a",
-                               "grpc.internal_listen_address=127.0.0.1:0"}));
-  DaemonProcess edge(
-      db,
-      with({"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
-            "peers.shard=" + core.internal_address(), "grpc.internal_call_timeout_ms=1000"}));
+  DaemonProcess core(db, WithFastLeases({"roles=auth,shard", "shard.id=shard-a",
+                                         "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess edge(db, WithFastLeases({"roles=gateway,fanout,router",
+                                         "database.url=", "peers.auth=" + core.internal_address(),
+                                         "peers.shard=" + core.internal_address(),
+                                         "grpc.internal_call_timeout_ms=1000"}));
   auto alice = RegisterUser(edge.address(), "alice");
   auto bob = RegisterUser(edge.address(), "bob");
-  DaemonProcess added(
-      db, with({"roles=shard", "shard.id=shard-b", "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess added(db, WithFastLeases({"roles=shard", "shard.id=shard-b",
+                                          "grpc.internal_listen_address=127.0.0.1:0"}));
   const std::vector<std::string> shards = {core.internal_address(), added.internal_address()};
   std::string channel;
   for (int i = 0; channel.empty(); ++i) {
@@ -517,21 +520,15 @@ TEST_CASE(
     "back when it wakes, with one order and no duplicate",
     "[e2e][cluster]") {
   TestDatabase db;
-  const std::vector<std::string> fast = {"shard.lease_heartbeat_ms=100", "shard.lease_ttl_ms=700",
-                                         "grpc.shutdown_grace_s=1"};
-  auto with = [&](std::vector<std::string> extra) {
-    extra.insert(extra.end(), fast.begin(), fast.end());
-    return extra;
-  };
-  DaemonProcess core(db, with({"roles=auth,shard", "shard.id=shard-a",
-                               "grpc.internal_listen_address=127.0.0.1:0"}));
-  DaemonProcess other(
-      db, with({"roles=shard", "shard.id=shard-b", "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess core(db, WithFastLeases({"roles=auth,shard", "shard.id=shard-a",
+                                         "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess other(db, WithFastLeases({"roles=shard", "shard.id=shard-b",
+                                          "grpc.internal_listen_address=127.0.0.1:0"}));
   const std::vector<std::string> shards = {core.internal_address(), other.internal_address()};
-  DaemonProcess edge(
-      db,
-      with({"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
-            "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=1000"}));
+  DaemonProcess edge(db, WithFastLeases({"roles=gateway,fanout,router",
+                                         "database.url=", "peers.auth=" + core.internal_address(),
+                                         "peers.shard=" + shards[0] + "," + shards[1],
+                                         "grpc.internal_call_timeout_ms=1000"}));
   auto alice = RegisterUser(edge.address(), "alice");
   auto bob = RegisterUser(edge.address(), "bob");
   std::string channel;
