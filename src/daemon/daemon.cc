@@ -149,8 +149,9 @@ struct Daemon::State {
   std::vector<std::unique_ptr<Module>> started;
   std::unique_ptr<Executor> internal_executor;  // blocking work of internal calls
   std::vector<std::unique_ptr<grpc::Service>> internal_services;
-  bus_grpc::EventStreamService* event_stream = nullptr;  // in internal_services
-  std::unique_ptr<ReflectionV1Service> reflection_v1;    // declared before `server`: outlives it
+  bus_grpc::EventStreamService* event_stream = nullptr;   // in internal_services
+  remote::ShardInternalService* shard_service = nullptr;  // in internal_services
+  std::unique_ptr<ReflectionV1Service> reflection_v1;     // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> internal_server;
   bool shut_down = false;
@@ -292,9 +293,10 @@ void Daemon::StartInternalServer() {
     names.push_back(name);
   };
   if (config.HasRole("shard")) {
-    add(std::make_unique<remote::ShardInternalService>(&state_->context.shard(),
-                                                       state_->internal_executor.get()),
-        internal::v1::ShardInternal::service_full_name());
+    auto shard = std::make_unique<remote::ShardInternalService>(&state_->context.shard(),
+                                                                state_->internal_executor.get());
+    state_->shard_service = shard.get();
+    add(std::move(shard), internal::v1::ShardInternal::service_full_name());
     auto events = std::make_unique<bus_grpc::EventStreamService>(state_->bus.get());
     state_->event_stream = events.get();
     add(std::move(events), internal::v1::EventStream::service_full_name());
@@ -345,6 +347,8 @@ void Daemon::Shutdown() {
   if (state_->internal_server) {
     // Watch streams never end by themselves: end them now rather than after the grace.
     if (state_->event_stream != nullptr) state_->event_stream->EndAll();
+    // So do edges' send streams: each answers what it handed to the shard, then ends.
+    if (state_->shard_service != nullptr) state_->shard_service->EndSendStreams();
     const auto grace = std::chrono::seconds(state_->context.config().grpc.shutdown_grace_s);
     state_->internal_server->Shutdown(std::chrono::system_clock::now() + grace);
     state_->internal_server->Wait();

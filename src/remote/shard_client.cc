@@ -1,5 +1,11 @@
 #include "shard_client.h"
 
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+
 #include "convert.h"
 
 namespace infrachat::remote {
@@ -7,6 +13,19 @@ namespace infrachat::remote {
 namespace {
 
 using Stub = internal::v1::ShardInternal::Stub;
+using internal::v1::SendStreamRequest;
+using internal::v1::SendStreamResponse;
+using Clock = CallContext::Clock;
+
+// Sends waiting for an answer on one stream before SendAsync refuses (RESOURCE_EXHAUSTED).
+constexpr std::size_t kMaxPendingSends = 65536;
+// How often the sweeper looks for expired sends while any are pending: the lateness of a
+// DEADLINE_EXCEEDED, against an idle cost of nothing (it sleeps while nothing is pending).
+constexpr std::chrono::milliseconds kSweepEvery{50};
+
+Error WithTrace(Code code, const std::string& message, const std::string& trace_id) {
+  return MakeError(code, message + " [trace " + trace_id + "]");
+}
 
 internal::v1::ChannelRequest ChannelRequest(const Principal& caller, std::string_view channel) {
   internal::v1::ChannelRequest request;
@@ -50,8 +69,245 @@ std::function<void(Result<From>)> Converting(Done<To> done, Convert convert) {
 
 }  // namespace
 
+// One ShardInternal.SendStream call: the sends queued on it (one write in flight, `out_`'s
+// front), and those waiting for their answer (`pending_`, by id; ordered, so that a stream's
+// end fails them, and RoutedShard retries them, in the order they were sent).
+// A read is always outstanding from the start until it fails, so OnDone cannot come before
+// OnReadDone(false); that sets closing_, after which no write is started: no hold is needed.
+// Thread-safety: reactions (gRPC threads), Enqueue (callers), Expire (the sweeper) and Cancel
+// (the destructor) take `mu_`; callbacks and TryCancel run without it.
+// Lifetime: owned by RemoteShard only (see there); done_ is the last thing OnDone sets, and
+// nothing of the object is touched after it, so a holder may destroy it once IsDone().
+class SendStreamCall final : public grpc::ClientBidiReactor<SendStreamRequest, SendStreamResponse> {
+ public:
+  enum class Queued { kOk, kEnded, kFull };
+
+  // Starts the call. No deadline: it lives as long as it works, each send has its own. No
+  // wait_for_ready, like the unary calls: a refused connection ends it at once (UNAVAILABLE).
+  explicit SendStreamCall(Stub& stub) {
+    stub.async()->SendStream(&context_, this);
+    StartRead(&in_);
+    StartCall();
+  }
+
+  // Queues `request` (its id is set here); `request` and `done` are moved from only on kOk.
+  Queued Enqueue(SendStreamRequest& request, Clock::time_point deadline,
+                 const std::string& trace_id, SendCallback& done) {
+    std::lock_guard lock(mu_);
+    if (closing_) return Queued::kEnded;
+    if (pending_.size() >= kMaxPendingSends) return Queued::kFull;
+    const std::uint64_t id = ++next_id_;
+    request.set_id(id);
+    pending_.emplace(id, Pending{deadline, trace_id, std::move(done)});
+    out_.push_back(std::move(request));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&out_.front());  // deque: the front stays put while requests are appended
+    }
+    return Queued::kOk;
+  }
+
+  // Fails the sends whose deadline has passed with DEADLINE_EXCEEDED; returns whether sends are
+  // still pending. An expired send also cancels the stream: an answer that takes longer than
+  // the call timeout means the peer (or the path to it) is stuck: SIGSTOPped, a half-open
+  // connection, a database that hangs. Keeping the stream would make every later send wait out
+  // its own timeout behind it, and leave the requests still queued here to be written (and
+  // committed) long after their callers were told the outcome is unknown and resent them,
+  // possibly out of order. Cancelling fails the rest at once with UNAVAILABLE (RoutedShard then
+  // tries the next shard) and the next send opens a fresh stream. The cost, failing sends that
+  // might still have been answered, is what a client's resend with the same id makes safe.
+  bool Expire(Clock::time_point now) {
+    std::vector<Pending> expired;
+    bool cancel = false;
+    bool left = false;
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = pending_.begin(); it != pending_.end();) {
+        if (it->second.deadline <= now) {
+          expired.push_back(std::move(it->second));
+          it = pending_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (!expired.empty() && !closing_) {
+        closing_ = true;  // no new send joins a stream being cancelled
+        cancel = true;
+      }
+      left = !pending_.empty();
+    }
+    // Not under mu_: cancelling may run reactions. The call stays valid (context_ holds it)
+    // even if OnDone runs meanwhile; the holder keeps this object alive.
+    if (cancel) context_.TryCancel();
+    for (auto& send : expired) {
+      send.done(WithTrace(Code::kDeadlineExceeded,
+                          "the shard did not answer the send in time; outcome unknown: resend "
+                          "with the same client_msg_id",
+                          send.trace_id));
+    }
+    return left;
+  }
+
+  bool Closing() {
+    std::lock_guard lock(mu_);
+    return closing_;
+  }
+
+  bool IsDone() {
+    std::lock_guard lock(mu_);
+    return done_;
+  }
+
+  // Ends the call; OnDone fails what is pending.
+  void Cancel() {
+    {
+      std::lock_guard lock(mu_);
+      if (done_) return;
+      closing_ = true;
+    }
+    context_.TryCancel();
+  }
+
+  void WaitDone() {
+    std::unique_lock lock(mu_);
+    done_cv_.wait(lock, [&] { return done_; });
+  }
+
+ private:
+  struct Pending {
+    Clock::time_point deadline;
+    std::string trace_id;
+    SendCallback done;
+  };
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    writing_ = false;
+    out_.pop_front();
+    if (!ok) {
+      // The call is broken: its read fails too, and OnDone fails what is pending.
+      closing_ = true;
+      out_.clear();
+    } else if (!closing_ && !out_.empty()) {
+      writing_ = true;
+      StartWrite(&out_.front());
+    }
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::lock_guard lock(mu_);
+      closing_ = true;  // the call ends; OnDone follows once the writes in flight complete
+      return;
+    }
+    std::optional<Pending> answered;
+    std::optional<Result<SendOutcome>> result;
+    {
+      std::lock_guard lock(mu_);
+      auto it = pending_.find(in_.id());
+      if (it != pending_.end()) {  // else already failed (expired): its answer is dropped
+        answered = std::move(it->second);
+        pending_.erase(it);
+        if (in_.has_ok()) {
+          result = SendOutcome{in_.ok().seq(), in_.ok().duplicate(), in_.ok().sent_at_unix_ms()};
+        } else {
+          const grpc::Status status(static_cast<grpc::StatusCode>(in_.error().code()),
+                                    in_.error().message());
+          result = FromStatus(status, answered->trace_id);
+        }
+      }
+      StartRead(&in_);  // after everything was taken from in_
+    }
+    if (answered) answered->done(std::move(*result));
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    std::map<std::uint64_t, Pending> failed;
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+      failed.swap(pending_);
+      out_.clear();
+    }
+    const std::string why = "the send stream to the shard ended (" +
+                            std::to_string(status.error_code()) + " " + status.error_message() +
+                            ") before the answer; outcome unknown: resend with the same "
+                            "client_msg_id";
+    for (auto& [id, send] : failed) send.done(WithTrace(Code::kUnavailable, why, send.trace_id));
+    std::lock_guard lock(mu_);
+    done_ = true;
+    done_cv_.notify_all();
+    // Nothing of this object is touched after the unlock: its holder may destroy it now.
+  }
+
+  grpc::ClientContext context_;
+  SendStreamResponse in_;  // the one read in flight
+
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  std::map<std::uint64_t, Pending> pending_;
+  std::deque<SendStreamRequest> out_;  // front is being written while writing_
+  std::uint64_t next_id_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;  // no more writes start; Enqueue answers kEnded
+  bool done_ = false;     // OnDone has run (and called every callback it owed)
+};
+
 RemoteShard::RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout)
-    : stub_(internal::v1::ShardInternal::NewStub(std::move(channel))), timeout_(timeout) {}
+    : stub_(internal::v1::ShardInternal::NewStub(std::move(channel))), timeout_(timeout) {
+  sweeper_ = std::thread([this] { SweepLoop(); });
+}
+
+RemoteShard::~RemoteShard() {
+  std::vector<std::shared_ptr<SendStreamCall>> streams;
+  {
+    std::lock_guard lock(send_mu_);
+    stopping_ = true;
+    streams = retired_;
+    if (stream_) streams.push_back(stream_);
+  }
+  sweep_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+  for (auto& stream : streams) stream->Cancel();
+  for (auto& stream : streams) stream->WaitDone();
+  // The streams go with `streams`, `stream_` and `retired_`, on this thread, before stub_.
+}
+
+std::shared_ptr<SendStreamCall> RemoteShard::CurrentStream(const SendStreamCall* stale) {
+  std::lock_guard lock(send_mu_);
+  if (!stream_ || stream_.get() == stale || stream_->Closing()) {
+    // The old one stays owned until its OnDone has run (the sweeper drops it then).
+    if (stream_) retired_.push_back(std::move(stream_));
+    stream_ = std::make_shared<SendStreamCall>(*stub_);
+  }
+  sweep_work_ = true;
+  if (sweeper_idle_) sweep_cv_.notify_one();
+  return stream_;
+}
+
+void RemoteShard::SweepLoop() {
+  std::unique_lock lock(send_mu_);
+  while (!stopping_) {
+    if (!sweep_work_) {
+      sweeper_idle_ = true;
+      sweep_cv_.wait(lock, [&] { return stopping_ || sweep_work_; });
+      sweeper_idle_ = false;
+      continue;
+    }
+    if (sweep_cv_.wait_for(lock, kSweepEvery, [&] { return stopping_; })) break;
+    sweep_work_ = false;  // a SendAsync from now on sets it again
+    std::vector<std::shared_ptr<SendStreamCall>> streams = retired_;
+    if (stream_) streams.push_back(stream_);
+    lock.unlock();
+    bool pending = false;
+    const auto now = Clock::now();
+    for (auto& stream : streams) pending = stream->Expire(now) || pending;
+    streams.clear();
+    lock.lock();
+    std::erase_if(retired_, [](const auto& stream) { return stream->IsDone(); });
+    if (pending || !retired_.empty()) sweep_work_ = true;
+  }
+}
 
 template <typename Response, typename Request>
 Result<Response> RemoteShard::Call(grpc::Status (Stub::*method)(grpc::ClientContext*,
@@ -61,23 +317,36 @@ Result<Response> RemoteShard::Call(grpc::Status (Stub::*method)(grpc::ClientCont
 }
 
 void RemoteShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {
-  internal::v1::SendRequest request;
-  request.set_channel(std::move(command.channel));
-  request.set_sender_id(command.sender_id);
-  request.set_sender(std::move(command.sender));
-  request.set_client_msg_id(std::move(command.client_msg_id));
-  request.set_body(std::move(command.body));
+  if (auto gone = GaveUp(call)) return done(*gone);
+  SendStreamRequest request;
+  auto* send = request.mutable_send();
+  send->set_channel(std::move(command.channel));
+  send->set_sender_id(command.sender_id);
+  send->set_sender(std::move(command.sender));
+  send->set_client_msg_id(std::move(command.client_msg_id));
+  send->set_body(std::move(command.body));
+  request.set_trace_id(call.trace_id());  // per send: the shard logs it with the send
   // A failure is an unknown outcome: the client resends with the same id, and a message that
   // was stored after all comes back as a duplicate.
-  AsyncUnaryCall<internal::v1::SendResponse>(
-      [this](auto* context, auto* req, auto* resp, auto on_status) {
-        stub_->async()->Send(context, req, resp, std::move(on_status));
-      },
-      call, std::move(request), timeout_,
-      Converting<internal::v1::SendResponse, SendOutcome>(
-          std::move(done), [](const internal::v1::SendResponse& r) {
-            return SendOutcome{r.seq(), r.duplicate(), r.sent_at_unix_ms()};
-          }));
+  const auto deadline = std::min(call.deadline(), Clock::now() + timeout_);
+  const SendStreamCall* stale = nullptr;
+  // Twice at most: the current stream may end between being chosen and the send being queued;
+  // a stream opened just now that has already ended means the shard cannot be reached.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto stream = CurrentStream(stale);
+    switch (stream->Enqueue(request, deadline, call.trace_id(), done)) {
+      case SendStreamCall::Queued::kOk:
+        return;
+      case SendStreamCall::Queued::kFull:
+        return done(MakeError(Code::kResourceExhausted,
+                              "too many sends in flight to this shard; retry later"));
+      case SendStreamCall::Queued::kEnded:
+        stale = stream.get();
+        break;
+    }
+  }
+  done(WithTrace(Code::kUnavailable, "the send stream to the shard could not be opened",
+                 call.trace_id()));
 }
 
 Result<v1::Channel> RemoteShard::CreateChannel(const CallContext& call, const Principal& caller,

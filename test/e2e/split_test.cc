@@ -14,9 +14,12 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <pqxx/pqxx>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,6 +84,26 @@ v1::SendAck SendUntilAcked(client::Client& user, const std::string& body) {
       },
       std::chrono::duration_cast<std::chrono::milliseconds>(kWait * 2)));
   return *ack;
+}
+
+// SIGSTOP, and waits until every thread of `pid` is stopped: kill() returns before the signal
+// has taken effect, and a request sent in that window may still be answered (seen under load).
+void StopProcess(pid_t pid) {
+  REQUIRE(::kill(pid, SIGSTOP) == 0);
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  REQUIRE(WaitUntil(
+      [&] {
+        for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+          std::ifstream stat(task.path() / "stat");
+          std::string line;
+          std::getline(stat, line);
+          const auto paren = line.rfind(')');
+          if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+          if (line[paren + 2] != 'T' && line[paren + 2] != 't') return false;
+        }
+        return true;
+      },
+      5s));
 }
 
 TEST_CASE("role-split: users of an edge chat through a core in another process", "[e2e][cluster]") {
@@ -190,7 +213,7 @@ TEST_CASE(
                 .has_value());
   }
 
-  REQUIRE(::kill(core.pid(), SIGSTOP) == 0);
+  StopProcess(core.pid());
   const auto started = std::chrono::steady_clock::now();
   for (auto& stream : streams) REQUIRE(stream->Subscribe(kGeneral));
   double slowest = 0;
@@ -584,6 +607,206 @@ TEST_CASE(
   const auto history = FullHistory(*bob, channel);
   REQUIRE(Seqs(history) == Range(1, 9));
   for (std::size_t i = 0; i < ids.size(); ++i) CHECK(history[i].client_msg_id() == ids[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The send stream: an edge's sends to a shard process travel on one long-lived
+// ShardInternal.SendStream call (RemoteShard), not one unary call each.
+// ---------------------------------------------------------------------------------------------
+
+// Reads `stream` until each of `ids` got its SendAck or Error (the first one counts; a second
+// answer for an id is counted in `answers_seen`), or `timeout` passes.
+struct Answers {
+  std::map<std::string, v1::ServerFrame> first;
+  std::map<std::string, int> answers_seen;
+};
+Answers CollectAnswers(ChatStream& stream, const std::vector<std::string>& ids,
+                       std::chrono::milliseconds timeout, Answers answers = {}) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto all_answered = [&] {
+    return std::all_of(ids.begin(), ids.end(),
+                       [&](const std::string& id) { return answers.first.count(id) > 0; });
+  };
+  while (!all_answered() && std::chrono::steady_clock::now() < deadline) {
+    auto frame = stream.Next(50ms);
+    if (!frame) continue;
+    std::string id;
+    if (frame->has_send_ack()) id = frame->send_ack().client_msg_id();
+    if (frame->has_error()) id = frame->error().client_msg_id();
+    if (id.empty()) continue;
+    ++answers.answers_seen[id];
+    answers.first.emplace(id, *frame);
+  }
+  return answers;
+}
+
+// An edge that lets a client send as fast as it likes (the gateway's own limits are not under
+// test here), with a 1 s internal call timeout.
+std::vector<std::string> FastEdge(const DaemonProcess& core) {
+  return {"roles=gateway,fanout,router",
+          "database.url=",
+          "peers.auth=" + core.internal_address(),
+          "peers.shard=" + core.internal_address(),
+          "grpc.internal_call_timeout_ms=1000",
+          "limits.send_rate_per_s=100000",
+          "limits.send_burst=100000"};
+}
+
+TEST_CASE(
+    "role-split send stream: 2000 pipelined sends from several streams are each ACKed once "
+    "and stored once, in each stream's order",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                          "grpc.shutdown_grace_s=1"});
+  DaemonProcess edge(db, FastEdge(core));
+  auto alice = RegisterUser(edge.address(), "alice");
+  constexpr int kStreams = 4;
+  constexpr int kPerStream = 500;
+  std::vector<std::unique_ptr<ChatStream>> streams;
+  std::vector<std::string> channels;
+  std::vector<std::vector<std::string>> ids(kStreams);
+  for (int s = 0; s < kStreams; ++s) {
+    channels.push_back("pipe-" + std::to_string(s));
+    REQUIRE(alice->CreateChannel(channels.back()).ok());
+    streams.push_back(alice->Connect());
+  }
+  // Interleaved across the streams, none waiting for an ACK: the edge's one send stream to the
+  // core carries all of them at once.
+  for (int i = 0; i < kPerStream; ++i) {
+    for (int s = 0; s < kStreams; ++s) {
+      ids[s].push_back(client::NewClientMsgId());
+      REQUIRE(streams[s]->Send(channels[s], ids[s].back(), "m " + std::to_string(i)));
+    }
+  }
+  for (int s = 0; s < kStreams; ++s) {
+    INFO("stream " << s);
+    const Answers answers = CollectAnswers(*streams[s], ids[s], 60s);
+    REQUIRE(answers.first.size() == ids[s].size());
+    std::set<std::uint64_t> seqs;
+    for (const auto& id : ids[s]) {
+      const auto& frame = answers.first.at(id);
+      REQUIRE(frame.has_send_ack());
+      CHECK_FALSE(frame.send_ack().duplicate());
+      CHECK(answers.answers_seen.at(id) == 1);
+      seqs.insert(frame.send_ack().seq());
+    }
+    CHECK(seqs.size() == ids[s].size());
+    // Stored once each, in the order the stream sent them.
+    const auto history = FullHistory(*alice, channels[s]);
+    REQUIRE(history.size() == ids[s].size());
+    for (std::size_t i = 0; i < history.size(); ++i) {
+      CHECK(history[i].client_msg_id() == ids[s][i]);
+      CHECK(history[i].seq() == i + 1);
+    }
+  }
+}
+
+TEST_CASE(
+    "role-split send stream: with the core stopped, sends in flight fail within about one call "
+    "timeout, and succeed again after it resumes, stored once",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                          "grpc.shutdown_grace_s=1"});
+  DaemonProcess edge(db, FastEdge(core));
+  auto alice = RegisterUser(edge.address(), "alice");
+  REQUIRE(alice->CreateChannel(kGeneral).ok());
+  auto a = alice->Connect();
+  // The send stream is open before the core stops: what follows waits on an open connection.
+  auto warm = SendAndWait(*a, kGeneral, client::NewClientMsgId(), "warm up");
+  REQUIRE(warm.has_value());
+  REQUIRE(warm->has_send_ack());
+
+  StopProcess(core.pid());
+  std::vector<std::string> ids;
+  const auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < 50; ++i) {
+    ids.push_back(client::NewClientMsgId());
+    REQUIRE(a->Send(kGeneral, ids.back(), "stalled " + std::to_string(i)));
+  }
+  const Answers answers = CollectAnswers(*a, ids, 10s);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  REQUIRE(::kill(core.pid(), SIGCONT) == 0);
+  INFO("all " << ids.size() << " sends were answered after " << took << " s");
+  REQUIRE(answers.first.size() == ids.size());
+  for (const auto& id : ids) {
+    const auto& frame = answers.first.at(id);
+    REQUIRE(frame.has_error());
+    const auto code = static_cast<Code>(frame.error().code());
+    CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
+  }
+  CHECK(took < 5.0);
+
+  // Resent with the same ids once the core is back: ACKed, and each stored once (the requests
+  // the stopped core had read commit after all; their resends are duplicates).
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    std::optional<v1::SendAck> ack;
+    REQUIRE(WaitUntil(
+        [&] {
+          auto frame = SendAndWait(*a, kGeneral, ids[i], "stalled " + std::to_string(i), 3s);
+          if (frame && frame->has_send_ack()) ack = frame->send_ack();
+          return ack.has_value();
+        },
+        kWait));
+  }
+  const auto history = FullHistory(*alice, kGeneral);
+  CHECK(history.size() == ids.size() + 1);
+  std::map<std::string, int> stored;
+  for (const auto& m : history) ++stored[m.client_msg_id()];
+  for (const auto& id : ids) CHECK(stored[id] == 1);
+}
+
+TEST_CASE(
+    "role-split send stream: kill -9 of the core answers every send in flight, and resends "
+    "after its restart are stored once",
+    "[e2e][cluster]") {
+  TestDatabase db;
+  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                          "grpc.shutdown_grace_s=1"});
+  DaemonProcess edge(db, FastEdge(core));
+  auto alice = RegisterUser(edge.address(), "alice");
+  REQUIRE(alice->CreateChannel(kGeneral).ok());
+  auto a = alice->Connect();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    ids.push_back(client::NewClientMsgId());
+    REQUIRE(a->Send(kGeneral, ids.back(), "inflight " + std::to_string(i)));
+  }
+  // Killed once the first ACK is back: the core is committing, the rest are in flight.
+  Answers answers = CollectAnswers(*a, {ids.front()}, kWait);
+  REQUIRE(answers.first.count(ids.front()) == 1);
+  core.Restart(/*kill9=*/true);  // same database, same internal port
+  // Every send is answered: ACKed before the kill, or an error (none hangs).
+  answers = CollectAnswers(*a, ids, 20s, std::move(answers));
+  REQUIRE(answers.first.size() == ids.size());
+  int failed = 0;
+  for (const auto& id : ids) {
+    const auto& frame = answers.first.at(id);
+    if (frame.has_send_ack()) continue;
+    ++failed;
+    const auto code = static_cast<Code>(frame.error().code());
+    CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
+  }
+  WARN(failed << " of " << ids.size() << " sends failed");
+  // Resent with the same ids: each one stored once.
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (answers.first.at(ids[i]).has_send_ack()) continue;
+    std::optional<v1::SendAck> ack;
+    REQUIRE(WaitUntil(
+        [&] {
+          auto frame = SendAndWait(*a, kGeneral, ids[i], "inflight " + std::to_string(i), 3s);
+          if (frame && frame->has_send_ack()) ack = frame->send_ack();
+          return ack.has_value();
+        },
+        kWait));
+  }
+  const auto history = FullHistory(*alice, kGeneral);
+  CHECK(Seqs(history) == Range(1, ids.size()));
+  std::map<std::string, int> stored;
+  for (const auto& m : history) ++stored[m.client_msg_id()];
+  for (const auto& id : ids) CHECK(stored[id] == 1);
 }
 
 }  // namespace
