@@ -86,6 +86,29 @@ v1::SendAck SendUntilAcked(client::Client& user, const std::string& body) {
   return *ack;
 }
 
+// Sends on `stream` with `id` until a SendAck comes (the shard may be down or moving): the same
+// id every time, so a first attempt that was stored after all comes back as a duplicate.
+v1::SendAck ResendUntilAcked(ChatStream& stream, const std::string& channel, const std::string& id,
+                             const std::string& body) {
+  std::optional<v1::SendAck> ack;
+  REQUIRE(WaitUntil(
+      [&] {
+        auto frame = SendAndWait(stream, channel, id, body, 3s);
+        if (frame && frame->has_send_ack()) ack = frame->send_ack();
+        return ack.has_value();
+      },
+      kWait));
+  return *ack;
+}
+
+// Each of `ids` is stored exactly once in `history`.
+void CheckStoredOnce(const std::vector<v1::ChatMessage>& history,
+                     const std::vector<std::string>& ids) {
+  std::map<std::string, int> stored;
+  for (const auto& m : history) ++stored[m.client_msg_id()];
+  for (const auto& id : ids) CHECK(stored[id] == 1);
+}
+
 // SIGSTOP, and waits until every thread of `pid` is stopped: kill() returns before the signal
 // has taken effect, and a request sent in that window may still be answered (seen under load).
 void StopProcess(pid_t pid) {
@@ -323,15 +346,7 @@ TEST_CASE(
   auto a = alice->Connect();
   const auto send_round = [&](const std::string& tag) {
     for (const auto& channel : channels) {
-      std::optional<v1::SendAck> ack;
-      const std::string id = client::NewClientMsgId();
-      REQUIRE(WaitUntil(
-          [&] {
-            auto frame = SendAndWait(*a, channel, id, tag + " in " + channel, 3s);
-            if (frame && frame->has_send_ack()) ack = frame->send_ack();
-            return ack.has_value();
-          },
-          kWait));
+      ResendUntilAcked(*a, channel, client::NewClientMsgId(), tag + " in " + channel);
     }
   };
   send_round("first");
@@ -570,15 +585,8 @@ TEST_CASE(
   const auto send = [&](const std::string& body) {
     const std::string id = client::NewClientMsgId();
     ids.push_back(id);
-    std::optional<v1::SendAck> ack;
     const auto started = std::chrono::steady_clock::now();
-    REQUIRE(WaitUntil(
-        [&] {
-          auto frame = SendAndWait(*a, channel, id, body, 3s);
-          if (frame && frame->has_send_ack()) ack = frame->send_ack();
-          return ack.has_value();
-        },
-        kWait));
+    ResendUntilAcked(*a, channel, id, body);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   };
   // Route names the shard that serves the channel now, by the leases the edge reads.
@@ -742,20 +750,11 @@ TEST_CASE(
   // Resent with the same ids once the core is back: ACKed, and each stored once (the requests
   // the stopped core had read commit after all; their resends are duplicates).
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    std::optional<v1::SendAck> ack;
-    REQUIRE(WaitUntil(
-        [&] {
-          auto frame = SendAndWait(*a, kGeneral, ids[i], "stalled " + std::to_string(i), 3s);
-          if (frame && frame->has_send_ack()) ack = frame->send_ack();
-          return ack.has_value();
-        },
-        kWait));
+    ResendUntilAcked(*a, kGeneral, ids[i], "stalled " + std::to_string(i));
   }
   const auto history = FullHistory(*alice, kGeneral);
   CHECK(history.size() == ids.size() + 1);
-  std::map<std::string, int> stored;
-  for (const auto& m : history) ++stored[m.client_msg_id()];
-  for (const auto& id : ids) CHECK(stored[id] == 1);
+  CheckStoredOnce(history, ids);
 }
 
 TEST_CASE(
@@ -793,20 +792,11 @@ TEST_CASE(
   // Resent with the same ids: each one stored once.
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (answers.first.at(ids[i]).has_send_ack()) continue;
-    std::optional<v1::SendAck> ack;
-    REQUIRE(WaitUntil(
-        [&] {
-          auto frame = SendAndWait(*a, kGeneral, ids[i], "inflight " + std::to_string(i), 3s);
-          if (frame && frame->has_send_ack()) ack = frame->send_ack();
-          return ack.has_value();
-        },
-        kWait));
+    ResendUntilAcked(*a, kGeneral, ids[i], "inflight " + std::to_string(i));
   }
   const auto history = FullHistory(*alice, kGeneral);
   CHECK(Seqs(history) == Range(1, ids.size()));
-  std::map<std::string, int> stored;
-  for (const auto& m : history) ++stored[m.client_msg_id()];
-  for (const auto& id : ids) CHECK(stored[id] == 1);
+  CheckStoredOnce(history, ids);
 }
 
 }  // namespace
