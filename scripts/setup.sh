@@ -9,6 +9,7 @@ packages=(
   libpqxx-dev libyaml-cpp-dev libsodium-dev libcpp-jwt-dev libssl-dev
   libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libasio-dev
   postgresql-15 util-linux jq openssl
+  prometheus-cpp-dev prometheus
 )
 
 missing=()

@@ -634,13 +634,22 @@ std::vector<Field> LogFields() {
   };
 }
 
+std::vector<Field> MetricsFields() {
+  return {
+      MakeField(INFRACHAT_KEY(metrics.listen_address),
+                "host:port of the Prometheus /metrics HTTP listener (never a gRPC port); "
+                "empty: off",
+                Address(true)),
+  };
+}
+
 #undef INFRACHAT_KEY
 
 const std::vector<Field>& Schema() {
   static const std::vector<Field> schema = [] {
     std::vector<Field> all;
     for (auto part : {TopLevelFields, DatabaseFields, GrpcFields, PeerFields, AuthFields,
-                      WorkerFields, LimitsFields, TlsFields, LogFields}) {
+                      WorkerFields, LimitsFields, TlsFields, LogFields, MetricsFields}) {
       for (Field& field : part()) all.push_back(std::move(field));
     }
     return all;

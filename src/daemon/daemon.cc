@@ -4,6 +4,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 #include "bus/local/local_event_bus.h"
 #include "infrachat/core/executor.h"
 #include "infrachat/core/logging.h"
+#include "infrachat/core/metrics.h"
 #include "infrachat/core/module.h"
 #include "infrachat/storage/pg.h"
 #include "modules/auth/auth_module.h"
@@ -123,12 +126,12 @@ std::string HostOf(const std::string& address) {
 }
 
 void WriteReadyFile(const std::string& path, const std::string& address,
-                    const std::string& internal_address) {
+                    const std::string& internal_address, const std::string& metrics_address) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
     out << "{\"address\":\"" << address << "\",\"internal_address\":\"" << internal_address
-        << "\",\"pid\":" << getpid() << "}\n";
+        << "\",\"metrics_address\":\"" << metrics_address << "\",\"pid\":" << getpid() << "}\n";
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     throw std::runtime_error("cannot write ready file " + path);
@@ -154,6 +157,7 @@ struct Daemon::State {
   std::unique_ptr<ReflectionV1Service> reflection_v1;     // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> internal_server;
+  std::unique_ptr<prometheus::Exposer> metrics;  // serves MetricsRegistry() over HTTP
   bool shut_down = false;
 };
 
@@ -263,6 +267,7 @@ void Daemon::Start() {
     address_ = HostOf(config.grpc.listen_address) + ":" + std::to_string(port);
     log->info("public listener on {}: {}", address_, security.description);
     if (!config.grpc.internal_listen_address.empty()) StartInternalServer();
+    if (!config.metrics.listen_address.empty()) StartMetrics();
     state_->context.SetInternalAddress(internal_address_);
     for (auto& module : state_->started) module->OnServing(address_);
     log->info("serving on {} with roles [{}]{}", address_, fmt::join(config.roles, ", "),
@@ -271,6 +276,31 @@ void Daemon::Start() {
     Shutdown();
     throw;
   }
+}
+
+// Prometheus's pull endpoint, GET /metrics, on its own HTTP listener (never a gRPC port), and
+// infrachat_build_info: which build runs which roles.
+void Daemon::StartMetrics() {
+  const DaemonConfig& config = state_->context.config();
+  std::string roles;
+  for (const auto& role : config.roles) roles += (roles.empty() ? "" : ",") + role;
+  prometheus::BuildGauge()
+      .Name("infrachat_build_info")
+      .Help("Always 1: the version of this build and the roles this process runs")
+      .Register(MetricsRegistry())
+      .Add({{"version", INFRACHAT_VERSION}, {"roles", roles}, {"region", config.region}})
+      .Set(1);
+  try {
+    state_->metrics = std::make_unique<prometheus::Exposer>(config.metrics.listen_address);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot listen on " + config.metrics.listen_address +
+                             " (metrics.listen_address): " + e.what());
+  }
+  state_->metrics->RegisterCollectable(SharedMetricsRegistry());
+  const auto ports = state_->metrics->GetListeningPorts();
+  metrics_address_ = HostOf(config.metrics.listen_address) + ":" +
+                     std::to_string(ports.empty() ? 0 : ports.front());
+  ModuleLogger("core")->info("metrics on http://{}/metrics", metrics_address_);
 }
 
 // The module-to-module API, on its own listener so that clients never reach it: the shard's
@@ -356,6 +386,7 @@ void Daemon::Shutdown() {
   if (state_->internal_executor) state_->internal_executor->Stop();
   for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->Stop();
   started.clear();
+  state_->metrics.reset();
   state_->internal_server.reset();
   state_->internal_services.clear();
   state_->server.reset();
@@ -440,7 +471,8 @@ int RunDaemon(int argc, char** argv) {
   try {
     daemon.Start();
     if (!ready_file.empty())
-      WriteReadyFile(ready_file, daemon.address(), daemon.internal_address());
+      WriteReadyFile(ready_file, daemon.address(), daemon.internal_address(),
+                     daemon.metrics_address());
   } catch (const std::exception& e) {
     log->critical("start-up failed: {}", e.what());
     return 1;

@@ -29,17 +29,21 @@ class Daemon {
   const std::string& address() const { return address_; }
   // The internal listener's address (grpc.internal_listen_address), empty when there is none.
   const std::string& internal_address() const { return internal_address_; }
+  // The Prometheus /metrics listener's host:port (metrics.listen_address), empty without one.
+  const std::string& metrics_address() const { return metrics_address_; }
   // Drains streams, stops the server (waiting at most grpc.shutdown_grace_s), then stops the
   // modules in reverse order. Idempotent.
   void Shutdown();
 
  private:
   void StartInternalServer();
+  void StartMetrics();
 
   struct State;
   std::unique_ptr<State> state_;
   std::string address_;
   std::string internal_address_;
+  std::string metrics_address_;
 };
 
 }  // namespace infrachat

@@ -164,6 +164,7 @@ void DaemonProcess::Start() {
         auto ready = nlohmann::json::parse(ReadFile(ready_path_));
         address_ = ready.at("address").get<std::string>();
         internal_address_ = ready.value("internal_address", std::string());
+        metrics_address_ = ready.value("metrics_address", std::string());
         if (ready.at("pid").get<pid_t>() != pid_) {
           throw std::runtime_error("ready file names another pid");
         }

@@ -60,6 +60,8 @@ class DaemonProcess {
   const std::string& address() const { return address_; }
   // The internal listener's host:port (grpc.internal_listen_address), empty without one.
   const std::string& internal_address() const { return internal_address_; }
+  // The Prometheus /metrics listener's host:port (metrics.listen_address), empty without one.
+  const std::string& metrics_address() const { return metrics_address_; }
   pid_t pid() const { return pid_; }
   // Whether the child has not been reaped yet (reaps it if it exited meanwhile).
   bool running();
@@ -94,6 +96,7 @@ class DaemonProcess {
   std::string listen_address_ = "127.0.0.1:0";
   std::string address_;
   std::string internal_address_;
+  std::string metrics_address_;
   pid_t pid_ = -1;
 };
 

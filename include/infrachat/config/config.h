@@ -126,6 +126,10 @@ struct LogConfig {
   std::map<std::string, std::string> modules;  // per-module level, e.g. {gateway: debug}
 };
 
+struct MetricsConfig {
+  std::string listen_address;  // host:port of the Prometheus /metrics listener; empty: off
+};
+
 struct DaemonConfig {
   std::vector<std::string> roles;    // subset of: gateway auth router shard fanout
   std::string mode = "development";  // development | production
@@ -141,6 +145,7 @@ struct DaemonConfig {
   LimitsConfig limits;
   TlsConfig tls;
   LogConfig log;
+  MetricsConfig metrics;
 
   bool HasRole(const std::string& role) const;
   // cluster.regions, or just `region` when it is empty.

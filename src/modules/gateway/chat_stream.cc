@@ -1,6 +1,9 @@
 #include "chat_stream.h"
 
 #include <fmt/format.h>
+#include <prometheus/family.h>
+
+#include <cctype>
 
 #include "grpc_edge.h"
 #include "infrachat/core/grpc_call_context.h"
@@ -317,6 +320,7 @@ void ChatStream::HandleSend(v1::Send& send) {
   Result<void> valid = name.ok() ? ValidateClientMsgId(send.client_msg_id()) : name.error();
   if (valid.ok()) valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
   if (!valid.ok()) {
+    if (deps_.sends != nullptr) deps_.sends->Refused(valid.error().code);
     Offer(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()), true);
     return;
   }
@@ -390,6 +394,13 @@ void ChatStream::Dispatch(SendCommand command) {
 
 void ChatStream::OnSendDone(const std::string& channel, const std::string& client_msg_id,
                             Result<SendOutcome> outcome) {
+  if (deps_.sends != nullptr) {
+    if (outcome.ok()) {
+      deps_.sends->Acked(outcome->duplicate);
+    } else {
+      deps_.sends->Refused(outcome.error().code);
+    }
+  }
   if (outcome.ok()) {
     v1::ServerFrame frame;
     auto* ack = frame.mutable_send_ack();
@@ -463,14 +474,33 @@ void ChatStream::HandleTyping(const v1::Typing& typing) {
   });
 }
 
+SendCounters::SendCounters(prometheus::Registry& registry) {
+  auto& family = prometheus::BuildCounter()
+                     .Name("infrachat_gateway_sends_total")
+                     .Help("Send frames by outcome: acked, duplicate, or the error code")
+                     .Register(registry);
+  acked_ = &family.Add({{"result", "acked"}});
+  duplicate_ = &family.Add({{"result", "duplicate"}});
+  for (int code = 0; code <= static_cast<int>(Code::kUnauthenticated); ++code) {
+    std::string name = CodeName(static_cast<Code>(code));
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    by_code_.push_back(&family.Add({{"result", name}}));
+  }
+}
+
+void SendCounters::Refused(Code code) const {
+  const auto index = static_cast<std::size_t>(code);
+  if (index < by_code_.size()) by_code_[index]->Increment();
+}
+
 void StreamRegistry::Add(const std::shared_ptr<ChatStream>& stream) {
   std::lock_guard lock(mu_);
-  streams_[stream.get()] = stream;
+  if (streams_.emplace(stream.get(), stream).second && active_ != nullptr) active_->Increment();
 }
 
 void StreamRegistry::Remove(const ChatStream* stream) {
   std::lock_guard lock(mu_);
-  streams_.erase(stream);
+  if (streams_.erase(stream) > 0 && active_ != nullptr) active_->Decrement();
   if (streams_.empty()) empty_cv_.notify_all();
 }
 

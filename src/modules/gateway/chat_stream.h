@@ -2,6 +2,8 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -36,6 +38,21 @@ struct StreamLimits {
 
 class StreamRegistry;
 
+// infrachat_gateway_sends_total{result}: every Send frame's outcome, counted once: "acked",
+// "duplicate" (acked with an earlier seq), or the error code's name in lower case
+// ("permission_denied", "invalid_argument", "unavailable", ...). A bounded label set.
+class SendCounters {
+ public:
+  explicit SendCounters(prometheus::Registry& registry);
+  void Acked(bool duplicate) const { (duplicate ? duplicate_ : acked_)->Increment(); }
+  void Refused(Code code) const;
+
+ private:
+  prometheus::Counter* acked_;
+  prometheus::Counter* duplicate_;
+  std::vector<prometheus::Counter*> by_code_;  // index: the code's number
+};
+
 // What a stream uses; everything outlives every stream (the gateway drains streams first).
 struct StreamDeps {
   AuthApi* auth = nullptr;
@@ -44,6 +61,7 @@ struct StreamDeps {
   EventBus* bus = nullptr;
   Executor* executor = nullptr;  // runs the serial tasks and the send timer
   StreamRegistry* registry = nullptr;
+  const SendCounters* sends = nullptr;
   StreamLimits limits;
   std::shared_ptr<spdlog::logger> log;
 };
@@ -160,6 +178,8 @@ inline constexpr const char* kHeaderMaxFrameBytes = "infrachat-max-frame-bytes";
 // Thread-safe.
 class StreamRegistry {
  public:
+  // `active` (infrachat_gateway_streams_active) follows the number of streams; may be null.
+  explicit StreamRegistry(prometheus::Gauge* active = nullptr) : active_(active) {}
   void Add(const std::shared_ptr<ChatStream>& stream);
   void Remove(const ChatStream* stream);
   std::vector<std::shared_ptr<ChatStream>> Snapshot() const;
@@ -168,6 +188,7 @@ class StreamRegistry {
   bool WaitUntilEmpty(std::chrono::steady_clock::time_point deadline);
 
  private:
+  prometheus::Gauge* const active_;
   mutable std::mutex mu_;
   std::condition_variable empty_cv_;
   std::unordered_map<const ChatStream*, std::weak_ptr<ChatStream>> streams_;

@@ -1,5 +1,7 @@
 #include "gateway_module.h"
 
+#include <prometheus/family.h>
+
 #include <chrono>
 #include <set>
 #include <unordered_map>
@@ -7,6 +9,7 @@
 #include "chat_stream.h"
 #include "infrachat/api/router_api.h"
 #include "infrachat/core/logging.h"
+#include "infrachat/core/metrics.h"
 #include "unary_services.h"
 
 namespace infrachat {
@@ -44,6 +47,7 @@ class GatewayModule final : public Module {
     deps.bus = &ctx.bus();
     deps.executor = executor_.get();
     deps.registry = &registry_;
+    deps.sends = &send_counters_;
     deps.log = log_;
     const LimitsConfig& limits = config.limits;
     deps.limits.queue_frames = static_cast<std::size_t>(limits.session_queue_frames);
@@ -132,7 +136,14 @@ class GatewayModule final : public Module {
   AuthApi* auth_ = nullptr;
   std::chrono::seconds check_interval_{5};
   std::chrono::seconds grace_{10};
-  gateway::StreamRegistry registry_;
+  // Families are registered once per process (a second gateway module in one process, as in
+  // tests, shares them: prometheus-cpp returns the existing family for the same name).
+  gateway::SendCounters send_counters_{MetricsRegistry()};
+  gateway::StreamRegistry registry_{&prometheus::BuildGauge()
+                                         .Name("infrachat_gateway_streams_active")
+                                         .Help("Open ChatService.Connect streams")
+                                         .Register(MetricsRegistry())
+                                         .Add({})};
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<gateway::AuthServiceImpl> auth_service_;
   std::unique_ptr<gateway::RouterServiceImpl> router_service_;
