@@ -71,6 +71,8 @@ TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool a
   CHECK(Sample(before, "infrachat_gateway_sends_total{result=\"acked\"}") == 0);
   CHECK(std::regex_search(before, std::regex("infrachat_build_info\\{[^}]*roles=\"[^\"]*gateway")));
 
+  auto watcher = alice->Connect();  // a subscriber; SendAndWait skips the frames of `stream`
+  REQUIRE(testing::SubscribeAndWait(*watcher, "general") == 0);
   auto stream = alice->Connect();
   const std::string id = client::NewClientMsgId();
   for (int i = 0; i < 3; ++i) {
@@ -84,8 +86,22 @@ TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool a
   REQUIRE(refused.has_value());
   REQUIRE(refused->has_error());
 
+  // Every stored message reaches the one subscriber (live, or from the log at the switch-over).
+  REQUIRE(testing::CollectMessages(*watcher, "general", 4, 10s).size() == 4);
+
   const std::string during = Scrape(server.metrics_address());
-  CHECK(Sample(during, "infrachat_gateway_streams_active") == 1);
+  CHECK(Sample(during, "infrachat_fanout_deliveries_total{path=\"live\"}") +
+            Sample(during, "infrachat_fanout_deliveries_total{path=\"log\"}") ==
+        4);
+  CHECK(Sample(during, "infrachat_fanout_log_reads_total") >= 1);  // the switch-over probe
+  CHECK(Sample(during, "infrachat_fanout_slow_consumer_cuts_total") == 0);
+  // Four stored sends in at least one batch, at most four; the duplicate is found inside one.
+  const double batches = Sample(during, "infrachat_shard_batch_size_count");
+  CHECK(batches >= 1);
+  CHECK(Sample(during, "infrachat_shard_batch_size_sum") >= 4);
+  CHECK(Sample(during, "infrachat_shard_commit_seconds_count") == batches);
+  CHECK(Sample(during, "infrachat_shard_batches_failed_total") == 0);
+  CHECK(Sample(during, "infrachat_gateway_streams_active") == 2);
   CHECK(Sample(during, "infrachat_gateway_sends_total{result=\"acked\"}") == 4);
   CHECK(Sample(during, "infrachat_gateway_sends_total{result=\"duplicate\"}") == 1);
   CHECK(Sample(during, "infrachat_gateway_sends_total{result=\"not_found\"}") == 1);
@@ -99,7 +115,8 @@ TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool a
   INFO(checked.Describe());
   CHECK(checked.exit_code == 0);
 
-  stream.reset();  // the stream ends: the gauge follows
+  stream.reset();  // the streams end: the gauge follows
+  watcher.reset();
   CHECK(testing::WaitUntil(
       [&] {
         return Sample(Scrape(server.metrics_address()), "infrachat_gateway_streams_active") == 0;

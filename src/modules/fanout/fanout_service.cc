@@ -1,6 +1,7 @@
 #include "fanout_service.h"
 
 #include <fmt/format.h>
+#include <prometheus/family.h>
 
 #include <algorithm>
 #include <random>
@@ -28,6 +29,27 @@ std::uint64_t NewOrigin() {
 }
 
 }  // namespace
+
+FanoutService::Metrics::Metrics() {
+  auto& deliveries = prometheus::BuildCounter()
+                         .Name("infrachat_fanout_deliveries_total")
+                         .Help(
+                             "Messages handed to client streams, by path: live from the bus, "
+                             "or read from the log (catch-up and switch-over)")
+                         .Register(MetricsRegistry());
+  live = &deliveries.Add({{"path", "live"}});
+  from_log = &deliveries.Add({{"path", "log"}});
+  cuts = &prometheus::BuildCounter()
+              .Name("infrachat_fanout_slow_consumer_cuts_total")
+              .Help("Subscriptions ended because their stream's queue was full")
+              .Register(MetricsRegistry())
+              .Add({});
+  log_reads = &prometheus::BuildCounter()
+                   .Name("infrachat_fanout_log_reads_total")
+                   .Help("Reads of a channel's log for catch-up or switch-over")
+                   .Register(MetricsRegistry())
+                   .Add({});
+}
 
 FanoutService::FanoutService(FanoutOptions options, EventBus* bus, LogReader* shard,
                              std::shared_ptr<spdlog::logger> logger)
@@ -286,12 +308,14 @@ void FanoutService::OnMessage(const v1::ChatMessage& message) {
     if (!sink) continue;
     if (sink->Offer(MessageFrame(message), /*reserved=*/false)) {
       sub->delivered = message.seq();
+      metrics_.live->Increment();
     } else {
       cut.push_back(sub);
     }
   }
   for (const SubPtr& sub : cut) {
     ++slow_consumer_cuts_;
+    metrics_.cuts->Increment();
     EndLocked(sub, "slow consumer: live delivery stopped; resubscribe with after_seq");
   }
 }
@@ -369,6 +393,7 @@ void FanoutService::StartProbeLocked(const SubPtr& sub) {
 
 void FanoutService::ReadLogThen(const SubPtr& sub, std::uint64_t from, std::uint32_t limit,
                                 ReadHandler handler) {
+  metrics_.log_reads->Increment();
   // In process the read runs here, on the worker; across processes it completes on a gRPC
   // thread, and no worker waits for the round trip. The handler runs unless the service is
   // gone (the destructor waits for a running one).
@@ -412,10 +437,12 @@ void FanoutService::OnProbeRead(const SubPtr& sub, std::uint64_t from, std::uint
     if (m.seq() != sub->delivered + 1) continue;  // delivered live meanwhile
     if (!sink->Offer(MessageFrame(m), /*reserved=*/false)) {
       ++slow_consumer_cuts_;
+      metrics_.cuts->Increment();
       EndLocked(sub, "slow consumer: live delivery stopped; resubscribe with after_seq");
       return;
     }
     sub->delivered = m.seq();
+    metrics_.from_log->Increment();
   }
   if (missed->size() >= options_.catchup_batch) StartCatchUpLocked(sub);  // there may be more
 }
@@ -425,6 +452,7 @@ void FanoutService::RetryStalledLocked(const SubPtr& sub) {
   if (sub->stalled_since == std::chrono::steady_clock::time_point{}) sub->stalled_since = now;
   if (now - sub->stalled_since > options_.stalled_limit) {
     ++slow_consumer_cuts_;
+    metrics_.cuts->Increment();
     EndLocked(sub, "slow consumer: catch-up stalled; resubscribe with after_seq");
     return;
   }
@@ -473,6 +501,7 @@ void FanoutService::OnCatchUpRead(const SubPtr& sub, std::uint64_t from, std::ui
       break;
     }
     sub->delivered = m.seq();
+    metrics_.from_log->Increment();
   }
   if (refused) {
     // The queue filled up while the log was read (the stream's other channels and the

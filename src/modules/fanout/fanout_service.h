@@ -1,6 +1,7 @@
 // FanoutService: the in-process FanoutApi.
 #pragma once
 
+#include <prometheus/counter.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
 #include "infrachat/core/executor.h"
+#include "infrachat/core/metrics.h"
 
 namespace infrachat::fanout {
 
@@ -153,6 +155,15 @@ class FanoutService final : public FanoutApi {
   std::unordered_map<std::string, std::vector<SubPtr>> by_channel_;
   std::unordered_map<const SessionSink*, std::unordered_map<std::string, SubPtr>> by_sink_;
   std::uint64_t slow_consumer_cuts_ = 0;
+  // Counters in MetricsRegistry(), shared by every FanoutService of the process.
+  struct Metrics {
+    Metrics();
+    prometheus::Counter* live;
+    prometheus::Counter* from_log;
+    prometheus::Counter* cuts;
+    prometheus::Counter* log_reads;
+  };
+  const Metrics metrics_;
   // Presence. local_: this instance's live subscriptions per channel and user. online_: per
   // channel and user, the origins (fanout instances) that report the user online.
   const std::uint64_t origin_;

@@ -1,11 +1,13 @@
 #include "group_committer.h"
 
 #include <fmt/format.h>
+#include <prometheus/family.h>
 
 #include <map>
 #include <pqxx/pqxx>
 #include <tuple>
 
+#include "infrachat/core/metrics.h"
 #include "infrachat/storage/pg.h"
 
 namespace infrachat::shard {
@@ -22,11 +24,39 @@ std::int64_t NowUnixMs() {
 // briefly believes it owns the channel): a deadlock, or the same client_msg_id committed first.
 constexpr int kConflictRetries = 5;
 
+prometheus::Histogram* BatchSizeHistogram() {
+  return &prometheus::BuildHistogram()
+              .Name("infrachat_shard_batch_size")
+              .Help("Sends per committed group-commit batch")
+              .Register(MetricsRegistry())
+              .Add({},
+                   prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+}
+
+prometheus::Histogram* CommitSecondsHistogram() {
+  return &prometheus::BuildHistogram()
+              .Name("infrachat_shard_commit_seconds")
+              .Help("Time to store one batch: its statements and COMMIT")
+              .Register(MetricsRegistry())
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                               0.05, 0.1, 0.25, 0.5, 1, 2.5});
+}
+
 }  // namespace
 
 GroupCommitter::GroupCommitter(GroupCommitterOptions options, EventBus* bus,
                                std::shared_ptr<spdlog::logger> logger)
-    : options_(std::move(options)), bus_(bus), log_(std::move(logger)) {
+    : options_(std::move(options)),
+      bus_(bus),
+      log_(std::move(logger)),
+      batch_size_(BatchSizeHistogram()),
+      commit_seconds_(CommitSecondsHistogram()),
+      batches_failed_(&prometheus::BuildCounter()
+                           .Name("infrachat_shard_batches_failed_total")
+                           .Help("Group-commit batches that could not be stored (their sends "
+                                 "were answered with an error)")
+                           .Register(MetricsRegistry())
+                           .Add({})) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -94,7 +124,10 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       conn_ = std::move(conn).value();
     }
     try {
+      const auto started = std::chrono::steady_clock::now();
       CommitBatch(*conn_, batch, outcomes, committed);
+      commit_seconds_->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       done = true;
     } catch (const pqxx::unique_violation&) {
       failure = MakeError(Code::kAborted, "conflicting concurrent send");  // retry: dedup finds it
@@ -115,9 +148,11 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
     if (failure.code == Code::kAborted || failure.code == Code::kInternal) {
       failure = MakeError(Code::kUnavailable, "the message could not be stored; retry");
     }
+    batches_failed_->Increment();
     for (Pending& p : batch) p.done(failure);
     return;
   }
+  batch_size_->Observe(static_cast<double>(batch.size()));
   batches_committed_.fetch_add(1);
   messages_committed_.fetch_add(committed.size());
   for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(outcomes[i]));

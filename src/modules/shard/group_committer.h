@@ -1,6 +1,8 @@
 // GroupCommitter: the shard's durable write path.
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
 #include <spdlog/logger.h>
 
 #include <atomic>
@@ -79,6 +81,11 @@ class GroupCommitter {
   bool stopping_ = false;
 
   std::unique_ptr<pqxx::connection> conn_;  // writer thread only
+  // infrachat_shard_batch_size, infrachat_shard_commit_seconds (one observation per
+  // committed batch), infrachat_shard_batches_failed_total: in MetricsRegistry().
+  prometheus::Histogram* batch_size_;
+  prometheus::Histogram* commit_seconds_;
+  prometheus::Counter* batches_failed_;
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
   std::thread thread_;
