@@ -9,35 +9,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export BUILD_DIR=${1:?build directory}
-set -m  # background jobs get their own process group and do not ignore SIGINT
-
-work=$(mktemp -d /tmp/infrachat-runcluster.XXXXXX)
-chmod 755 "$work"
-cli="$BUILD_DIR/src/client/infrachat"
-passed=0
-script=""
-cleanup() {
-  if [ -n "$script" ] && kill -0 "$script" 2>/dev/null; then kill -INT "$script"; wait "$script" || true; fi
-  for r in a b; do "$root/test/support/pg_cluster.sh" stop "$work/cluster/db-$r" >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; sed 's/^/  | /' "$work/out.log" >&2 || true; exit 1; }
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-
-# A port range unlikely to be in use by a parallel test.
-base=$((20000 + (RANDOM % 400) * 100))
-"$root/scripts/run-cluster.sh" --base-port "$base" --dir "$work/cluster" >"$work/out.log" 2>&1 &
-script=$!
-for _ in $(seq 1 900); do
-  grep -q '^cluster is up' "$work/out.log" && break
-  kill -0 "$script" 2>/dev/null || fail "run-cluster.sh ended before the cluster was up"
-  sleep 0.1
-done
-grep -q '^cluster is up' "$work/out.log" || fail "the cluster was not up within 90 s"
-gw_a=$(awk '$1 == "gateway" && $2 == "a" {print $3}' "$work/out.log")
-gw_b=$(awk '$1 == "gateway" && $2 == "b" {print $3}' "$work/out.log")
-[ -n "$gw_a" ] && [ -n "$gw_b" ] || fail "no gateway lines"
+source "$root/test/scripts/cluster_harness.sh"
+start_cluster
 [ "$(jq '.processes | length' "$work/cluster/cluster.json")" = 7 ] || fail "cluster.json lists $(jq '.processes | length' "$work/cluster/cluster.json") processes, not 7"
 for field in name region roles pid address config log; do
   [ "$(jq "[.processes[] | has(\"$field\")] | all" "$work/cluster/cluster.json")" = true ] || fail "cluster.json entries lack $field"

@@ -7,33 +7,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export BUILD_DIR=${1:?build directory}
-set -m  # run-cluster.sh gets its own process group and does not ignore SIGINT
-
-work=$(mktemp -d /tmp/infrachat-runcluster-tls.XXXXXX)
-chmod 755 "$work"
-cli="$BUILD_DIR/src/client/infrachat"
-passed=0
-script=""
-cleanup() {
-  if [ -n "$script" ] && kill -0 "$script" 2>/dev/null; then kill -INT "$script"; wait "$script" || true; fi
-  for r in a b; do "$root/test/support/pg_cluster.sh" stop "$work/cluster/db-$r" >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; sed 's/^/  | /' "$work/out.log" >&2 || true; exit 1; }
-ok() { echo "ok: $*"; passed=$((passed + 1)); }
-
-base=$((20000 + (RANDOM % 400) * 100))
-"$root/scripts/run-cluster.sh" --tls --base-port "$base" --dir "$work/cluster" >"$work/out.log" 2>&1 &
-script=$!
-for _ in $(seq 1 900); do
-  grep -q '^cluster is up' "$work/out.log" && break
-  kill -0 "$script" 2>/dev/null || fail "run-cluster.sh --tls ended before the cluster was up"
-  sleep 0.1
-done
-grep -q '^cluster is up' "$work/out.log" || fail "the cluster was not up within 90 s"
-gw_a=$(awk '$1 == "gateway" && $2 == "a" {print $3}' "$work/out.log")
-gw_b=$(awk '$1 == "gateway" && $2 == "b" {print $3}' "$work/out.log")
+source "$root/test/scripts/cluster_harness.sh"
+start_cluster --tls
 ca=$work/cluster/tls/ca.pem
 grep -qF -- "--ca $ca" "$work/out.log" || fail "run-cluster.sh --tls does not say how to connect (--ca $ca)"
 for log in "$work"/cluster/log/*.log; do
