@@ -327,22 +327,6 @@ TEST_CASE("checker: counts every kind of fault it is meant to catch", "[cluster]
 // The cluster: scripts/run-cluster.sh as a child process.
 // =============================================================================================
 
-// The last `lines` lines of `text`.
-std::string TailLines(const std::string& text, std::size_t lines) {
-  if (text.empty()) return text;
-  std::size_t pos = text.size();
-  for (std::size_t seen = 0; pos > 0 && seen <= lines; ++seen) {
-    const std::size_t nl = text.rfind('\n', pos - 1);
-    if (nl == std::string::npos) return text;
-    pos = nl;
-  }
-  return text.substr(pos + 1);
-}
-
-class Cluster;
-std::mutex g_cluster_mu;
-Cluster* g_cluster = nullptr;  // the running one, for the failure listener
-
 struct ProcessEntry {
   std::string name;
   std::string region;
@@ -381,10 +365,7 @@ class Cluster {
       argv.push_back(set);
     }
     script_ = std::make_unique<ChildProcess>(argv, "infrachat-chaos-script");
-    {
-      std::lock_guard lock(g_cluster_mu);
-      g_cluster = this;
-    }
+    failure_context_ = std::make_unique<testing::FailureContext>([this] { return Describe(40); });
     try {
       WaitUp();
     } catch (...) {
@@ -404,10 +385,7 @@ class Cluster {
       script_->Signal(SIGTERM);
       script_->Wait(60s);
     }
-    {
-      std::lock_guard lock(g_cluster_mu);
-      if (g_cluster == this) g_cluster = nullptr;
-    }
+    failure_context_.reset();
     if (root_.empty()) return;
     if (failed_ || std::uncaught_exceptions() > 0 || std::getenv("INFRACHAT_TEST_KEEP_CLUSTER")) {
       std::cerr << "cluster directory kept: " << dir_ << "\n";
@@ -514,10 +492,10 @@ class Cluster {
   std::string Describe(std::size_t lines) {
     failed_ = true;
     std::string out = "---- run-cluster.sh (" + dir_ + ") stdout ----\n" + script_->out() +
-                      "---- stderr ----\n" + TailLines(script_->err(), 20);
+                      "---- stderr ----\n" + testing::LastLines(script_->err(), 20);
     for (const auto& [name, p] : initial_) {
       out += "---- " + name + " (" + p.log + "), last lines ----\n" +
-             TailLines(testing::ReadFile(p.log), lines);
+             testing::LastLines(testing::ReadFile(p.log), lines);
     }
     return out + "---- end of cluster logs ----\n";
   }
@@ -548,41 +526,9 @@ class Cluster {
   std::map<std::string, ProcessEntry> initial_;
   std::set<pid_t> all_pids_;
   bool failed_ = false;
+  // At the first failed assertion: the script's output and every process's log (Describe).
+  std::unique_ptr<testing::FailureContext> failure_context_;
 };
-
-// At the first failed assertion of a test case, the running cluster's logs (printed after the
-// reporter's messages) and the directory kept.
-class ClusterLogListener : public Catch::TestEventListenerBase {
- public:
-  using TestEventListenerBase::TestEventListenerBase;
-
-  void testCaseStarting(const Catch::TestCaseInfo& info) override {
-    TestEventListenerBase::testCaseStarting(info);
-    logs_.clear();
-    captured_ = false;
-  }
-  bool assertionEnded(const Catch::AssertionStats& stats) override {
-    if (!stats.assertionResult.isOk() && !captured_) {
-      captured_ = true;
-      std::lock_guard lock(g_cluster_mu);
-      if (g_cluster != nullptr) logs_ = g_cluster->Describe(40);
-    }
-    return TestEventListenerBase::assertionEnded(stats);
-  }
-  void testCaseEnded(const Catch::TestCaseStats& stats) override {
-    if (!logs_.empty()) {
-      std::cout.flush();
-      std::cerr << logs_ << std::flush;
-    }
-    TestEventListenerBase::testCaseEnded(stats);
-  }
-
- private:
-  bool captured_ = false;
-  std::string logs_;
-};
-
-CATCH_REGISTER_LISTENER(ClusterLogListener)
 
 // Fast failure detection so that every recovery takes seconds: leases renewed every 100 ms and
 // out of placement after 700 ms, internal calls give up after a second, a stopping process

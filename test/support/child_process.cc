@@ -53,6 +53,18 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
+std::string LastLines(const std::string& text, std::size_t lines) {
+  std::size_t pos = text.size();
+  std::size_t seen = 0;
+  while (pos > 0) {
+    const std::size_t nl = text.rfind('\n', pos - 1);
+    if (nl == std::string::npos) return text;
+    if (nl + 1 < text.size() && ++seen > lines) return text.substr(nl + 1);
+    pos = nl;
+  }
+  return text;
+}
+
 int OpenOrThrow(const std::string& path, int flags, mode_t mode) {
   const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) {

@@ -33,6 +33,8 @@ struct CliResult {
 std::string MakeTempDir(const std::string& prefix);
 // The content of `path`; empty when it cannot be read.
 std::string ReadFile(const std::string& path);
+// The last `lines` lines of `text` (all of it when it has fewer).
+std::string LastLines(const std::string& text, std::size_t lines);
 // open(path, flags | O_CLOEXEC, mode); throws std::runtime_error naming the path on failure.
 int OpenOrThrow(const std::string& path, int flags, mode_t mode = 0600);
 // The environment of a child: the test's without INFRACHAT_* (hermetic), plus `extra`, which wins.

@@ -24,12 +24,12 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-// ---- live daemons, so that a failing assertion can show what they logged -----------------------
+// ---- what a failing assertion shows: the logs of the processes the test runs -------------------
 
-std::mutex g_live_mu;
-std::set<const DaemonProcess*> g_live;
+std::mutex g_context_mu;
+std::map<const FailureContext*, std::function<std::string()>> g_contexts;
 
-class DaemonLogListener : public Catch::TestEventListenerBase {
+class FailureContextListener : public Catch::TestEventListenerBase {
  public:
   using TestEventListenerBase::TestEventListenerBase;
 
@@ -39,17 +39,13 @@ class DaemonLogListener : public Catch::TestEventListenerBase {
     captured_ = false;
   }
 
-  // The daemons are gone by the end of the test case: take their logs at the first failure
+  // The processes are gone by the end of the test case: take their logs at the first failure
   // (the interesting one), print them after the reporter's failure messages.
   bool assertionEnded(const Catch::AssertionStats& stats) override {
     if (!stats.assertionResult.isOk() && !captured_) {
       captured_ = true;
-      std::lock_guard lock(g_live_mu);
-      for (const DaemonProcess* daemon : g_live) {
-        logs_ += "---- infrachatd (pid " + std::to_string(daemon->pid()) + ", " +
-                 daemon->log_path() + "), last lines at the first failure ----\n" +
-                 daemon->LogTail(80) + "---- end of infrachatd log ----\n";
-      }
+      std::lock_guard lock(g_context_mu);
+      for (const auto& [context, describe] : g_contexts) logs_ += describe();
     }
     return TestEventListenerBase::assertionEnded(stats);
   }
@@ -67,21 +63,19 @@ class DaemonLogListener : public Catch::TestEventListenerBase {
   std::string logs_;
 };
 
-CATCH_REGISTER_LISTENER(DaemonLogListener)
-
-std::string Tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  std::size_t seen = 0;
-  while (pos > 0) {
-    const std::size_t nl = text.rfind('\n', pos - 1);
-    if (nl == std::string::npos) return text;
-    if (nl + 1 < text.size() && ++seen > lines) return text.substr(nl + 1);
-    pos = nl;
-  }
-  return text;
-}
+CATCH_REGISTER_LISTENER(FailureContextListener)
 
 }  // namespace
+
+FailureContext::FailureContext(std::function<std::string()> describe) {
+  std::lock_guard lock(g_context_mu);
+  g_contexts.emplace(this, std::move(describe));
+}
+
+FailureContext::~FailureContext() {
+  std::lock_guard lock(g_context_mu);
+  g_contexts.erase(this);
+}
 
 // ---- DaemonProcess ------------------------------------------------------------------------------
 
@@ -91,25 +85,21 @@ DaemonProcess::DaemonProcess(const TestDatabase& db, std::vector<std::string> ov
   dir_ = MakeTempDir("infrachatd-e2e");
   log_path_ = dir_ + "/infrachatd.log";
   ready_path_ = dir_ + "/ready.json";
-  {
-    std::lock_guard lock(g_live_mu);
-    g_live.insert(this);
-  }
+  failure_context_ = std::make_unique<FailureContext>([this] {
+    return "---- infrachatd (pid " + std::to_string(pid_) + ", " + log_path_ +
+           "), last lines at the first failure ----\n" + LogTail(80) +
+           "---- end of infrachatd log ----\n";
+  });
   try {
     Start();
   } catch (...) {
     Kill9();
-    std::lock_guard lock(g_live_mu);
-    g_live.erase(this);
     throw;
   }
 }
 
 DaemonProcess::~DaemonProcess() {
-  {
-    std::lock_guard lock(g_live_mu);
-    g_live.erase(this);
-  }
+  failure_context_.reset();
   Kill9();
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
@@ -239,7 +229,7 @@ void DaemonProcess::Restart(bool kill9) {
 }
 
 std::string DaemonProcess::LogTail(std::size_t lines) const {
-  return Tail(ReadFile(log_path_), lines);
+  return LastLines(ReadFile(log_path_), lines);
 }
 
 // ---- infrachat ----------------------------------------------------------------------------------

@@ -43,6 +43,17 @@ namespace infrachat::testing {
 //
 // The child gets SIGKILL if the thread that started it exits (PR_SET_PDEATHSIG), so a crashed
 // test leaves no daemon behind. Not thread-safe: drive one DaemonProcess from one thread.
+// What a failing assertion shows: while a FailureContext lives, the first failed assertion of
+// the running test case calls `describe` (a process's log tail, say) and its text is printed
+// after the reporter's messages. Thread-safe; `describe` must stay callable while registered.
+class FailureContext {
+ public:
+  explicit FailureContext(std::function<std::string()> describe);
+  ~FailureContext();
+  FailureContext(const FailureContext&) = delete;
+  FailureContext& operator=(const FailureContext&) = delete;
+};
+
 class DaemonProcess {
  public:
   // Starts the daemon and waits (at most `ready_timeout`) until it serves. Throws
@@ -98,6 +109,7 @@ class DaemonProcess {
   std::string internal_address_;
   std::string metrics_address_;
   pid_t pid_ = -1;
+  std::unique_ptr<FailureContext> failure_context_;  // its log tail, at a failed assertion
 };
 
 // ---------------------------------------------------------------------------------------------
