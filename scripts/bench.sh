@@ -73,6 +73,8 @@ trap cleanup EXIT
 # A fresh database for every run, so table sizes do not drift between runs.
 "$root/test/support/pg_cluster.sh" stop "$pgdir" >/dev/null 2>&1 || true
 db_url=$("$root/test/support/pg_cluster.sh" start "$pgdir")
+# The postmaster: the bench reports its and its backends' CPU seconds for every scenario.
+pg_pid=$(head -n1 "$pgdir/data/postmaster.pid")
 
 # A fresh cluster has no spare WAL segments: every 16 MiB of WAL, PostgreSQL creates and
 # zero-fills a new one, which stalls commits for 25-80 ms (seen as the pg-insert max and the
@@ -93,10 +95,12 @@ SQL
 warm_wal
 
 # record LABEL COMMAND...: runs a benchmark, adds {"label": LABEL} to each JSON line it prints.
+# infrachat-bench runs also get the server's and PostgreSQL's pids, for their CPU seconds.
 record() {
   local label=$1
   shift
   echo "== $label" >&2
+  if [ "$1" = "$bench" ]; then set -- "$@" --server-pid "$server_pid" --pg-pid "$pg_pid"; fi
   "$@" | jq -c --arg name "$label" '. + {"label": $name}' | tee -a "$results" >/dev/null ||
     echo "bench.sh: '$label' failed (exit ${PIPESTATUS[0]}); continuing" >&2
 }
@@ -137,9 +141,10 @@ start_infrachatd() {
   address=$(wait_ready "$work/ready")
 }
 
+# start_relay [--shared-frames]: the raw transport ceiling; sets $address and $server_pid.
 start_relay() {
   rm -f "$work/ready"
-  "$ceiling" grpc-relay --listen 127.0.0.1:0 --ready-file "$work/ready" >>"$work/relay.log" 2>&1 &
+  "$ceiling" grpc-relay --listen 127.0.0.1:0 --ready-file "$work/ready" "$@" >>"$work/relay.log" 2>&1 &
   server_pid=$!
   address=$(wait_ready "$work/ready")
 }
@@ -152,11 +157,17 @@ for spec in "1 1" "1 100" "1 512" "4 100"; do
   set -- $spec
   record "pg-insert c$1 b$2" "$ceiling" pg-insert --url "$db_url" --connections "$1" --batch "$2" "${timing[@]}"
 done
+# The relay as it was before issue 9: one encoding and one write per delivery.
 start_relay
 record "relay durable-send" "$bench" durable-send --raw --target "$address" --senders $senders --channels $senders "${timing[@]}"
 record "relay fanout" "$bench" fanout --raw --target "$address" --subscribers $subscribers "${timing[@]}"
 # The same with 100 subscriber streams sharing a TCP connection, as behind an HTTP/2 proxy.
 record "relay fanout mux100" "$bench" fanout --raw --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
+stop_server
+# The relay with infrachatd's two techniques: each message encoded once, batches on request.
+start_relay --shared-frames
+record "shared relay fanout" "$bench" fanout --raw --target "$address" --subscribers $subscribers "${timing[@]}"
+record "shared relay fanout mux100" "$bench" fanout --raw --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
 stop_server
 
 # --- 2. InfraChat ---------------------------------------------------------------------------
@@ -176,12 +187,16 @@ if [ -n "$fanout_rate" ]; then
   fi
 fi
 record "fanout mux100" "$bench" fanout --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
+# A client without the `batch` capability: every delivery its own message (encoded once still).
+record "fanout no batches" "$bench" fanout --target "$address" --subscribers $subscribers --no-batches "${timing[@]}"
+# Ten times the subscribers, 100 streams a connection (as behind a proxy).
+record "fanout 10x mux100" "$bench" fanout --target "$address" --subscribers $((subscribers * 10)) --streams-per-connection 100 "${timing[@]}"
 record "rooms" "$bench" rooms --target "$address" --rooms $rooms --members 5 --rate-per-member 1 "${timing[@]}"
 record "resume" "$bench" resume --target "$address" --messages $resume_messages
 stop_server
 # connections last and on a fresh daemon, so its RSS is not inflated by earlier scenarios.
 start_infrachatd
-record "connections" "$bench" connections --target "$address" --sessions $sessions --server-pid "$server_pid" --duration 3 --warmup 0
+record "connections" "$bench" connections --target "$address" --sessions $sessions --duration 3 --warmup 0
 stop_server
 
 # --- 3. Before group commit: one transaction per send ----------------------------------------

@@ -90,13 +90,15 @@ std::string CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std::
   return status.ok() ? ToBytes(response) : std::string();
 }
 
-std::vector<std::string> CallStream(const std::string& address, const std::string& method,
-                                    const std::vector<std::string>& requests, bool pipelined,
-                                    std::chrono::milliseconds deadline) {
+std::vector<std::string> CallStream(
+    const std::string& address, const std::string& method, const std::vector<std::string>& requests,
+    bool pipelined, std::chrono::milliseconds deadline,
+    const std::vector<std::pair<std::string, std::string>>& metadata) {
   auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   context.set_deadline(After(deadline));
+  for (const auto& [key, value] : metadata) context.AddMetadata(key, value);
   grpc::CompletionQueue cq;
   int start = 0, write = 0, writes_done = 0, read = 0, finish = 0;  // tags
   auto call = stub.PrepareCall(&context, method, &cq);

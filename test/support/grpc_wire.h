@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace infrachat::testing {
@@ -42,11 +43,12 @@ std::string CallUnary(const std::shared_ptr<grpc::Channel>& channel, const std::
 // A bidirectional stream that sends `requests` and expects exactly one response to each, then
 // half-closes and requires the end of the stream with status OK. Returns the responses in the
 // order received. Lock-step (write one, read its answer) unless `pipelined`: then every request
-// is written, then the stream half-closed, before the first read.
-std::vector<std::string> CallStream(const std::string& address, const std::string& method,
-                                    const std::vector<std::string>& requests,
-                                    bool pipelined = false,
-                                    std::chrono::milliseconds deadline = kWireDeadline);
+// is written, then the stream half-closed, before the first read. `metadata` is sent with the
+// call (e.g. authorization).
+std::vector<std::string> CallStream(
+    const std::string& address, const std::string& method, const std::vector<std::string>& requests,
+    bool pipelined = false, std::chrono::milliseconds deadline = kWireDeadline,
+    const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
 // One request and its one response on a bidirectional stream.
 std::string CallStreamOnce(const std::string& address, const std::string& method,

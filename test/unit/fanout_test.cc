@@ -176,7 +176,8 @@ class FakeSink final : public SessionSink {
   explicit FakeSink(std::size_t capacity = 100000, std::size_t reserve = kReserve)
       : capacity_(capacity), reserve_(reserve) {}
 
-  bool Offer(v1::ServerFrame frame, bool reserved) override {
+  bool Offer(const EncodedFrame& encoded, bool reserved) override {
+    v1::ServerFrame frame = encoded.Decode();
     std::lock_guard lock(mu_);
     if (reserved ? reserved_held_ >= reserve_ : data_held_ >= capacity_) {
       ++refused_;

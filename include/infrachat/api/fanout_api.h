@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "infrachat/api/principal.h"
+#include "infrachat/core/encoded_frame.h"
 #include "infrachat/core/result.h"
 #include "infrachat/v1/infrachat.pb.h"
 
@@ -24,7 +25,9 @@ class SessionSink {
   // `reserved` frames (Subscribed, Unsubscribed) may use a small reserve beyond the limit so
   // that control frames are not lost with the data. Ephemeral frames (typing, receipts,
   // presence) are never reserved: they are the first to go when a stream falls behind.
-  virtual bool Offer(v1::ServerFrame frame, bool reserved) = 0;
+  // The frame is encoded by the caller, once for all the streams it goes to; the sink keeps a
+  // reference to its bytes.
+  virtual bool Offer(const EncodedFrame& frame, bool reserved) = 0;
   // Free slots in the queue now; fanout uses it to pace catch-up reads from the log.
   virtual std::size_t FreeSlots() const = 0;
 };

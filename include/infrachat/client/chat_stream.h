@@ -71,7 +71,11 @@ StreamLimits ParseStreamLimits(const std::map<std::string, std::string>& headers
 
 struct ChatStreamOptions {
   // Called on the reader thread for each frame. When empty, frames go to the Next() queue.
+  // Batches are unpacked first: on_frame and Next() see the frames one by one, in order.
   std::function<void(v1::ServerFrame&&)> on_frame;
+  // Ask for FrameBatch (capability `batch`): a busy stream then costs one read for many frames.
+  // Off only to see what a client without the capability gets.
+  bool accept_batches = true;
   // Called once on the reader thread with the stream's limits when the server's initial metadata
   // has arrived (before the first frame), or when the stream ended without any (defaults).
   std::function<void(const StreamLimits&)> on_limits;
@@ -133,6 +137,8 @@ class ChatStream {
 
  private:
   void ReaderMain(std::shared_ptr<grpc::Channel> channel);
+  // Hands one (unbatched) frame to on_frame or the Next() queue.
+  void Deliver(v1::ServerFrame&& frame);
 
   ChatStreamOptions options_;
   std::unique_ptr<grpc::ClientContext> context_;

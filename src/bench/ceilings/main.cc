@@ -3,6 +3,7 @@
 // its ceiling).
 //
 //   infrachat-ceiling grpc-relay [--listen 127.0.0.1:0] [--ready-file PATH] [--threads N]
+//                                [--shared-frames]
 //       raw gRPC: the ChatService with no logic (relay_server.h), driven by infrachat-bench --raw
 //   infrachat-ceiling pg-insert --url URL [--connections 1] [--batch 100] [--body-bytes 64]
 //                               [--duration 5] [--warmup 1] [--table-prefix ceiling]
@@ -39,6 +40,7 @@ struct RelayFlags {
   std::string listen = "127.0.0.1:0";
   std::string ready_file;
   int threads = 0;
+  bool shared_frames = false;
 };
 
 // Readers poll for the file: they must never see it half written, hence a temp file + rename.
@@ -121,6 +123,7 @@ int RunRelay(const RelayFlags& flags) {
   }
   RelayOptions options;
   options.listen = flags.listen;
+  options.shared_frames = flags.shared_frames;
   RelayServer server(options);
   const auto started = std::chrono::steady_clock::now();
   if (!flags.ready_file.empty()) WriteReadyFile(flags.ready_file, server.address());
@@ -140,7 +143,8 @@ int RunRelay(const RelayFlags& flags) {
   const RelayCounters& c = server.counters();
   ScenarioReport report;
   report.scenario = "ceiling-grpc-relay";
-  report.params = {{"listen", flags.listen}, {"threads", flags.threads}};
+  report.params = {
+      {"listen", flags.listen}, {"threads", flags.threads}, {"shared_frames", flags.shared_frames}};
   // Averaged over the whole serving time, idle moments included: a sanity check of what the
   // client reports, not a figure to compare.
   report.duration_s = serving_s;
@@ -189,6 +193,10 @@ int Main(int argc, char** argv) {
                    "Pin the server to its first N CPUs (0: all, as infrachatd runs)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
+  relay_cmd->add_flag("--shared-frames", relay.shared_frames,
+                      "Encode each message once for all its subscribers and send FrameBatch to "
+                      "clients that ask (what infrachatd does); default: one encoding and one "
+                      "write per delivery");
 
   PgInsertOptions pg;
   CLI::App* pg_cmd = app.add_subcommand(

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "infrachat/core/encoded_frame.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 
 namespace infrachat::bench {
@@ -75,9 +76,12 @@ class Hub {
 // runs twice at once and OnDone runs after it, so `in_`, `known_` and `subscribed_` need no lock.
 // Enqueue() is called by other streams' read paths (relaying) under a channel mutex; the write
 // queue and the flags are guarded by `mu_`. Lock order: Channel::mu, then RelayStream::mu_.
-class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame> {
+class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  RelayStream(Hub* hub, RelayCounters* counters) : hub_(hub), counters_(counters) {
+  // `shared`: messages are encoded once for all subscribers; `batches`: this stream's writes
+  // carry everything queued (the client asked for it, and the relay runs with shared frames).
+  RelayStream(Hub* hub, RelayCounters* counters, bool shared, bool batches)
+      : hub_(hub), counters_(counters), shared_(shared), batches_(batches) {
     hub_->StreamOpened();
     counters_->streams.fetch_add(1, std::memory_order_relaxed);
     StartRead(&in_);
@@ -90,10 +94,10 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
   // ack, subscribers reading as fast as they can), so the queue stays as short as the client's
   // window. infrachatd bounds its queues because its clients are not trusted; this is not a
   // server to expose.
-  void Enqueue(v1::ServerFrame&& frame) {
+  void Enqueue(const EncodedFrame& frame) {
     std::lock_guard lock(mu_);
     if (finished_ || write_failed_) return;
-    out_.push_back(std::move(frame));
+    out_.push_back(frame);
     if (!writing_) StartWriteLocked();
   }
 
@@ -109,7 +113,11 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
       return;
     }
     counters_->frames_in.fetch_add(1, std::memory_order_relaxed);
-    Handle(in_);
+    frame_.Clear();
+    // An unparseable frame is ignored, like any frame the relay does not handle.
+    if (grpc::SerializationTraits<v1::ClientFrame>::Deserialize(&in_, &frame_).ok()) {
+      Handle(frame_);
+    }
     std::lock_guard lock(mu_);
     if (finished_) return;  // a failed write ended the stream: no operation after Finish
     StartRead(&in_);
@@ -118,7 +126,8 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(mu_);
     writing_ = false;
-    out_.pop_front();  // only now: the written message had to stay alive until here
+    // Only now: the written frames had to stay alive until here.
+    out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(write_frames_));
     if (!ok) {
       write_failed_ = true;  // the call is cancelled or broken; nothing reaches the client
       out_.clear();
@@ -147,7 +156,7 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
       case v1::ClientFrame::kPing: {
         v1::ServerFrame pong;
         pong.mutable_pong()->set_nonce(frame.ping().nonce());
-        Enqueue(std::move(pong));
+        Enqueue(EncodedFrame(pong));
         return;
       }
       default:
@@ -172,7 +181,7 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
     std::lock_guard lock(channel->mu);
     if (subscribed_.insert(channel).second) channel->subscribers.push_back(this);
     subscribed.mutable_subscribed()->set_head_seq(channel->counter);
-    Enqueue(std::move(subscribed));
+    Enqueue(EncodedFrame(subscribed));
   }
 
   void Unsubscribe(const std::string& name) {
@@ -202,14 +211,14 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
     const std::uint64_t seq = ++channel->counter;
     a->set_seq(seq);
     m->set_seq(seq);
-    Enqueue(std::move(ack));
+    Enqueue(EncodedFrame(ack));
     const std::size_t n = channel->subscribers.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      if (i + 1 == n) {
-        channel->subscribers[i]->Enqueue(std::move(message));
-      } else {
-        v1::ServerFrame copy = message;
-        channel->subscribers[i]->Enqueue(std::move(copy));
+    if (shared_) {
+      const EncodedFrame encoded(message);
+      for (RelayStream* subscriber : channel->subscribers) subscriber->Enqueue(encoded);
+    } else {
+      for (RelayStream* subscriber : channel->subscribers) {
+        subscriber->Enqueue(EncodedFrame(message));  // one encoding per delivery, as before
       }
     }
     counters_->sends.fetch_add(1, std::memory_order_relaxed);
@@ -233,10 +242,20 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
     subscribed_.clear();
   }
 
-  // Requires mu_.
+  // Requires mu_. The same batching rule as infrachatd's ChatStream.
   void StartWriteLocked() {
+    std::size_t count = 1;
+    std::size_t bytes = out_.front().size();
+    while (batches_ && count < out_.size() && count < kMaxBatchFrames) {
+      const std::size_t more = out_[count].size() + BatchElementOverhead(out_[count].size());
+      if (bytes + more > kMaxBatchBytes) break;
+      bytes += more;
+      ++count;
+    }
+    write_frames_ = count;
+    write_buf_ = EncodeWrite(out_, 0, count);
     writing_ = true;
-    StartWrite(&out_.front());  // deque::push_back keeps references to the front valid
+    StartWrite(&write_buf_);
   }
 
   // Requires mu_. Finish exactly once, never while a write is in flight, and only when the read
@@ -251,34 +270,60 @@ class RelayStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Se
     Finish(grpc::Status::OK);
   }
 
+  // infrachatd's batch caps (src/modules/gateway/chat_stream.h).
+  static constexpr std::size_t kMaxBatchFrames = 256;
+  static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+
   Hub* const hub_;
   RelayCounters* const counters_;
+  const bool shared_;
+  const bool batches_;
 
   // Read path only.
-  v1::ClientFrame in_;
+  grpc::ByteBuffer in_;
+  v1::ClientFrame frame_;
   std::unordered_map<std::string, Channel*> known_;
   std::unordered_set<Channel*> subscribed_;
 
   std::mutex mu_;
-  std::deque<v1::ServerFrame> out_;  // front() is being written while writing_
+  std::deque<EncodedFrame> out_;  // the first write_frames_ are being written while writing_
+  grpc::ByteBuffer write_buf_;
+  std::size_t write_frames_ = 0;
   bool writing_ = false;
   bool read_done_ = false;
   bool write_failed_ = false;
   bool finished_ = false;
 };
 
-class RelayService final : public v1::ChatService::CallbackService {
+// Whether the client lists "batch" in infrachat-capabilities (as infrachat's clients send it).
+bool AsksForBatches(const grpc::CallbackServerContext& context) {
+  auto [begin, end] = context.client_metadata().equal_range("infrachat-capabilities");
+  for (auto it = begin; it != end; ++it) {
+    if (std::string_view(it->second.data(), it->second.size()).find("batch") !=
+        std::string_view::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+class RelayService final
+    : public v1::ChatService::WithRawCallbackMethod_Connect<v1::ChatService::Service> {
  public:
   RelayService(Hub* hub, RelayCounters* counters) : hub_(hub), counters_(counters) {}
+  void set_shared_frames(bool shared) { shared_ = shared; }
 
-  grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* Connect(
-      grpc::CallbackServerContext* /*context*/) override {
-    return new RelayStream(hub_, counters_);
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
+      grpc::CallbackServerContext* context) override {
+    const bool batches = shared_ && AsksForBatches(*context);
+    if (batches) context->AddInitialMetadata("infrachat-capabilities", "batch");
+    return new RelayStream(hub_, counters_, shared_, batches);
   }
 
  private:
   Hub* hub_;
   RelayCounters* counters_;
+  bool shared_ = false;  // set before the server starts
 };
 
 std::string HostOf(const std::string& address) {
@@ -298,6 +343,7 @@ struct RelayServer::State {
 };
 
 RelayServer::RelayServer(const RelayOptions& options) : state_(std::make_unique<State>()) {
+  state_->service.set_shared_frames(options.shared_frames);
   grpc::ServerBuilder builder;
   // The same transport settings as infrachatd's defaults (include/infrachat/config/config.h),
   // so that only the logic behind the service differs.

@@ -18,6 +18,12 @@
 //   ping{nonce}          -> pong{nonce}
 // Channel names are taken as they come (no normalization); the seq counters start at 0 and live
 // as long as the server.
+//
+// Two ways of writing, so that the ceiling keeps pace with what infrachatd does (RelayOptions):
+// by default every delivery is encoded for its stream and written as its own message, as
+// infrachatd did before issue 9; with `shared_frames` a message is encoded once for all its
+// subscribers and a stream whose client asks for batches (`infrachat-capabilities: batch`) gets
+// what piled up during a write as one FrameBatch, exactly as infrachatd does now.
 #pragma once
 
 #include <atomic>
@@ -30,6 +36,7 @@ namespace infrachat::bench {
 
 struct RelayOptions {
   std::string listen = "127.0.0.1:0";  // host:port; port 0 lets the kernel choose
+  bool shared_frames = false;          // encode once per message, batches on request
 };
 
 // What a relay did, for the report printed at exit. Updated with relaxed atomics from gRPC's

@@ -6,6 +6,7 @@ BenchStream::BenchStream(StreamGroup* group, std::size_t index, v1::ChatService:
                          const std::string& access_token)
     : group_(group), index_(index), stub_(stub) {
   if (!access_token.empty()) context_.AddMetadata("authorization", "Bearer " + access_token);
+  if (group->accept_batches()) context_.AddMetadata("infrachat-capabilities", "batch");
 }
 
 void BenchStream::Start() {
@@ -89,7 +90,14 @@ void BenchStream::OnWriteDone(bool ok) {
 
 void BenchStream::OnReadDone(bool ok) {
   if (ok) {
-    group_->handler()->OnFrame(*this, in_);
+    if (in_.has_batch()) {
+      for (v1::ServerFrame& frame : *in_.mutable_batch()->mutable_frames()) {
+        group_->handler()->OnFrame(*this, frame);
+      }
+    } else {
+      group_->handler()->OnFrame(*this, in_);
+    }
+    in_.Clear();
     StartRead(&in_);
     return;
   }
@@ -124,10 +132,11 @@ std::shared_ptr<grpc::Channel> MakeConnection(const std::string& target, std::si
 }  // namespace
 
 StreamGroup::StreamGroup(std::string target, std::size_t streams_per_connection,
-                         StreamHandler* handler)
+                         StreamHandler* handler, bool accept_batches)
     : target_(std::move(target)),
       per_connection_(streams_per_connection == 0 ? 1 : streams_per_connection),
-      handler_(handler) {}
+      handler_(handler),
+      accept_batches_(accept_batches) {}
 
 StreamGroup::~StreamGroup() { CancelAndWait(std::chrono::hours(24)); }
 

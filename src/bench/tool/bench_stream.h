@@ -110,7 +110,9 @@ class BenchStream final : public grpc::ClientBidiReactor<v1::ClientFrame, v1::Se
 class StreamGroup {
  public:
   // `target` is host:port; streams are spread over channels `streams_per_connection` at a time.
-  StreamGroup(std::string target, std::size_t streams_per_connection, StreamHandler* handler);
+  // `accept_batches`: every stream asks for FrameBatch; handlers see the frames one by one.
+  StreamGroup(std::string target, std::size_t streams_per_connection, StreamHandler* handler,
+              bool accept_batches = true);
   // Cancels every started stream and waits for all of them to end.
   ~StreamGroup();
 
@@ -129,6 +131,7 @@ class StreamGroup {
   // Started streams whose OnDone has run.
   std::size_t ended() const;
   StreamHandler* handler() const { return handler_; }
+  bool accept_batches() const { return accept_batches_; }
 
   void CancelAll();
   // Waits until every started stream has ended; false on timeout.
@@ -143,6 +146,7 @@ class StreamGroup {
   const std::string target_;
   const std::size_t per_connection_;
   StreamHandler* const handler_;
+  const bool accept_batches_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::ChatService::Stub>> stubs_;
   std::vector<std::unique_ptr<BenchStream>> streams_;

@@ -108,8 +108,8 @@ int RunConnections(const CommonOptions& common, const ConnectionsOptions& option
   if (options.sessions == 0 || options.channels == 0 || options.connect_window == 0) {
     return SetupFailed(scenario, "--sessions, --channels and --connect-window must be positive");
   }
-  if (options.server_pid > 0 && !ReadRssKib(options.server_pid)) {
-    return SetupFailed(scenario, fmt::format("cannot read /proc/{}/status", options.server_pid));
+  if (common.server_pid > 0 && !ReadRssKib(common.server_pid)) {
+    return SetupFailed(scenario, fmt::format("cannot read /proc/{}/status", common.server_pid));
   }
   const auto setup_start = std::chrono::steady_clock::now();
   auto users = RegisterUsers(common, "s", options.sessions);
@@ -123,8 +123,8 @@ int RunConnections(const CommonOptions& common, const ConnectionsOptions& option
   const double setup_s = SecondsSince(setup_start);
 
   Connections handler(options.sessions);
-  const auto rss_before = Rss(options.server_pid);
-  StreamGroup group(common.target, common.streams_per_connection, &handler);
+  const auto rss_before = Rss(common.server_pid);
+  StreamGroup group(common.target, common.streams_per_connection, &handler, common.batches);
   for (std::size_t i = 0; i < users->size(); ++i) {
     group.Add((*users)[i].token).Subscribe(channel_of(i));
   }
@@ -143,7 +143,7 @@ int RunConnections(const CommonOptions& common, const ConnectionsOptions& option
   const double connect_s =
       connected > 0 ? std::chrono::duration<double>(handler.last_subscribed() - start).count()
                     : SecondsSince(start);
-  const auto rss_after = Rss(options.server_pid);
+  const auto rss_after = Rss(common.server_pid);
 
   // Idle hold: every session must stay open.
   const std::size_t closed_before_hold = handler.closed();
@@ -155,13 +155,13 @@ int RunConnections(const CommonOptions& common, const ConnectionsOptions& option
             std::chrono::milliseconds(50));
   const double hold_s = SecondsSince(hold_start);
   const std::size_t closed = handler.closed();
-  const auto rss_end = Rss(options.server_pid);
+  const auto rss_end = Rss(common.server_pid);
   group.CancelAndWait(std::chrono::seconds(120));
 
   ScenarioReport report = StartReport(scenario, common, "sessions/s", "connect");
   report.params["sessions"] = options.sessions;
   report.params["channels"] = options.channels;
-  report.params["server_pid"] = options.server_pid;
+  report.params["server_pid"] = common.server_pid;
   report.params["connect_window"] = options.connect_window;
   report.duration_s = connect_s;
   report.count = connected;

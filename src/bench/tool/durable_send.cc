@@ -112,9 +112,9 @@ int RunDurableSend(const CommonOptions& common, const DurableSendOptions& option
     return SetupFailed(scenario, joined.error().message);
   }
 
-  PhaseClock clock;
+  PhaseClock clock(common);
   DurableSend handler(common, options, &clock);
-  StreamGroup group(common.target, common.streams_per_connection, &handler);
+  StreamGroup group(common.target, common.streams_per_connection, &handler, common.batches);
   for (std::size_t i = 0; i < users->size(); ++i) {
     handler.AddSender(channel_of(i));
     group.Add((*users)[i].token);
@@ -170,6 +170,7 @@ int RunDurableSend(const CommonOptions& common, const DurableSendOptions& option
   std::vector<std::string> problems;
   CheckStreams(handler.counts(), SeqTotals{}, problems);  // no subscribers: no cuts, no seqs
   if (unacked > 0) problems.push_back(fmt::format("{} sends unacknowledged after drain", unacked));
+  clock.AddCpu(report);
   return Finish(report, std::move(problems));
 }
 

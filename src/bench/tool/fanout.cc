@@ -191,9 +191,9 @@ int RunFanout(const CommonOptions& common, const FanoutOptions& options) {
     return SetupFailed(scenario, joined.error().message);
   }
 
-  PhaseClock clock;
+  PhaseClock clock(common);
   Fanout handler(common, options, &clock, channel);
-  StreamGroup group(common.target, common.streams_per_connection, &handler);
+  StreamGroup group(common.target, common.streams_per_connection, &handler, common.batches);
   for (std::size_t i = 0; i < users.size(); ++i) {
     BenchStream& stream = group.Add(users[i].token);
     if (i < options.senders) {
@@ -261,6 +261,7 @@ int RunFanout(const CommonOptions& common, const FanoutOptions& options) {
   if (all_subscribed && behind > 0) {
     problems.push_back(fmt::format("{} subscribers missing messages after drain", behind));
   }
+  clock.AddCpu(report);
   return Finish(report, std::move(problems));
 }
 

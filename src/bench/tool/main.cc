@@ -34,6 +34,14 @@ void AddCommonFlags(CLI::App& command, CommonOptions& common, bool with_raw) {
                   "Threads for registering users and joining channels")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  command.add_option(
+      "--server-pid", common.server_pid,
+      "The server's pid: its CPU seconds (and, for connections, its RSS) from /proc");
+  command.add_option("--pg-pid", common.pg_pid,
+                     "PostgreSQL's postmaster pid: its and its children's CPU seconds from /proc");
+  command.add_flag("!--no-batches", common.batches,
+                   "Do not ask for FrameBatch: every frame is its own message, as for a client "
+                   "without the `batch` capability");
   if (with_raw) {
     command.add_flag("--raw", common.raw,
                      "Drive a bare relay (infrachat-ceiling grpc-relay): no Register, Login, "
@@ -105,8 +113,6 @@ int main(int argc, char** argv) {
   connections_cmd
       ->add_option("--channels", connections.channels, "Channels the sessions spread over")
       ->capture_default_str();
-  connections_cmd->add_option("--server-pid", connections.server_pid,
-                              "infrachatd's pid, to read its RSS from /proc");
   connections_cmd
       ->add_option("--connect-window", connections.connect_window,
                    "Sessions connecting at the same time")

@@ -118,7 +118,7 @@ int RunRooms(const CommonOptions& common, const RoomsOptions& options) {
   if (common.body_bytes < kBodyHeaderBytes) {
     return SetupFailed(scenario, fmt::format("--body-bytes must be at least {}", kBodyHeaderBytes));
   }
-  PhaseClock clock;
+  PhaseClock clock(common);
   Rooms handler(common, options, &clock);
   auto users = RegisterUsers(common, "m", options.rooms * options.members);
   if (!users.ok()) return SetupFailed(scenario, users.error().message);
@@ -128,7 +128,7 @@ int RunRooms(const CommonOptions& common, const RoomsOptions& options) {
     return SetupFailed(scenario, joined.error().message);
   }
 
-  StreamGroup group(common.target, common.streams_per_connection, &handler);
+  StreamGroup group(common.target, common.streams_per_connection, &handler, common.batches);
   for (std::size_t i = 0; i < users->size(); ++i) {
     group.Add((*users)[i].token).Subscribe(handler.channel(handler.room_of(i)));
   }
@@ -195,6 +195,7 @@ int RunRooms(const CommonOptions& common, const RoomsOptions& options) {
   if (all_subscribed && behind > 0) {
     problems.push_back(fmt::format("{} members missing messages after drain", behind));
   }
+  clock.AddCpu(report);
   return Finish(report, std::move(problems));
 }
 

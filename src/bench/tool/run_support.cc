@@ -1,10 +1,14 @@
 #include "run_support.h"
 
+#include <dirent.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 
 namespace infrachat::bench {
 
@@ -15,7 +19,79 @@ nlohmann::json CommonParams(const CommonOptions& options) {
           {"body_bytes", options.body_bytes},
           {"prefix", options.prefix},
           {"raw", options.raw},
-          {"streams_per_connection", options.streams_per_connection}};
+          {"streams_per_connection", options.streams_per_connection},
+          {"batches", options.batches}};
+}
+
+namespace {
+
+struct ProcStat {
+  pid_t ppid = 0;
+  double cpu_s = 0;  // utime + stime
+};
+
+// /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so the
+// fields are counted from the last ')'. utime and stime are fields 14 and 15, in clock ticks.
+std::optional<ProcStat> ReadProcStat(const std::string& pid) {
+  std::ifstream file("/proc/" + pid + "/stat");
+  std::string line;
+  if (!std::getline(file, line)) return std::nullopt;
+  const auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream fields(line.substr(close + 2));
+  std::string state;
+  ProcStat stat;
+  fields >> state >> stat.ppid;
+  std::string skip;
+  for (int field = 5; field <= 13; ++field) fields >> skip;  // pgrp .. cmajflt
+  unsigned long long utime = 0, stime = 0;
+  if (!(fields >> utime >> stime)) return std::nullopt;
+  stat.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return stat;
+}
+
+double CpuOf(pid_t pid) {
+  if (pid <= 0) return -1;
+  auto stat = ReadProcStat(std::to_string(pid));
+  return stat ? stat->cpu_s : -1;
+}
+
+// The process and its direct children (PostgreSQL's backends are the postmaster's children).
+double CpuWithChildren(pid_t pid) {
+  double total = CpuOf(pid);
+  if (total < 0) return -1;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return total;
+  while (const dirent* entry = ::readdir(proc)) {
+    const std::string name = entry->d_name;
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (auto stat = ReadProcStat(name); stat && stat->ppid == pid) total += stat->cpu_s;
+  }
+  ::closedir(proc);
+  return total;
+}
+
+}  // namespace
+
+CpuSample SampleCpu(pid_t server_pid, pid_t pg_pid) {
+  CpuSample sample;
+  sample.server = CpuOf(server_pid);
+  sample.pg = pg_pid > 0 ? CpuWithChildren(pg_pid) : -1;
+  sample.client = CpuOf(::getpid());
+  return sample;
+}
+
+void PhaseClock::AddCpu(ScenarioReport& report) const {
+  const auto put = [&](const char* key, double start, double end) {
+    if (start < 0 || end < 0) return -1.0;
+    const double spent = end - start;
+    report.extra[key] = spent;
+    return spent;
+  };
+  const double server = put("server_cpu_s", cpu_start_.server, cpu_end_.server);
+  put("pg_cpu_s", cpu_start_.pg, cpu_end_.pg);
+  put("client_cpu_s", cpu_start_.client, cpu_end_.client);
+  if (server > 0) report.extra["per_server_cpu_s"] = static_cast<double>(report.count) / server;
 }
 
 double PhaseClock::Run(double warmup_s, double duration_s, const std::function<bool()>& stop) {
@@ -33,11 +109,14 @@ double PhaseClock::Run(double warmup_s, double duration_s, const std::function<b
   };
   phase_.store(kWarmup);
   bool go_on = sleep_until(Clock::now() + seconds(warmup_s));
+  cpu_start_ = SampleCpu(server_pid_, pg_pid_);
   const auto start = Clock::now();
   phase_.store(kMeasure);
   if (go_on) sleep_until(start + seconds(duration_s));
   phase_.store(kDrain);
-  return SecondsSince(start);
+  const double measured = SecondsSince(start);
+  cpu_end_ = SampleCpu(server_pid_, pg_pid_);
+  return measured;
 }
 
 Pacer::Pacer(std::vector<std::chrono::nanoseconds> phases, std::chrono::nanoseconds period,

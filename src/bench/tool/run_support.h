@@ -6,6 +6,8 @@
 // on the main thread; threads it starts (Pacer) are joined before it returns.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -33,6 +35,12 @@ struct CommonOptions {
   bool raw = false;    // durable-send and fanout only: a relay with no auth and no channels
   std::size_t streams_per_connection = 1;
   std::size_t setup_threads = 8;
+  // Streams ask for FrameBatch (capability `batch`); --no-batches measures single frames.
+  bool batches = true;
+  // When set, the CPU seconds of the server and of PostgreSQL (the postmaster and its
+  // children) over the measured phase are reported, with the count per server CPU-second.
+  pid_t server_pid = 0;
+  pid_t pg_pid = 0;
 };
 
 nlohmann::json CommonParams(const CommonOptions& options);
@@ -44,11 +52,27 @@ inline std::int64_t SteadyNanos() {
       .count();
 }
 
+// CPU seconds (user + system) spent so far by the processes a benchmark watches, from
+// /proc/PID/stat; negative when not watched or unreadable. PostgreSQL's figure is the postmaster
+// and its live children (backends, WAL writer, checkpointer, ...).
+struct CpuSample {
+  double server = -1;
+  double pg = -1;
+  double client = -1;  // this process
+};
+CpuSample SampleCpu(pid_t server_pid, pid_t pg_pid);
+
 // Warm-up, then the measured phase, then drain (no new work; outstanding work completes).
 // Handlers count and record only while measuring(). Thread-safe.
+//
+// With CommonOptions' pids set, Run also samples their CPU at the start and the end of the
+// measured phase; AddCpu puts the differences in a report.
 class PhaseClock {
  public:
   enum Phase : int { kWarmup = 0, kMeasure = 1, kDrain = 2 };
+  PhaseClock() = default;
+  explicit PhaseClock(const CommonOptions& common)
+      : server_pid_(common.server_pid), pg_pid_(common.pg_pid) {}
 
   bool measuring() const { return phase_.load(std::memory_order_relaxed) == kMeasure; }
   bool draining() const { return phase_.load(std::memory_order_relaxed) == kDrain; }
@@ -59,8 +83,16 @@ class PhaseClock {
   // in seconds.
   double Run(double warmup_s, double duration_s, const std::function<bool()>& stop);
 
+  // After Run: extra.server_cpu_s, pg_cpu_s, client_cpu_s (those measured), and
+  // extra.per_server_cpu_s = report.count / server_cpu_s (operations per server CPU-second: far
+  // steadier than a rate on a machine whose cores the client shares).
+  void AddCpu(ScenarioReport& report) const;
+
  private:
   std::atomic<int> phase_{kWarmup};
+  const pid_t server_pid_ = 0;
+  const pid_t pg_pid_ = 0;
+  CpuSample cpu_start_, cpu_end_;  // written by Run
 };
 
 // One T per thread that calls Local(), read with ForEach() once every writer has stopped (after

@@ -45,8 +45,7 @@ int RunRooms(const CommonOptions& common, const RoomsOptions& options);
 // CommonOptions::duration_s. At most `connect_window` sessions connect at once.
 struct ConnectionsOptions {
   std::size_t sessions = 10000;
-  std::size_t channels = 10;
-  pid_t server_pid = 0;
+  std::size_t channels = 10;  // the server's RSS is read when CommonOptions::server_pid is set
   std::size_t connect_window = 500;
   double connect_timeout_s = 300;
 };

@@ -68,6 +68,7 @@ ChatStream::ChatStream(std::shared_ptr<grpc::Channel> channel, const std::string
                        ChatStreamOptions options)
     : options_(std::move(options)), context_(std::make_unique<grpc::ClientContext>()) {
   if (!access_token.empty()) context_->AddMetadata("authorization", "Bearer " + access_token);
+  if (options_.accept_batches) context_->AddMetadata("infrachat-capabilities", "batch");
   // Starting the call may block while the channel connects, so the reader thread does it.
   reader_ = std::thread(
       [this, channel = std::move(channel)]() mutable { ReaderMain(std::move(channel)); });
@@ -111,14 +112,12 @@ void ChatStream::ReaderMain(std::shared_ptr<grpc::Channel> channel) {
 
   v1::ServerFrame frame;
   while (stream_->Read(&frame)) {
-    if (options_.on_frame) {
-      options_.on_frame(std::move(frame));
-    } else {
-      {
-        std::lock_guard lock(read_mu_);
-        queue_.push_back(std::move(frame));
+    if (frame.has_batch()) {
+      for (v1::ServerFrame& inner : *frame.mutable_batch()->mutable_frames()) {
+        Deliver(std::move(inner));
       }
-      read_cv_.notify_all();
+    } else {
+      Deliver(std::move(frame));
     }
     frame.Clear();
   }
@@ -136,6 +135,18 @@ void ChatStream::ReaderMain(std::shared_ptr<grpc::Channel> channel) {
   }
   read_cv_.notify_all();
   if (options_.on_end) options_.on_end(final);
+}
+
+void ChatStream::Deliver(v1::ServerFrame&& frame) {
+  if (options_.on_frame) {
+    options_.on_frame(std::move(frame));
+    return;
+  }
+  {
+    std::lock_guard lock(read_mu_);
+    queue_.push_back(std::move(frame));
+  }
+  read_cv_.notify_all();
 }
 
 bool ChatStream::Write(const v1::ClientFrame& frame) {

@@ -367,6 +367,13 @@ void SessionCore::OnFrame(const v1::ServerFrame& frame, SteadyClock::time_point 
       out.events.push_back(std::move(event));
       return;
     }
+    case F::kBatch:
+      // ChatStream unpacks batches before they get here; a batch fed directly is taken apart
+      // the same way. Batches never nest (a nested one would be ignored).
+      for (const v1::ServerFrame& inner : frame.batch().frames()) {
+        if (!inner.has_batch()) OnFrame(inner, now, out);
+      }
+      return;
     case F::kPong:
     case F::FRAME_NOT_SET:
       return;

@@ -10,10 +10,11 @@ namespace infrachat::fanout {
 
 namespace {
 
-v1::ServerFrame MessageFrame(const v1::ChatMessage& message) {
+// Encoded once per message, whatever the number of streams it goes to.
+EncodedFrame MessageFrame(const v1::ChatMessage& message) {
   v1::ServerFrame frame;
   *frame.mutable_message() = message;
-  return frame;
+  return EncodedFrame(frame);
 }
 
 constexpr std::chrono::milliseconds kFullQueueRetry{10};
@@ -100,7 +101,7 @@ void FanoutService::Subscribe(const std::shared_ptr<SessionSink>& sink, const Pr
   v1::ServerFrame subscribed;
   subscribed.mutable_subscribed()->set_channel(sub->channel);
   subscribed.mutable_subscribed()->set_head_seq(head_seq);
-  sink->Offer(std::move(subscribed), /*reserved=*/true);
+  sink->Offer(EncodedFrame(subscribed), /*reserved=*/true);
   sub->start_behind = sub->delivered < head_seq;
   auto watch = watched_.find(sub->channel);
   if (watch == watched_.end()) {
@@ -252,7 +253,7 @@ void FanoutService::EndLocked(const SubPtr& sub, const std::string& reason) {
     u->set_channel(sub->channel);
     u->set_resume_after_seq(sub->delivered);
     u->set_reason(reason);
-    sink->Offer(std::move(frame), /*reserved=*/true);
+    sink->Offer(EncodedFrame(frame), /*reserved=*/true);
   }
   RemoveLocked(sub);
 }
@@ -292,7 +293,9 @@ void FanoutService::OnMessage(const v1::ChatMessage& message) {
   std::lock_guard lock(mu_);
   auto it = by_channel_.find(message.channel());
   if (it == by_channel_.end()) return;
+  const EncodedFrame frame = MessageFrame(message);
   std::vector<SubPtr> cut;
+  std::uint64_t delivered = 0;
   for (const SubPtr& sub : it->second) {
     if (message.seq() <= sub->delivered) continue;  // already delivered (from the log)
     if (sub->catching_up || sub->awaiting_watch) {
@@ -306,13 +309,14 @@ void FanoutService::OnMessage(const v1::ChatMessage& message) {
     }
     auto sink = sub->sink.lock();
     if (!sink) continue;
-    if (sink->Offer(MessageFrame(message), /*reserved=*/false)) {
+    if (sink->Offer(frame, /*reserved=*/false)) {
       sub->delivered = message.seq();
-      metrics_.live->Increment();
+      ++delivered;
     } else {
       cut.push_back(sub);
     }
   }
+  metrics_.live->Increment(static_cast<double>(delivered));
   for (const SubPtr& sub : cut) {
     ++slow_consumer_cuts_;
     metrics_.cuts->Increment();
@@ -370,13 +374,14 @@ void FanoutService::OnPresence(const PresenceChanged& change) {
 
 void FanoutService::Broadcast(const std::string& channel, const v1::ServerFrame& frame,
                               std::uint64_t skip_user) {
+  const EncodedFrame encoded(frame);
   std::lock_guard lock(mu_);
   auto it = by_channel_.find(channel);
   if (it == by_channel_.end()) return;
   for (const SubPtr& sub : it->second) {
     if (sub->user_id == skip_user) continue;
     // Ephemeral frames: dropped, not queued, when the stream is behind.
-    if (auto sink = sub->sink.lock()) sink->Offer(frame, /*reserved=*/false);
+    if (auto sink = sub->sink.lock()) sink->Offer(encoded, /*reserved=*/false);
   }
 }
 

@@ -17,17 +17,34 @@ namespace {
 // pongs and (un)subscribed notices. Exceeding even that means the client does not read at all.
 constexpr std::size_t kControlMargin = 256;
 
-bool IsDataFrame(const v1::ServerFrame& frame) {
-  return frame.has_message() || frame.has_typing() || frame.has_receipt() || frame.has_presence();
+// Whether the request metadata lists `capability` in infrachat-capabilities (comma-separated,
+// spaces ignored; the key may repeat).
+bool HasCapability(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                   std::string_view capability) {
+  auto [begin, end] = metadata.equal_range(kHeaderCapabilities);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view list(it->second.data(), it->second.size());
+    while (!list.empty()) {
+      const std::size_t comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (item == capability) return true;
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  return false;
 }
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
     grpc::CallbackServerContext* context, const StreamDeps& deps) {
   auto principal = Authenticate(context->client_metadata(), *deps.auth);
   Principal who = principal.ok() ? *principal : Principal{};
-  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context)));
+  const bool batches = HasCapability(context->client_metadata(), kCapabilityBatch);
+  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context), batches));
   stream->self_ = stream;
   std::lock_guard lock(stream->mu_);
   if (!principal.ok()) {
@@ -49,22 +66,27 @@ grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* ChatStream::Open(
   context->AddInitialMetadata(kHeaderMaxInflightSends, std::to_string(limits.max_inflight_sends));
   context->AddInitialMetadata(kHeaderMaxBodyBytes, std::to_string(limits.max_body_bytes));
   context->AddInitialMetadata(kHeaderMaxFrameBytes, std::to_string(limits.max_frame_bytes));
+  if (batches) context->AddInitialMetadata(kHeaderCapabilities, kCapabilityBatch);
   stream->StartSendInitialMetadata();
   stream->reading_ = true;
   stream->StartRead(&stream->in_);
   return stream.get();
 }
 
-ChatStream::ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id)
+ChatStream::ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id,
+                       bool batches)
     : deps_(deps),
       principal_(std::move(principal)),
       call_(CallContext::Unbounded(trace_id)),
+      batches_(batches),
       send_bucket_(deps.limits.send_rate_per_s, deps.limits.send_burst) {}
 
-bool ChatStream::Offer(v1::ServerFrame frame, bool reserved) {
+void ChatStream::Reply(const v1::ServerFrame& frame) { Offer(EncodedFrame(frame), true); }
+
+bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
   std::lock_guard lock(mu_);
   if (finished_ || end_status_ || write_failed_) return false;
-  const bool data = IsDataFrame(frame);
+  const bool data = frame.is_data();
   if (data && !reserved) {
     if (draining_ || data_frames_queued_ >= deps_.limits.queue_frames) return false;
   }
@@ -72,7 +94,7 @@ bool ChatStream::Offer(v1::ServerFrame frame, bool reserved) {
     return false;  // the client reads nothing at all; its stream ends by keepalive or expiry
   }
   if (data) ++data_frames_queued_;
-  out_.push_back(std::move(frame));
+  out_.push_back(frame);
   if (!writing_) StartWriteLocked();
   return true;
 }
@@ -86,15 +108,33 @@ std::size_t ChatStream::FreeSlots() const {
 }
 
 void ChatStream::StartWriteLocked() {
+  // Everything queued goes in this write when the client takes batches (within the caps);
+  // otherwise the oldest frame alone. Frames stay in out_ until the write completes.
+  std::size_t count = 1;
+  std::size_t bytes = out_.front().size();
+  if (batches_) {
+    while (count < out_.size() && count < kMaxBatchFrames) {
+      const std::size_t more = out_[count].size() + BatchElementOverhead(out_[count].size());
+      if (bytes + more > kMaxBatchBytes) break;
+      bytes += more;
+      ++count;
+    }
+  }
+  write_frames_ = count;
+  write_data_frames_ = 0;
+  for (std::size_t i = 0; i < count; ++i) write_data_frames_ += out_[i].is_data() ? 1 : 0;
+  write_buf_ = EncodeWrite(out_, 0, count);
   writing_ = true;
-  StartWrite(&out_.front());  // deque: the front stays put while frames are appended
+  StartWrite(&write_buf_);
 }
 
 void ChatStream::OnWriteDone(bool ok) {
   std::lock_guard lock(mu_);
   writing_ = false;
-  if (IsDataFrame(out_.front())) --data_frames_queued_;
-  out_.pop_front();
+  data_frames_queued_ -= write_data_frames_;
+  out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(write_frames_));
+  write_frames_ = write_data_frames_ = 0;
+  write_buf_.Clear();
   if (!ok) {
     write_failed_ = true;  // the call is cancelled or broken: nothing more reaches the client
     out_.clear();
@@ -126,7 +166,14 @@ void ChatStream::OnReadDone(bool ok) {
     // a drain must not finish the stream before this frame's send is counted in flight.
     handling_ = true;
   }
-  Handle(in_);  // consumes in_ before the next read reuses it
+  // Parsed here, not by gRPC, so that bytes that are not a ClientFrame get a clear answer and
+  // the stream goes on (gRPC's own parse failure would end the call without saying why).
+  frame_.Clear();
+  if (grpc::SerializationTraits<v1::ClientFrame>::Deserialize(&in_, &frame_).ok()) {
+    Handle(frame_);  // consumes frame_ before the next read reuses it
+  } else {
+    Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "malformed frame: not a ClientFrame")));
+  }
   std::lock_guard lock(mu_);
   handling_ = false;
   ContinueReadingLocked();
@@ -164,8 +211,8 @@ void ChatStream::End(const grpc::Status& status) {
   inflight_sends_ -= waiting_sends_.size();
   waiting_sends_.clear();
   // Frames not yet written are dropped: the client resumes from its last seq.
-  while (out_.size() > (writing_ ? 1u : 0u)) {
-    if (IsDataFrame(out_.back())) --data_frames_queued_;
+  while (out_.size() > (writing_ ? write_frames_ : 0u)) {
+    if (out_.back().is_data()) --data_frames_queued_;
     out_.pop_back();
   }
   MaybeFinishLocked();
@@ -251,7 +298,7 @@ void ChatStream::Handle(v1::ClientFrame& frame) {
     case v1::ClientFrame::kUnsubscribe: {
       auto name = NormalizeChannelName(frame.unsubscribe().channel());
       if (!name.ok()) {
-        Offer(ErrorFrame(name.error(), frame.unsubscribe().channel()), true);
+        Reply(ErrorFrame(name.error(), frame.unsubscribe().channel()));
         return;
       }
       RunSerial([this, channel = *name](const std::function<void()>& done) {
@@ -259,7 +306,7 @@ void ChatStream::Handle(v1::ClientFrame& frame) {
         v1::ServerFrame frame;
         frame.mutable_unsubscribed()->set_channel(channel);
         frame.mutable_unsubscribed()->set_reason("unsubscribed on request");
-        Offer(std::move(frame), true);
+        Reply(frame);
         done();
       });
       return;
@@ -273,19 +320,19 @@ void ChatStream::Handle(v1::ClientFrame& frame) {
     case v1::ClientFrame::kPing: {
       v1::ServerFrame pong;
       pong.mutable_pong()->set_nonce(frame.ping().nonce());
-      Offer(std::move(pong), true);
+      Reply(pong);
       return;
     }
     case v1::ClientFrame::FRAME_NOT_SET:
       break;
   }
-  Offer(ErrorFrame(MakeError(Code::kInvalidArgument, "empty or unknown frame")), true);
+  Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "empty or unknown frame")));
 }
 
 void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
   auto name = NormalizeChannelName(subscribe.channel());
   if (!name.ok()) {
-    Offer(ErrorFrame(name.error(), subscribe.channel()), true);
+    Reply(ErrorFrame(name.error(), subscribe.channel()));
     return;
   }
   std::optional<std::uint64_t> after_seq;
@@ -293,11 +340,10 @@ void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
   RunSerial([this, channel = *name, after_seq](std::function<void()> done) {
     if (!deps_.fanout->IsSubscribed(this, channel) &&
         deps_.fanout->CountSubscriptions(this) >= deps_.limits.max_subscriptions) {
-      Offer(ErrorFrame(MakeError(Code::kResourceExhausted,
-                                 fmt::format("at most {} subscriptions per stream",
-                                             deps_.limits.max_subscriptions)),
-                       channel),
-            true);
+      Reply(ErrorFrame(
+          MakeError(Code::kResourceExhausted, fmt::format("at most {} subscriptions per stream",
+                                                          deps_.limits.max_subscriptions)),
+          channel));
       return done();
     }
     // Membership, now.
@@ -308,7 +354,7 @@ void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
                                              self->deps_.fanout->Subscribe(
                                                  self, self->principal_, channel, *head, after_seq);
                                            } else {
-                                             self->Offer(ErrorFrame(head.error(), channel), true);
+                                             self->Reply(ErrorFrame(head.error(), channel));
                                            }
                                            done();
                                          });
@@ -321,15 +367,17 @@ void ChatStream::HandleSend(v1::Send& send) {
   if (valid.ok()) valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
   if (!valid.ok()) {
     if (deps_.sends != nullptr) deps_.sends->Refused(valid.error().code);
-    Offer(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()), true);
+    Reply(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()));
     return;
   }
   bool pump = false;
   {
     std::lock_guard lock(mu_);
     ++inflight_sends_;  // from here until its ACK or error, waiting for a token included
-    waiting_sends_.push_back(SendCommand{*name, principal_.user_id, principal_.username,
-                                         send.client_msg_id(), std::move(*send.mutable_body())});
+    waiting_sends_.push_back(
+        PendingSend{SendCommand{*name, principal_.user_id, principal_.username,
+                                send.client_msg_id(), std::move(*send.mutable_body())},
+                    std::chrono::steady_clock::now()});
     // With the timer armed the bucket is empty: the timer pumps, in order.
     if (!pumping_ && !send_timer_armed_) pump = pumping_ = true;
   }
@@ -338,7 +386,7 @@ void ChatStream::HandleSend(v1::Send& send) {
 
 void ChatStream::PumpSends() {
   for (;;) {
-    SendCommand command;
+    PendingSend send;
     {
       std::lock_guard lock(mu_);
       if (waiting_sends_.empty()) {
@@ -351,12 +399,12 @@ void ChatStream::PumpSends() {
         ArmSendTimerLocked();
         return;
       }
-      command = std::move(waiting_sends_.front());
+      send = std::move(waiting_sends_.front());
       waiting_sends_.pop_front();
     }
     // Outside mu_: SendAsync may answer inline (OnSendDone takes mu_). Only the pumping thread
     // gets here, so the shard receives this stream's sends in arrival order.
-    Dispatch(std::move(command));
+    Dispatch(std::move(send));
   }
 }
 
@@ -383,20 +431,22 @@ void ChatStream::OnSendTimer() {
   PumpSends();
 }
 
-void ChatStream::Dispatch(SendCommand command) {
-  std::string channel = command.channel;
-  std::string id = command.client_msg_id;
-  deps_.shard->SendAsync(
-      call_, std::move(command),
-      [self = shared_from_this(), channel = std::move(channel), id = std::move(id)](
-          Result<SendOutcome> outcome) { self->OnSendDone(channel, id, std::move(outcome)); });
+void ChatStream::Dispatch(PendingSend send) {
+  std::string channel = send.command.channel;
+  std::string id = send.command.client_msg_id;
+  deps_.shard->SendAsync(call_, std::move(send.command),
+                         [self = shared_from_this(), channel = std::move(channel),
+                          id = std::move(id), read_at = send.read_at](Result<SendOutcome> outcome) {
+                           self->OnSendDone(channel, id, read_at, std::move(outcome));
+                         });
 }
 
 void ChatStream::OnSendDone(const std::string& channel, const std::string& client_msg_id,
+                            std::chrono::steady_clock::time_point read_at,
                             Result<SendOutcome> outcome) {
   if (deps_.sends != nullptr) {
     if (outcome.ok()) {
-      deps_.sends->Acked(outcome->duplicate);
+      deps_.sends->Acked(outcome->duplicate, std::chrono::steady_clock::now() - read_at);
     } else {
       deps_.sends->Refused(outcome.error().code);
     }
@@ -409,9 +459,9 @@ void ChatStream::OnSendDone(const std::string& channel, const std::string& clien
     ack->set_seq(outcome->seq);
     ack->set_duplicate(outcome->duplicate);
     ack->set_sent_at_unix_ms(outcome->sent_at_unix_ms);
-    Offer(std::move(frame), true);
+    Reply(frame);
   } else {
-    Offer(ErrorFrame(outcome.error(), channel, client_msg_id), true);
+    Reply(ErrorFrame(outcome.error(), channel, client_msg_id));
   }
   std::lock_guard lock(mu_);
   --inflight_sends_;
@@ -422,7 +472,7 @@ void ChatStream::OnSendDone(const std::string& channel, const std::string& clien
 void ChatStream::HandleAck(const v1::Ack& ack) {
   auto name = NormalizeChannelName(ack.channel());
   if (!name.ok()) {
-    Offer(ErrorFrame(name.error(), ack.channel()), true);
+    Reply(ErrorFrame(name.error(), ack.channel()));
     return;
   }
   RunSerial(
@@ -430,7 +480,7 @@ void ChatStream::HandleAck(const v1::Ack& ack) {
         deps_.shard->RecordAckAsync(
             call_, principal_, channel, seq, kind,
             [self = shared_from_this(), channel, done = std::move(done)](Result<bool> moved) {
-              if (!moved.ok()) self->Offer(ErrorFrame(moved.error(), channel), true);
+              if (!moved.ok()) self->Reply(ErrorFrame(moved.error(), channel));
               done();
             });
       });
@@ -439,7 +489,7 @@ void ChatStream::HandleAck(const v1::Ack& ack) {
 void ChatStream::HandleTyping(const v1::Typing& typing) {
   auto name = NormalizeChannelName(typing.channel());
   if (!name.ok()) {
-    Offer(ErrorFrame(name.error(), typing.channel()), true);
+    Reply(ErrorFrame(name.error(), typing.channel()));
     return;
   }
   {
@@ -463,12 +513,11 @@ void ChatStream::HandleTyping(const v1::Typing& typing) {
     deps_.shard->AuthorizeSubscribeAsync(
         call_, principal_, channel,
         [self = shared_from_this(), channel, done = std::move(done)](Result<std::uint64_t> access) {
-          self->Offer(ErrorFrame(access.ok() ? MakeError(Code::kFailedPrecondition,
+          self->Reply(ErrorFrame(access.ok() ? MakeError(Code::kFailedPrecondition,
                                                          "subscribe to the channel before "
                                                          "sending typing")
                                              : access.error(),
-                                 channel),
-                      true);
+                                 channel));
           done();
         });
   });
@@ -486,6 +535,19 @@ SendCounters::SendCounters(prometheus::Registry& registry) {
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     by_code_.push_back(&family.Add({{"result", name}}));
   }
+  // From well under a group commit (in-memory duplicate answers) to a stalled database.
+  ack_latency_ =
+      &prometheus::BuildHistogram()
+           .Name("infrachat_gateway_ack_latency_seconds")
+           .Help("Send frame read to its SendAck queued (acked sends only)")
+           .Register(registry)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                            0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+}
+
+void SendCounters::Acked(bool duplicate, std::chrono::steady_clock::duration latency) const {
+  (duplicate ? duplicate_ : acked_)->Increment();
+  ack_latency_->Observe(std::chrono::duration<double>(latency).count());
 }
 
 void SendCounters::Refused(Code code) const {

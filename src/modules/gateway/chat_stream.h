@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
 #include "infrachat/core/call_context.h"
+#include "infrachat/core/encoded_frame.h"
 #include "infrachat/core/executor.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 #include "token_bucket.h"
@@ -41,16 +43,19 @@ class StreamRegistry;
 // infrachat_gateway_sends_total{result}: every Send frame's outcome, counted once: "acked",
 // "duplicate" (acked with an earlier seq), or the error code's name in lower case
 // ("permission_denied", "invalid_argument", "unavailable", ...). A bounded label set.
+// infrachat_gateway_ack_latency_seconds: for every acked send, from its frame being read to
+// its SendAck being queued for the client (rate shaping, the shard and the commit included).
 class SendCounters {
  public:
   explicit SendCounters(prometheus::Registry& registry);
-  void Acked(bool duplicate) const { (duplicate ? duplicate_ : acked_)->Increment(); }
+  void Acked(bool duplicate, std::chrono::steady_clock::duration latency) const;
   void Refused(Code code) const;
 
  private:
   prometheus::Counter* acked_;
   prometheus::Counter* duplicate_;
   std::vector<prometheus::Counter*> by_code_;  // index: the code's number
+  prometheus::Histogram* ack_latency_;
 };
 
 // What a stream uses; everything outlives every stream (the gateway drains streams first).
@@ -68,11 +73,20 @@ struct StreamDeps {
 
 // A gRPC callback reactor and the fanout's SessionSink for one client stream.
 //
+// The stream reads and writes raw bytes (the raw callback form of ChatService.Connect): it
+// parses each ClientFrame itself, so a malformed one is answered with an Error frame instead of
+// ending the call, and it writes frames that were encoded once for every stream they go to
+// (EncodedFrame) without serializing them again.
+//
 // Flow control, in both directions:
 // - Outgoing: frames wait in a bounded queue; one write is in flight at a time. Data frames
 //   beyond `queue_frames` are refused (fanout then ends that subscription with a resume point).
 //   Control frames (acks, errors, pongs, subscribed/unsubscribed) use a reserve bounded by the
-//   in-flight send limit, so they are never dropped.
+//   in-flight send limit, so they are never dropped. A client with the `batch` capability gets
+//   everything queued while the previous write was in flight as one FrameBatch (up to
+//   kMaxBatchFrames frames and kMaxBatchBytes bytes): one write, one HTTP/2 frame and one
+//   system call for many frames when the stream is busy, and single frames when it is not.
+//   The limits count frames, batched or not.
 // - Incoming: at most `max_inflight_sends` sends await their ACK; beyond that the stream stops
 //   reading, and HTTP/2 flow control pushes back on the client.
 // - Send rate: shaped, not refused (docs/adr/0007-send-rate-shaping.md). A Send over the token
@@ -90,15 +104,15 @@ struct StreamDeps {
 //
 // Lifetime: owned by shared_ptrs (itself until gRPC's OnDone, pending callbacks, the registry's
 // weak refs). Thread-safety: all public methods may be called from any thread.
-class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>,
+class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                          public SessionSink,
                          public std::enable_shared_from_this<ChatStream> {
  public:
   // Authenticates the call and starts reading; on failure the call ends with UNAUTHENTICATED.
-  static grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* Open(
+  static grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Open(
       grpc::CallbackServerContext* context, const StreamDeps& deps);
 
-  bool Offer(v1::ServerFrame frame, bool reserved) override;
+  bool Offer(const EncodedFrame& frame, bool reserved) override;
   std::size_t FreeSlots() const override;
 
   // Ends the stream with `status` after in-flight sends are answered (token expired or revoked).
@@ -109,12 +123,20 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   const Principal& principal() const { return principal_; }
 
  private:
-  ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id);
+  ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id, bool batches);
+
+  // A send read from the client, waiting for a token; `read_at` times its ACK.
+  struct PendingSend {
+    SendCommand command;
+    std::chrono::steady_clock::time_point read_at;
+  };
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
 
+  // Queues a control frame of this stream's own (ack, error, pong, unsubscribed).
+  void Reply(const v1::ServerFrame& frame);
   void Handle(v1::ClientFrame& frame);
   void HandleSubscribe(const v1::Subscribe& subscribe);
   void HandleSend(v1::Send& send);
@@ -123,9 +145,9 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   // Hands waiting sends to the shard in order while tokens last, then arms the timer.
   void PumpSends();
   void OnSendTimer();
-  void Dispatch(SendCommand command);
+  void Dispatch(PendingSend send);
   void OnSendDone(const std::string& channel, const std::string& client_msg_id,
-                  Result<SendOutcome> outcome);
+                  std::chrono::steady_clock::time_point read_at, Result<SendOutcome> outcome);
 
   // A serial task calls `done` exactly once, when its effect is in place (inline or later).
   using SerialTask = std::function<void(std::function<void()> done)>;
@@ -144,11 +166,17 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   const CallContext call_;            // no deadline of its own: each hop bounds its calls
   std::shared_ptr<ChatStream> self_;  // keeps the reactor alive until OnDone
 
-  v1::ClientFrame in_;  // the one read in flight
+  const bool batches_;     // the client accepts FrameBatch
+  grpc::ByteBuffer in_;    // the one read in flight
+  v1::ClientFrame frame_;  // in_, parsed
 
   mutable std::mutex mu_;
-  std::deque<v1::ServerFrame> out_;
+  // Frames not yet written completely; the first `write_frames_` are in the write in flight.
+  std::deque<EncodedFrame> out_;
   std::size_t data_frames_queued_ = 0;
+  grpc::ByteBuffer write_buf_;  // what the write in flight sends
+  std::size_t write_frames_ = 0;
+  std::size_t write_data_frames_ = 0;
   bool writing_ = false;
   bool write_failed_ = false;
   bool reading_ = false;
@@ -162,10 +190,20 @@ class ChatStream final : public grpc::ServerBidiReactor<v1::ClientFrame, v1::Ser
   std::deque<SerialTask> serial_;
   bool serial_running_ = false;
   TokenBucket send_bucket_;
-  std::deque<SendCommand> waiting_sends_;  // valid sends waiting for a token, in arrival order
+  std::deque<PendingSend> waiting_sends_;  // valid sends waiting for a token, in arrival order
   bool pumping_ = false;                   // a thread is handing waiting_sends_ to the shard
   bool send_timer_armed_ = false;          // OnSendTimer is scheduled for the next token
 };
+
+// The most frames and bytes one FrameBatch carries (a frame bigger than that goes alone). Small
+// enough for any client's default receive limit (4 MiB) and to keep one write short.
+inline constexpr std::size_t kMaxBatchFrames = 256;
+inline constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+
+// Request and initial metadata: a comma-separated list of capabilities. "batch": the client
+// accepts ServerFrame.batch (the server answers with the same key when it will send them).
+inline constexpr const char* kHeaderCapabilities = "infrachat-capabilities";
+inline constexpr const char* kCapabilityBatch = "batch";
 
 // Initial-metadata keys of a Connect stream: its limits, as decimal strings.
 inline constexpr const char* kHeaderSendRate = "infrachat-send-rate-per-s";

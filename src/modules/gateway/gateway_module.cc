@@ -16,10 +16,13 @@ namespace infrachat {
 
 namespace {
 
-class ChatServiceImpl final : public v1::ChatService::CallbackService {
+// Connect in its raw form: the stream parses ClientFrames itself and writes frames encoded once
+// for all their streams (see ChatStream). The wire contract is the same.
+class ChatServiceImpl final
+    : public v1::ChatService::WithRawCallbackMethod_Connect<v1::ChatService::Service> {
  public:
   explicit ChatServiceImpl(gateway::StreamDeps deps) : deps_(std::move(deps)) {}
-  grpc::ServerBidiReactor<v1::ClientFrame, v1::ServerFrame>* Connect(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* context) override {
     return gateway::ChatStream::Open(context, deps_);
   }
