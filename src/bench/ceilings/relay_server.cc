@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "infrachat/core/encoded_frame.h"
+#include "infrachat/core/write_scheduler.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 
 namespace infrachat::bench {
@@ -68,24 +69,30 @@ class Hub {
   std::size_t live_streams_ = 0;
 };
 
-// One Connect call. Owned by itself: created by RelayService::Connect, deleted in OnDone (the
-// last reaction gRPC runs), after it has left every channel, so no other stream holds a pointer
-// to it by then.
+// One Connect call. Owns itself (self_) from RelayService::Connect until OnDone (the last
+// reaction gRPC runs), by which time it has left every channel, so no other stream holds a
+// pointer to it; the WriteScheduler may hold it a little longer.
 //
 // Threads: reactions run on gRPC's threads. The read path (OnReadDone and what it calls) never
 // runs twice at once and OnDone runs after it, so `in_`, `known_` and `subscribed_` need no lock.
 // Enqueue() is called by other streams' read paths (relaying) under a channel mutex; the write
 // queue and the flags are guarded by `mu_`. Lock order: Channel::mu, then RelayStream::mu_.
-class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+                          public Flushable,
+                          public std::enable_shared_from_this<RelayStream> {
  public:
-  // `shared`: messages are encoded once for all subscribers; `batches`: this stream's writes
-  // carry everything queued (the client asked for it, and the relay runs with shared frames).
-  RelayStream(Hub* hub, RelayCounters* counters, bool shared, bool batches)
-      : hub_(hub), counters_(counters), shared_(shared), batches_(batches) {
-    hub_->StreamOpened();
-    counters_->streams.fetch_add(1, std::memory_order_relaxed);
-    StartRead(&in_);
+  // `writes` (shared frames): messages are encoded once for all subscribers and writes of idle
+  // streams start on the scheduler's thread, as in infrachatd; null: one encoding per delivery
+  // and the write starts on the relaying thread. `batches`: this stream's writes carry
+  // everything queued (the client asked for it, and the relay runs with shared frames).
+  static RelayStream* Open(Hub* hub, RelayCounters* counters, WriteScheduler* writes,
+                           bool batches) {
+    std::shared_ptr<RelayStream> stream(new RelayStream(hub, counters, writes, batches));
+    stream->self_ = stream;
+    stream->StartRead(&stream->in_);
+    return stream.get();
   }
+  ~RelayStream() override { hub_->StreamClosed(); }  // the last thing that touches the hub
 
   // Queues `frame` to be written. Frames for a stream that is finishing are dropped.
   //
@@ -95,13 +102,36 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   // window. infrachatd bounds its queues because its clients are not trusted; this is not a
   // server to expose.
   void Enqueue(const EncodedFrame& frame) {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     if (finished_ || write_failed_) return;
     out_.push_back(frame);
-    if (!writing_) StartWriteLocked();
+    if (writing_ || scheduled_) return;
+    if (writes_ == nullptr) {
+      StartWriteLocked();
+      return;
+    }
+    scheduled_ = true;
+    lock.unlock();
+    writes_->Schedule(shared_from_this());
+  }
+
+  void Flush() override {
+    std::lock_guard lock(mu_);
+    scheduled_ = false;
+    if (!writing_ && !out_.empty() && !finished_ && !write_failed_) StartWriteLocked();
   }
 
  private:
+  RelayStream(Hub* hub, RelayCounters* counters, WriteScheduler* writes, bool batches)
+      : hub_(hub),
+        counters_(counters),
+        writes_(writes),
+        shared_(writes != nullptr),
+        batches_(batches) {
+    hub_->StreamOpened();
+    counters_->streams.fetch_add(1, std::memory_order_relaxed);
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) {
       // Half-close, cancellation or an unparseable frame: no more reads. Leaving the channels
@@ -140,9 +170,8 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   void OnDone() override {
     LeaveAllChannels();  // usually done already (read side ended); a no-op then
-    Hub* hub = hub_;
-    delete this;
-    hub->StreamClosed();
+    std::shared_ptr<RelayStream> self = std::move(self_);
+    // `self` may hold the last reference: the stream is destroyed when it goes out of scope.
   }
 
   void Handle(v1::ClientFrame& frame) {
@@ -276,8 +305,10 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   Hub* const hub_;
   RelayCounters* const counters_;
+  WriteScheduler* const writes_;
   const bool shared_;
   const bool batches_;
+  std::shared_ptr<RelayStream> self_;  // until OnDone
 
   // Read path only.
   grpc::ByteBuffer in_;
@@ -290,6 +321,7 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   grpc::ByteBuffer write_buf_;
   std::size_t write_frames_ = 0;
   bool writing_ = false;
+  bool scheduled_ = false;  // on the WriteScheduler, not flushed yet
   bool read_done_ = false;
   bool write_failed_ = false;
   bool finished_ = false;
@@ -311,19 +343,20 @@ class RelayService final
     : public v1::ChatService::WithRawCallbackMethod_Connect<v1::ChatService::Service> {
  public:
   RelayService(Hub* hub, RelayCounters* counters) : hub_(hub), counters_(counters) {}
-  void set_shared_frames(bool shared) { shared_ = shared; }
+  // Shared frames (see RelayOptions): set before the server starts.
+  void set_write_scheduler(WriteScheduler* writes) { writes_ = writes; }
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* context) override {
-    const bool batches = shared_ && AsksForBatches(*context);
+    const bool batches = writes_ != nullptr && AsksForBatches(*context);
     if (batches) context->AddInitialMetadata("infrachat-capabilities", "batch");
-    return new RelayStream(hub_, counters_, shared_, batches);
+    return RelayStream::Open(hub_, counters_, writes_, batches);
   }
 
  private:
   Hub* hub_;
   RelayCounters* counters_;
-  bool shared_ = false;  // set before the server starts
+  WriteScheduler* writes_ = nullptr;
 };
 
 std::string HostOf(const std::string& address) {
@@ -337,13 +370,14 @@ std::string HostOf(const std::string& address) {
 struct RelayServer::State {
   RelayCounters counters;
   Hub hub;
+  WriteScheduler writes;  // used with shared frames only
   RelayService service{&hub, &counters};
   std::unique_ptr<grpc::Server> server;
   bool shut_down = false;
 };
 
 RelayServer::RelayServer(const RelayOptions& options) : state_(std::make_unique<State>()) {
-  state_->service.set_shared_frames(options.shared_frames);
+  if (options.shared_frames) state_->service.set_write_scheduler(&state_->writes);
   grpc::ServerBuilder builder;
   // The same transport settings as infrachatd's defaults (include/infrachat/config/config.h),
   // so that only the logic behind the service differs.

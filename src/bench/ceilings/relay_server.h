@@ -20,10 +20,11 @@
 // as long as the server.
 //
 // Two ways of writing, so that the ceiling keeps pace with what infrachatd does (RelayOptions):
-// by default every delivery is encoded for its stream and written as its own message, as
-// infrachatd did before issue 9; with `shared_frames` a message is encoded once for all its
-// subscribers and a stream whose client asks for batches (`infrachat-capabilities: batch`) gets
-// what piled up during a write as one FrameBatch, exactly as infrachatd does now.
+// by default every delivery is encoded for its stream and written as its own message, the write
+// starting on the relaying thread, as infrachatd did before issue 9; with `shared_frames` a
+// message is encoded once for all its subscribers, idle streams' writes start on a
+// WriteScheduler thread, and a stream whose client asks for batches (`infrachat-capabilities:
+// batch`) gets what piled up during a write as one FrameBatch, exactly as infrachatd does now.
 #pragma once
 
 #include <atomic>

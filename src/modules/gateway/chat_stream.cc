@@ -84,7 +84,7 @@ ChatStream::ChatStream(const StreamDeps& deps, Principal principal, std::string_
 void ChatStream::Reply(const v1::ServerFrame& frame) { Offer(EncodedFrame(frame), true); }
 
 bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (finished_ || end_status_ || write_failed_) return false;
   const bool data = frame.is_data();
   if (data && !reserved) {
@@ -95,8 +95,22 @@ bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
   }
   if (data) ++data_frames_queued_;
   out_.push_back(frame);
-  if (!writing_) StartWriteLocked();
+  if (writing_ || write_scheduled_) return true;  // goes with the next write
+  if (deps_.writes == nullptr) {
+    StartWriteLocked();
+    return true;
+  }
+  write_scheduled_ = true;
+  lock.unlock();
+  deps_.writes->Schedule(shared_from_this());
   return true;
+}
+
+void ChatStream::Flush() {
+  std::lock_guard lock(mu_);
+  write_scheduled_ = false;
+  if (writing_ || out_.empty() || finished_ || write_failed_) return;
+  StartWriteLocked();
 }
 
 std::size_t ChatStream::FreeSlots() const {

@@ -22,6 +22,7 @@
 #include "infrachat/core/call_context.h"
 #include "infrachat/core/encoded_frame.h"
 #include "infrachat/core/executor.h"
+#include "infrachat/core/write_scheduler.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 #include "token_bucket.h"
 
@@ -64,7 +65,8 @@ struct StreamDeps {
   ShardApi* shard = nullptr;
   FanoutApi* fanout = nullptr;
   EventBus* bus = nullptr;
-  Executor* executor = nullptr;  // runs the serial tasks and the send timer
+  Executor* executor = nullptr;      // runs the serial tasks and the send timer
+  WriteScheduler* writes = nullptr;  // starts writes of idle streams (null: the caller does)
   StreamRegistry* registry = nullptr;
   const SendCounters* sends = nullptr;
   StreamLimits limits;
@@ -87,6 +89,10 @@ struct StreamDeps {
 //   kMaxBatchFrames frames and kMaxBatchBytes bytes): one write, one HTTP/2 frame and one
 //   system call for many frames when the stream is busy, and single frames when it is not.
 //   The limits count frames, batched or not.
+//   Offer never writes to the socket itself: a frame for an idle stream schedules it on the
+//   WriteScheduler, whose thread starts the write; a write that completes starts the next one
+//   on gRPC's thread. So a publisher hands a message to many streams at the cost of a queue
+//   push each, and frames pile up (and are batched) behind the writes in flight.
 // - Incoming: at most `max_inflight_sends` sends await their ACK; beyond that the stream stops
 //   reading, and HTTP/2 flow control pushes back on the client.
 // - Send rate: shaped, not refused (docs/adr/0007-send-rate-shaping.md). A Send over the token
@@ -106,6 +112,7 @@ struct StreamDeps {
 // weak refs). Thread-safety: all public methods may be called from any thread.
 class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                          public SessionSink,
+                         public Flushable,
                          public std::enable_shared_from_this<ChatStream> {
  public:
   // Authenticates the call and starts reading; on failure the call ends with UNAUTHENTICATED.
@@ -114,6 +121,8 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
 
   bool Offer(const EncodedFrame& frame, bool reserved) override;
   std::size_t FreeSlots() const override;
+  // Starts writing what is queued (the WriteScheduler's call).
+  void Flush() override;
 
   // Ends the stream with `status` after in-flight sends are answered (token expired or revoked).
   void End(const grpc::Status& status);
@@ -178,6 +187,7 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   std::size_t write_frames_ = 0;
   std::size_t write_data_frames_ = 0;
   bool writing_ = false;
+  bool write_scheduled_ = false;  // on the WriteScheduler, not flushed yet
   bool write_failed_ = false;
   bool reading_ = false;
   bool handling_ = false;  // OnReadDone is handling in_ (no new read, no Finish meanwhile)

@@ -42,6 +42,7 @@ class GatewayModule final : public Module {
     check_interval_ = std::chrono::seconds(config.auth.revocation_check_interval_s);
     grace_ = std::chrono::seconds(config.grpc.shutdown_grace_s);
     executor_ = std::make_unique<Executor>(4, "gateway");
+    writes_ = std::make_unique<WriteScheduler>();
 
     gateway::StreamDeps deps;
     deps.auth = auth_;
@@ -49,6 +50,7 @@ class GatewayModule final : public Module {
     deps.fanout = &ctx.fanout();
     deps.bus = &ctx.bus();
     deps.executor = executor_.get();
+    deps.writes = writes_.get();
     deps.registry = &registry_;
     deps.sends = &send_counters_;
     deps.log = log_;
@@ -91,7 +93,10 @@ class GatewayModule final : public Module {
     }
   }
 
-  void Stop() override { executor_->Stop(); }
+  void Stop() override {
+    executor_->Stop();
+    writes_->Stop();  // later frames (none are expected) are written inline
+  }
 
  private:
   void ScheduleSweep() {
@@ -148,6 +153,7 @@ class GatewayModule final : public Module {
                                          .Register(MetricsRegistry())
                                          .Add({})};
   std::unique_ptr<Executor> executor_;
+  std::unique_ptr<WriteScheduler> writes_;
   std::unique_ptr<gateway::AuthServiceImpl> auth_service_;
   std::unique_ptr<gateway::RouterServiceImpl> router_service_;
   std::unique_ptr<gateway::ChannelServiceImpl> channel_service_;
