@@ -21,9 +21,9 @@ using grpc::experimental::InterceptionHookPoints;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::array<std::string_view, 17> kCodeNames = {
-    "OK",       "Canceled",          "Unknown",          "InvalidArgument",  "DeadlineExceeded",
-    "NotFound", "AlreadyExists",     "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-    "Aborted",  "OutOfRange",        "Unimplemented",    "Internal",          "Unavailable",
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
     "DataLoss", "Unauthenticated"};
 
 // go-grpc-prometheus's default buckets (prometheus.DefBuckets), in seconds.
@@ -80,9 +80,9 @@ MethodName ParseMethod(const char* full) {
 // then costs a map lookup and atomic increments, never a family's label-hashing lookup.
 struct MethodMetrics {
   prometheus::Family<prometheus::Counter>* handled_family = nullptr;
-  prometheus::Labels labels;                    // of handled, without grpc_code
-  prometheus::Counter* started = nullptr;       // server side only
-  prometheus::Histogram* handling = nullptr;    // null: not observed (client streams)
+  prometheus::Labels labels;                  // of handled, without grpc_code
+  prometheus::Counter* started = nullptr;     // server side only
+  prometheus::Histogram* handling = nullptr;  // null: not observed (client streams)
   std::array<std::atomic<prometheus::Counter*>, kCodeNames.size()> handled{};
 
   void Handled(int code, Clock::time_point start) {
@@ -119,11 +119,10 @@ class MethodTable {
 };
 
 struct ServerFamilies {
-  prometheus::Family<prometheus::Counter>& started =
-      prometheus::BuildCounter()
-          .Name("grpc_server_started_total")
-          .Help("RPCs started on the server")
-          .Register(MetricsRegistry());
+  prometheus::Family<prometheus::Counter>& started = prometheus::BuildCounter()
+                                                         .Name("grpc_server_started_total")
+                                                         .Help("RPCs started on the server")
+                                                         .Register(MetricsRegistry());
   prometheus::Family<prometheus::Counter>& handled =
       prometheus::BuildCounter()
           .Name("grpc_server_handled_total")
@@ -141,8 +140,9 @@ struct ClientFamilies {
   prometheus::Family<prometheus::Counter>& handled =
       prometheus::BuildCounter()
           .Name("infrachat_cluster_client_handled_total")
-          .Help("Calls to another InfraChat process's internal listener, by peer and status "
-                "code (streams when they end)")
+          .Help(
+              "Calls to another InfraChat process's internal listener, by peer and status "
+              "code (streams when they end)")
           .Register(MetricsRegistry());
   prometheus::Family<prometheus::Histogram>& handling =
       prometheus::BuildHistogram()
@@ -264,8 +264,8 @@ MakeServerMetricsInterceptor() {
   return std::make_unique<ServerFactory>();
 }
 
-std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
-MakeClientMetricsInterceptor(std::string peer) {
+std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface> MakeClientMetricsInterceptor(
+    std::string peer) {
   return std::make_unique<ClientFactory>(std::move(peer));
 }
 

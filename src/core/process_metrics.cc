@@ -78,8 +78,8 @@ class ProcessCollector final : public prometheus::Collectable {
     std::vector<prometheus::MetricFamily> out;
     out.push_back(Family("process_cpu_seconds_total", "Total user and system CPU time spent",
                          MetricType::Counter, stats->cpu_seconds));
-    out.push_back(Family("process_resident_memory_bytes", "Resident memory size",
-                         MetricType::Gauge, static_cast<double>(stats->resident_bytes)));
+    out.push_back(Family("process_resident_memory_bytes", "Resident memory size", MetricType::Gauge,
+                         static_cast<double>(stats->resident_bytes)));
     out.push_back(Family("process_virtual_memory_bytes", "Virtual memory size", MetricType::Gauge,
                          static_cast<double>(stats->virtual_bytes)));
     out.push_back(Family("process_open_fds", "Open file descriptors", MetricType::Gauge,

@@ -26,8 +26,8 @@
 #include "infrachat/core/grpc_metrics.h"
 #include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
-#include "infrachat/core/process_metrics.h"
 #include "infrachat/core/module.h"
+#include "infrachat/core/process_metrics.h"
 #include "infrachat/storage/pg.h"
 #include "modules/auth/auth_module.h"
 #include "modules/fanout/fanout_module.h"
@@ -164,7 +164,7 @@ struct Daemon::State {
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> internal_server;
   std::shared_ptr<prometheus::Collectable> process_metrics;  // the exposer holds a weak_ptr
-  std::unique_ptr<prometheus::Exposer> metrics;  // serves MetricsRegistry() over HTTP
+  std::unique_ptr<prometheus::Exposer> metrics;              // serves MetricsRegistry() over HTTP
   bool shut_down = false;
 };
 

@@ -18,8 +18,7 @@ FanInEventBus::~FanInEventBus() = default;
 
 FanInEventBus::BusPtr FanInEventBus::MakeBus(const std::string& address,
                                              const std::string& peer) const {
-  return std::make_shared<bus_grpc::GrpcEventBus>(
-      MakeInternalChannel(address, credentials_, peer));
+  return std::make_shared<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials_, peer));
 }
 
 void FanInEventBus::AddShard(const std::string& address) {

@@ -59,9 +59,9 @@ RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_
                      .Help("Lease table reads that no shard of the region answered")
                      .Register(MetricsRegistry());
   for (const auto& [region, addresses] : shards_by_region_) {
-    region_metrics_[region] = RegionMetrics{&live.Add({{"region", region}}),
-                                            &changes.Add({{"region", region}}),
-                                            &failed.Add({{"region", region}})};
+    region_metrics_[region] =
+        RegionMetrics{&live.Add({{"region", region}}), &changes.Add({{"region", region}}),
+                      &failed.Add({{"region", region}})};
   }
   failovers_ = &prometheus::BuildCounter()
                     .Name("infrachat_router_failovers_total")
@@ -246,12 +246,12 @@ void RoutedShard::WithOwnerAsync(std::string_view channel, Start start, Done<T> 
   if (order.empty()) return done(NoShard(channel));
   if (order.size() == 1) return start(At(order.front()), std::move(done));
   ShardApi* next = &At(order[1]);
-  start(At(order.front()), [next, start, failovers = failovers_,
-                            done = std::move(done)](Result<T> result) mutable {
-    if (result.ok() || !Unreachable(result.code())) return done(std::move(result));
-    failovers->Increment();
-    start(*next, std::move(done));
-  });
+  start(At(order.front()),
+        [next, start, failovers = failovers_, done = std::move(done)](Result<T> result) mutable {
+          if (result.ok() || !Unreachable(result.code())) return done(std::move(result));
+          failovers->Increment();
+          start(*next, std::move(done));
+        });
 }
 
 void RoutedShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {

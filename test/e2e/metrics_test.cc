@@ -75,7 +75,8 @@ TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool a
   CHECK(Sample(during, "infrachat_gateway_sends_total{result=\"not_found\"}") == 1);
   // grpc_server_*: a stream is started when it opens and handled when it ends.
   const auto open_connects = [](const std::string& text) {
-    const double handled = SampleSum(text, "grpc_server_handled_total", {"grpc_method=\"Connect\""});
+    const double handled =
+        SampleSum(text, "grpc_server_handled_total", {"grpc_method=\"Connect\""});
     return SampleSum(text, "grpc_server_started_total",
                      {"grpc_service=\"infrachat.v1.ChatService\"", "grpc_method=\"Connect\"",
                       "grpc_type=\"bidi_stream\""}) -
@@ -158,8 +159,7 @@ TEST_CASE("metrics: auth results, token refusals, gRPC per method, database pool
                          ",grpc_type=\"unary\"}") == 1);
   CHECK(delta(after, "grpc_server_handling_seconds_count{grpc_type=\"unary\"," + login + "}") == 3);
   CHECK(testing::SampleSum(after, "grpc_server_handled_total",
-                           {"grpc_method=\"ListChannels\"", "grpc_code=\"Unauthenticated\""}) ==
-        2);
+                           {"grpc_method=\"ListChannels\"", "grpc_code=\"Unauthenticated\""}) == 2);
 
   // The pool: its size, nothing leased between requests, every lease timed; no errors yet.
   CHECK(Sample(after, "infrachat_db_pool_connections_max") == 4);
@@ -169,9 +169,8 @@ TEST_CASE("metrics: auth results, token refusals, gRPC per method, database pool
   CHECK(testing::SampleSum(after, "infrachat_db_errors_total") == 0);
 
   // process_*: this daemon's own numbers.
-  const double now = std::chrono::duration<double>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   CHECK(Sample(after, "process_start_time_seconds") > now - 120);
   CHECK(Sample(after, "process_start_time_seconds") <= now + 1);
   CHECK(Sample(after, "process_cpu_seconds_total") > 0);
@@ -215,13 +214,13 @@ TEST_CASE("metrics: role-split: sends and calls per peer, leases, placement move
   };
   DaemonProcess core(db, with({"roles=auth,shard", "shard.id=shard-a",
                                "grpc.internal_listen_address=127.0.0.1:0"}));
-  DaemonProcess shard_b(db, with({"roles=shard", "shard.id=shard-b",
-                                  "grpc.internal_listen_address=127.0.0.1:0"}));
+  DaemonProcess shard_b(
+      db, with({"roles=shard", "shard.id=shard-b", "grpc.internal_listen_address=127.0.0.1:0"}));
   const std::vector<std::string> shards = {core.internal_address(), shard_b.internal_address()};
   DaemonProcess edge(
-      db, with({"roles=gateway,fanout,router", "database.url=",
-                "peers.auth=" + core.internal_address(), "peers.shard=" + shards[0] + "," + shards[1],
-                "grpc.internal_call_timeout_ms=2000"}));
+      db,
+      with({"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+            "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=2000"}));
   const auto edge_metrics = [&] { return Scrape(edge.metrics_address()); };
   const auto peer = [](const std::string& address) { return "peer=\"" + address + "\""; };
   REQUIRE(testing::WaitUntil(

@@ -56,8 +56,8 @@ std::set<std::string> MetricNames(std::string expr) {
   expr = std::regex_replace(
       expr, std::regex(R"(\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\))"), " ");
   static const std::set<std::string> kKeywords = {
-      "by",     "without", "on",  "ignoring", "group_left", "group_right", "bool",
-      "offset", "and",     "or",  "unless",   "inf",        "nan",         "atan2"};
+      "by",     "without", "on", "ignoring", "group_left", "group_right", "bool",
+      "offset", "and",     "or", "unless",   "inf",        "nan",         "atan2"};
   std::set<std::string> names;
   const std::regex identifier(R"([A-Za-z_:][A-Za-z0-9_:]*)");
   for (auto it = std::sregex_iterator(expr.begin(), expr.end(), identifier);
@@ -110,8 +110,7 @@ TEST_CASE("observability names: every metric the dashboard and the rules use is 
   std::map<std::string, std::set<std::string>> used;  // name -> where
   std::set<std::string> recorded;
   const std::string root = INFRACHAT_SOURCE_DIR;
-  const auto dashboard =
-      nlohmann::json::parse(ReadFile(root + "/deploy/grafana/infrachat.json"));
+  const auto dashboard = nlohmann::json::parse(ReadFile(root + "/deploy/grafana/infrachat.json"));
   int expressions = 0;
   for (const auto& panel : dashboard.at("panels")) {
     for (const auto& target : panel.value("targets", nlohmann::json::array())) {
@@ -145,10 +144,10 @@ TEST_CASE("observability names: every metric the dashboard and the rules use is 
   TestDatabase db;
   DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
                           "metrics.listen_address=127.0.0.1:0", "grpc.shutdown_grace_s=1"});
-  DaemonProcess edge(db, {"roles=gateway,fanout,router", "database.url=",
-                          "peers.auth=" + core.internal_address(),
-                          "peers.shard=" + core.internal_address(),
-                          "metrics.listen_address=127.0.0.1:0", "shard.lease_heartbeat_ms=100"});
+  DaemonProcess edge(
+      db, {"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
+           "peers.shard=" + core.internal_address(), "metrics.listen_address=127.0.0.1:0",
+           "shard.lease_heartbeat_ms=100"});
   auto alice = testing::RegisterUser(edge.address(), "alice");
   CHECK_FALSE(client::Client(edge.address()).Login("alice", "not the password").ok());
   REQUIRE(alice->CreateChannel("general").ok());

@@ -63,19 +63,18 @@ class Prometheus {
   explicit Prometheus(const std::string& target)
       : config_dir_(testing::MakeTempDir("prometheus-config")),
         address_("127.0.0.1:" + std::to_string(FreePort())) {
-    std::ofstream(config_dir_ + "/prometheus.yml")
-        << "global:\n"
-           "  scrape_interval: 1s\n"
-           "  evaluation_interval: 1s\n"
-           "rule_files:\n"
-           "  - "
-        << INFRACHAT_SOURCE_DIR
-        << "/deploy/prometheus/infrachat-rules.yml\n"
-           "scrape_configs:\n"
-           "  - job_name: infrachat\n"
-           "    static_configs:\n"
-           "      - targets: [\""
-        << target << "\"]\n";
+    std::ofstream(config_dir_ + "/prometheus.yml") << "global:\n"
+                                                      "  scrape_interval: 1s\n"
+                                                      "  evaluation_interval: 1s\n"
+                                                      "rule_files:\n"
+                                                      "  - "
+                                                   << INFRACHAT_SOURCE_DIR
+                                                   << "/deploy/prometheus/infrachat-rules.yml\n"
+                                                      "scrape_configs:\n"
+                                                      "  - job_name: infrachat\n"
+                                                      "    static_configs:\n"
+                                                      "      - targets: [\""
+                                                   << target << "\"]\n";
     process_ = std::make_unique<testing::ChildProcess>(
         std::vector<std::string>{kPrometheus, "--config.file=" + config_dir_ + "/prometheus.yml",
                                  "--storage.tsdb.path={dir}/data",

@@ -9,7 +9,7 @@
 namespace infrachat::testing {
 
 struct HttpResponse {
-  int status = 0;    // 0 when the request failed (connect, timeout, malformed answer)
+  int status = 0;  // 0 when the request failed (connect, timeout, malformed answer)
   std::string body;
 };
 

@@ -59,8 +59,7 @@ double Value(const std::string& name, const std::map<std::string, std::string>& 
 
 double Zero(double v) { return v < 0 ? 0 : v; }  // a series not made yet counts as 0
 
-TEST_CASE("grpc metrics: server and client interceptors count calls by method and code",
-          "[unit]") {
+TEST_CASE("grpc metrics: server and client interceptors count calls by method and code", "[unit]") {
   FakeRouter service;
   grpc::ServerBuilder builder;
   int port = 0;
@@ -80,8 +79,8 @@ TEST_CASE("grpc metrics: server and client interceptors count calls by method an
       grpc::ChannelArguments(), std::move(client_side));
   auto stub = v1::RouterService::NewStub(channel);
 
-  const std::map<std::string, std::string> route = {
-      {"grpc_service", "infrachat.v1.RouterService"}, {"grpc_method", "Route"}};
+  const std::map<std::string, std::string> route = {{"grpc_service", "infrachat.v1.RouterService"},
+                                                    {"grpc_method", "Route"}};
   auto with = [](std::map<std::string, std::string> labels,
                  std::map<std::string, std::string> more) {
     labels.insert(more.begin(), more.end());
@@ -91,9 +90,9 @@ TEST_CASE("grpc metrics: server and client interceptors count calls by method an
   const double ok = Zero(Value("grpc_server_handled_total", with(route, {{"grpc_code", "OK"}})));
   const double not_found =
       Zero(Value("grpc_server_handled_total", with(route, {{"grpc_code", "NotFound"}})));
-  const double client_not_found = Zero(Value(
-      "infrachat_cluster_client_handled_total",
-      with(route, {{"peer", "peer-a"}, {"grpc_code", "NotFound"}, {"grpc_type", "unary"}})));
+  const double client_not_found = Zero(
+      Value("infrachat_cluster_client_handled_total",
+            with(route, {{"peer", "peer-a"}, {"grpc_code", "NotFound"}, {"grpc_type", "unary"}})));
   const double unknown = Zero(Value("grpc_server_started_total", {{"grpc_service", "unknown"}}));
 
   for (const char* name : {"ok", "ok", "missing"}) {
@@ -133,8 +132,7 @@ TEST_CASE("grpc metrics: server and client interceptors count calls by method an
   CHECK(Value("infrachat_cluster_client_handled_total",
               with(route, {{"peer", "peer-a"}, {"grpc_code", "NotFound"}})) ==
         client_not_found + 1);
-  CHECK(Value("infrachat_cluster_client_handling_seconds", with(route, {{"peer", "peer-a"}})) >=
-        3);
+  CHECK(Value("infrachat_cluster_client_handling_seconds", with(route, {{"peer", "peer-a"}})) >= 3);
   // Whether or not gRPC runs interceptors for an unimplemented method, no label names it.
   CHECK(Zero(Value("grpc_server_started_total", {{"grpc_service", "unknown"}})) >= unknown);
   CHECK(Value("grpc_server_started_total", {{"grpc_service", "evil.Service"}}) == -1);
@@ -172,9 +170,8 @@ TEST_CASE("process metrics: read from this process's /proc", "[unit]") {
   CHECK(after->resident_bytes > 1024 * 1024);
   CHECK(after->virtual_bytes >= after->resident_bytes);
   CHECK(after->max_fds >= after->open_fds);
-  const double now = std::chrono::duration<double>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   CHECK(after->start_time_seconds <= now + 1);
   CHECK(after->start_time_seconds > now - 3600);  // this test binary started just now
 
@@ -191,8 +188,7 @@ TEST_CASE("process metrics: read from this process's /proc", "[unit]") {
   }
 }
 
-TEST_CASE("process metrics: a command name with spaces and parentheses, and bad input",
-          "[unit]") {
+TEST_CASE("process metrics: a command name with spaces and parentheses, and bad input", "[unit]") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("infrachat-proc-" + std::to_string(getpid()));
   fs::create_directories(dir / "fd");
@@ -202,8 +198,9 @@ TEST_CASE("process metrics: a command name with spaces and parentheses, and bad 
   // boot, vsize (23) = 4096000, rss (24) = 10 pages.
   std::ofstream(dir / "stat") << "42 (my (odd) name) S 1 1 1 0 -1 0 0 0 0 0 " << 2 * ticks << " "
                               << ticks << " 0 0 20 0 1 0 " << 5 * ticks << " 4096000 10 0\n";
-  std::ofstream(dir / "limits") << "Limit                     Soft Limit           Hard Limit\n"
-                                   "Max open files            1024                 4096       files\n";
+  std::ofstream(dir / "limits")
+      << "Limit                     Soft Limit           Hard Limit\n"
+         "Max open files            1024                 4096       files\n";
   auto stats = ReadProcessStats(dir.string());
   REQUIRE(stats.has_value());
   CHECK(stats->cpu_seconds == Approx(3.0));

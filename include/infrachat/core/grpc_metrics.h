@@ -41,7 +41,7 @@ MakeServerMetricsInterceptor();
 // For grpc::experimental::CreateCustomChannelWithInterceptors: every call on the channel is
 // counted with `peer` as its peer label. Pass a configured address (or a fixed word such as
 // "discovered" for an address learned at run time), never a value from a request.
-std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>
-MakeClientMetricsInterceptor(std::string peer);
+std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface> MakeClientMetricsInterceptor(
+    std::string peer);
 
 }  // namespace infrachat

@@ -14,12 +14,12 @@
 namespace infrachat {
 
 struct ProcessStats {
-  double cpu_seconds = 0;          // user + system
-  double start_time_seconds = 0;   // since the Unix epoch
+  double cpu_seconds = 0;         // user + system
+  double start_time_seconds = 0;  // since the Unix epoch
   std::uint64_t virtual_bytes = 0;
   std::uint64_t resident_bytes = 0;
   std::uint64_t open_fds = 0;
-  std::uint64_t max_fds = 0;       // the soft limit; 0 when unlimited or unknown
+  std::uint64_t max_fds = 0;  // the soft limit; 0 when unlimited or unknown
 };
 
 // Reads `proc_self` (a /proc/<pid> directory) and /proc/stat's boot time; nullopt when

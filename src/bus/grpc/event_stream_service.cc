@@ -1,10 +1,10 @@
 #include "event_stream_service.h"
 
-#include <deque>
-#include <utility>
-
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
+
+#include <deque>
+#include <utility>
 
 #include "bus_codec.h"
 #include "infrachat/core/logging.h"

@@ -91,14 +91,16 @@ struct GrpcEventBus::PublishCall {
 GrpcEventBus::Metrics::Metrics() {
   dropped = &prometheus::BuildCounter()
                  .Name("infrachat_bus_publishes_dropped_total")
-                 .Help("Events (typing, presence) not delivered to the channel's owner process: "
-                       "its queue was full or it could not be reached")
+                 .Help(
+                     "Events (typing, presence) not delivered to the channel's owner process: "
+                     "its queue was full or it could not be reached")
                  .Register(MetricsRegistry())
                  .Add({});
   streams_opened = &prometheus::BuildCounter()
                         .Name("infrachat_bus_watch_streams_opened_total")
-                        .Help("Event streams opened to shard processes (one each, plus one per "
-                              "reconnect)")
+                        .Help(
+                            "Event streams opened to shard processes (one each, plus one per "
+                            "reconnect)")
                         .Register(MetricsRegistry())
                         .Add({});
   // From the message's commit time at the shard to its arrival here: the hop's delay (plus
@@ -108,8 +110,7 @@ GrpcEventBus::Metrics::Metrics() {
              .Help("Age of committed messages arriving from a shard process's event stream")
              .Register(MetricsRegistry())
              .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                              0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                                                              10});
+                                                              0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
 }
 
 GrpcEventBus::GrpcEventBus(std::shared_ptr<grpc::Channel> owner, GrpcEventBusOptions options)

@@ -87,22 +87,25 @@ Result<std::string> CheckDisplayName(const std::string& display_name, const std:
 AuthMetrics::AuthMetrics() {
   auto& logins = prometheus::BuildCounter()
                      .Name("infrachat_auth_logins_total")
-                     .Help("Logins by result: ok, unknown_user, wrong_password, "
-                           "invalid_request, unavailable, error")
+                     .Help(
+                         "Logins by result: ok, unknown_user, wrong_password, "
+                         "invalid_request, unavailable, error")
                      .Register(MetricsRegistry());
   auto& registrations = prometheus::BuildCounter()
                             .Name("infrachat_auth_registrations_total")
-                            .Help("Registrations by result: ok, username_taken, "
-                                  "invalid_request, unavailable, error")
+                            .Help(
+                                "Registrations by result: ok, username_taken, "
+                                "invalid_request, unavailable, error")
                             .Register(MetricsRegistry());
   auto& refreshes = prometheus::BuildCounter()
                         .Name("infrachat_auth_token_refreshes_total")
-                        .Help("Refresh-token rotations by result: ok, invalid_token, reused "
-                              "(the session is revoked), revoked, expired, unavailable, error")
+                        .Help(
+                            "Refresh-token rotations by result: ok, invalid_token, reused "
+                            "(the session is revoked), revoked, expired, unavailable, error")
                         .Register(MetricsRegistry());
   // Every result of the bounded set shows (at 0) from the start.
-  for (const char* r : {"ok", "unknown_user", "wrong_password", "invalid_request",
-                        "unavailable", "error"}) {
+  for (const char* r :
+       {"ok", "unknown_user", "wrong_password", "invalid_request", "unavailable", "error"}) {
     logins_[r] = &logins.Add({{"result", r}});
   }
   for (const char* r : {"ok", "username_taken", "invalid_request", "unavailable", "error"}) {
@@ -142,7 +145,9 @@ void CountIn(const std::map<std::string_view, prometheus::Counter*>& counters, C
 
 }  // namespace
 
-void AuthMetrics::Login(Code code, std::string_view result) const { CountIn(logins_, code, result); }
+void AuthMetrics::Login(Code code, std::string_view result) const {
+  CountIn(logins_, code, result);
+}
 void AuthMetrics::Registration(Code code, std::string_view result) const {
   CountIn(registrations_, code, result);
 }

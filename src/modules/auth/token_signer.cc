@@ -1,5 +1,8 @@
 #include "token_signer.h"
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
 #include <charconv>
 #include <chrono>
 #include <climits>
@@ -7,8 +10,6 @@
 #include <jwt/jwt.hpp>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
 
 #include "infrachat/core/metrics.h"
 #include "sodium_util.h"
@@ -19,9 +20,9 @@ namespace {
 
 // infrachat_auth_token_verifications_failed_total{reason}: each refusal below counts under one
 // of these fixed words; all show from the start (at 0).
-constexpr const char* kRefusalReasons[] = {
-    "malformed",     "algorithm",      "unknown_key",  "bad_signature", "expired",
-    "not_yet_valid", "wrong_issuer",   "wrong_audience", "claims"};
+constexpr const char* kRefusalReasons[] = {"malformed",     "algorithm",      "unknown_key",
+                                           "bad_signature", "expired",        "not_yet_valid",
+                                           "wrong_issuer",  "wrong_audience", "claims"};
 
 prometheus::Family<prometheus::Counter>& FailedVerifications() {
   static auto& family = []() -> prometheus::Family<prometheus::Counter>& {
@@ -152,7 +153,8 @@ Result<Principal> TokenVerifier::Verify(std::string_view token) const {
     // 2. Signature, over "<header>.<payload>" exactly as received. ES256 signatures are the
     // 64-byte r||s of RFC 7518 3.4; anything else is rejected before OpenSSL sees it.
     auto raw_signature = Base64UrlDecode(signature_part);
-    if (!raw_signature || raw_signature->size() != 64) return Refuse("bad_signature", "bad signature");
+    if (!raw_signature || raw_signature->size() != 64)
+      return Refuse("bad_signature", "bad signature");
     const auto signing_input = token.substr(0, dot2);
     const std::string signature(signature_part);
     auto [valid, ec] = jwt::PEMSign<jwt::algo::ES256>::verify(
@@ -169,7 +171,8 @@ Result<Principal> TokenVerifier::Verify(std::string_view token) const {
     if (now >= *exp + options_.leeway_s) return Refuse("expired", "token expired");
     if (claims->contains("nbf")) {
       auto nbf = GetInt(*claims, "nbf");
-      if (!nbf || now + options_.leeway_s < *nbf) return Refuse("not_yet_valid", "token not yet valid");
+      if (!nbf || now + options_.leeway_s < *nbf)
+        return Refuse("not_yet_valid", "token not yet valid");
     }
     const std::string* iss = GetString(*claims, "iss");
     if (iss == nullptr || *iss != options_.issuer) return Refuse("wrong_issuer", "wrong issuer");

@@ -44,8 +44,9 @@ LeaseKeeper::Metrics::Metrics() {
               .Add({});
   auto& changes = prometheus::BuildCounter()
                       .Name("infrachat_shard_lease_changes_total")
-                      .Help("Lease events of this shard: acquired (a new epoch), lost (another "
-                            "process took it), renewal_failed (database error)")
+                      .Help(
+                          "Lease events of this shard: acquired (a new epoch), lost (another "
+                          "process took it), renewal_failed (database error)")
                       .Register(MetricsRegistry());
   acquired = &changes.Add({{"event", "acquired"}});
   lost = &changes.Add({{"event", "lost"}});

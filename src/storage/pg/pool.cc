@@ -35,13 +35,14 @@ struct PoolFamilies {
           .Name("infrachat_db_pool_wait_seconds")
           .Help("Time to get a database connection from the pool")
           .Register(MetricsRegistry())
-          .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005, 0.01,
-                                                           0.05, 0.1, 0.5, 1, 5});
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
+                                                           0.1, 0.5, 1, 5});
   prometheus::Family<prometheus::Counter>& errors =
       prometheus::BuildCounter()
           .Name("infrachat_db_errors_total")
-          .Help("Database failures by kind: connect, connection_lost, commit_unknown, "
-                "unavailable, conflict, query")
+          .Help(
+              "Database failures by kind: connect, connection_lost, commit_unknown, "
+              "unavailable, conflict, query")
           .Register(MetricsRegistry());
 };
 
