@@ -425,11 +425,11 @@ for render in "${renders[@]}"; do
   check "$render: NetworkPolicies admit the metrics port of the pods they select" "$(problems -r --arg render "$render" --slurpfile recs "$work/records.json" '
     def selects($sel; $labels):
       ($sel.matchLabels // {} | to_entries | all(.value == $labels[.key]))
-      and ($sel.matchExpressions // [] | all(
-        if .operator == "In" then (.values | index($labels[.key])) != null
-        elif .operator == "NotIn" then (.values | index($labels[.key])) == null
-        elif .operator == "Exists" then $labels[.key] != null
-        else $labels[.key] == null end));
+      and ($sel.matchExpressions // [] | all(. as $e | $labels[$e.key] as $v
+        | if $e.operator == "In" then ($e.values | index($v)) != null
+          elif $e.operator == "NotIn" then ($e.values | index($v)) == null
+          elif $e.operator == "Exists" then $v != null
+          else $v == null end));
     [$recs[0][] | select(.render == $render and .metrics_port != null)] as $ws
     | .[] | select(.kind == "NetworkPolicy" and ((.spec.policyTypes // ["Ingress"]) | index("Ingress"))) | . as $np
     | $ws[] | select(selects($np.spec.podSelector; .labels)) | . as $w

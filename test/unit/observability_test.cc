@@ -9,9 +9,11 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "infrachat/core/grpc_metrics.h"
@@ -105,7 +107,8 @@ TEST_CASE("grpc metrics: server and client interceptors count calls by method an
   // A method nobody serves, named by the caller: never a label value of its own.
   grpc::GenericStub generic(channel);
   grpc::ClientContext context;
-  grpc::ByteBuffer out;
+  grpc::Slice empty("");
+  grpc::ByteBuffer out(&empty, 1);  // an empty message (a default ByteBuffer is not one)
   grpc::ByteBuffer in;
   grpc::Status status;
   bool finished = false;
