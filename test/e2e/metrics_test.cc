@@ -1,9 +1,9 @@
 // End-to-end: the Prometheus endpoint (metrics.listen_address, docs/adr/0010) of a real
 // infrachatd, read over HTTP like Prometheus reads it, checked with the real `promtool`.
-#include <signal.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -25,6 +25,18 @@ using testing::SampleSum;
 using testing::Scrape;
 using testing::SendAndWait;
 using testing::TestDatabase;
+
+// The exposition is valid for Prometheus's own checker (names, help, types, units).
+void CheckWithPromtool(const std::string& exposition) {
+  const std::string dir = testing::MakeTempDir("metrics");
+  { std::ofstream(dir + "/metrics.txt") << exposition; }
+  testing::ChildProcess promtool(
+      {"/bin/sh", "-c", "promtool check metrics < " + dir + "/metrics.txt"}, "promtool");
+  const auto checked = promtool.Finish(30s);
+  INFO(checked.Describe());
+  CHECK(checked.exit_code == 0);
+  std::filesystem::remove_all(dir);
+}
 
 TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool accepts it",
           "[e2e]") {
@@ -85,14 +97,7 @@ TEST_CASE("metrics: /metrics counts streams and sends by outcome, and promtool a
   };
   CHECK(open_connects(during) == 2);
 
-  // The exposition is valid for Prometheus's own checker (names, help, types, units).
-  const std::string dir = testing::MakeTempDir("metrics");
-  { std::ofstream(dir + "/metrics.txt") << during; }
-  testing::ChildProcess promtool(
-      {"/bin/sh", "-c", "promtool check metrics < " + dir + "/metrics.txt"}, "promtool");
-  const auto checked = promtool.Finish(30s);
-  INFO(checked.Describe());
-  CHECK(checked.exit_code == 0);
+  CheckWithPromtool(during);
 
   stream.reset();  // the streams end: the gauge follows
   watcher.reset();
@@ -291,6 +296,8 @@ TEST_CASE("metrics: role-split: sends and calls per peer, leases, placement move
   CHECK(Sample(e, "infrachat_bus_publishes_dropped_total") == 0);
 
   const std::string c = Scrape(core.metrics_address());
+  CheckWithPromtool(e);  // the cluster's families pass Prometheus's checker too
+  CheckWithPromtool(c);
   CHECK(Sample(c, "infrachat_shard_lease_held") == 1);
   CHECK(Sample(c, "infrachat_shard_lease_changes_total{event=\"acquired\"}") == 1);
   CHECK(Sample(c, "infrachat_shard_lease_changes_total{event=\"renewal_failed\"}") == 0);
