@@ -2,8 +2,6 @@
 // infrachatd every second and evaluates deploy/prometheus/infrachat-rules.yml; the test drives
 // chat traffic and reads counters, a histogram and a recording rule back through Prometheus's
 // HTTP API (/api/v1/query), as a dashboard would.
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -28,20 +26,6 @@ using testing::TestDatabase;
 
 constexpr const char* kPrometheus = "/usr/bin/prometheus";
 
-// A port nobody listens on right now (the kernel's pick, released for Prometheus to bind).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::string UrlEncode(const std::string& text) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -62,7 +46,7 @@ class Prometheus {
  public:
   explicit Prometheus(const std::string& target)
       : config_dir_(testing::MakeTempDir("prometheus-config")),
-        address_("127.0.0.1:" + std::to_string(FreePort())) {
+        address_(testing::UnusedLoopbackAddress()) {
     std::ofstream(config_dir_ + "/prometheus.yml") << "global:\n"
                                                       "  scrape_interval: 1s\n"
                                                       "  evaluation_interval: 1s\n"

@@ -6,8 +6,23 @@
 #include <unistd.h>
 
 #include <sstream>
+#include <stdexcept>
 
 namespace infrachat::testing {
+
+std::string UnusedLoopbackAddress() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);  // bound but never listening: until someone binds it, connections are refused
+  if (!bound) throw std::runtime_error("cannot bind a loopback port");
+  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+}
 
 HttpResponse HttpGet(const std::string& address, const std::string& target) {
   HttpResponse out;

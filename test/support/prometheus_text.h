@@ -1,6 +1,6 @@
 // Test support for the metrics endpoint: a plain HTTP/1.0 GET (what Prometheus does to
-// /metrics, and what a test does to Prometheus's own HTTP API) and readers of the text
-// exposition format.
+// /metrics, and what a test does to Prometheus's own HTTP API), readers of the text
+// exposition format, and a free loopback port (for a Prometheus, or a refused connection).
 #pragma once
 
 #include <set>
@@ -12,6 +12,11 @@ struct HttpResponse {
   int status = 0;  // 0 when the request failed (connect, timeout, malformed answer)
   std::string body;
 };
+
+// A loopback address ("127.0.0.1:port") nothing listens on right now: a port the kernel
+// picked, bound and released (another program may still take it before the caller does).
+// Throws std::runtime_error when no socket can be bound.
+std::string UnusedLoopbackAddress();
 
 // GET http://<address><target> ("127.0.0.1:9464", "/metrics"); 5 s receive timeout. IPv4 only.
 HttpResponse HttpGet(const std::string& address, const std::string& target);
