@@ -23,9 +23,11 @@
 #include "bus/grpc/grpc_event_bus.h"
 #include "bus/local/local_event_bus.h"
 #include "infrachat/core/executor.h"
+#include "infrachat/core/grpc_metrics.h"
 #include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
 #include "infrachat/core/module.h"
+#include "infrachat/core/process_metrics.h"
 #include "infrachat/storage/pg.h"
 #include "modules/auth/auth_module.h"
 #include "modules/fanout/fanout_module.h"
@@ -118,6 +120,10 @@ void ApplyServerOptions(const GrpcConfig& g, grpc::ServerBuilder& builder) {
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, g.handshake_timeout_s * 1000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, g.max_connection_idle_s * 1000);
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 16 * 1024);
+  // grpc_server_* per method and code, on the public and the internal listener alike.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(MakeServerMetricsInterceptor());
+  builder.experimental().SetInterceptorCreators(std::move(creators));
 }
 
 std::string HostOf(const std::string& address) {
@@ -157,7 +163,8 @@ struct Daemon::State {
   std::unique_ptr<ReflectionV1Service> reflection_v1;     // declared before `server`: outlives it
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<grpc::Server> internal_server;
-  std::unique_ptr<prometheus::Exposer> metrics;  // serves MetricsRegistry() over HTTP
+  std::shared_ptr<prometheus::Collectable> process_metrics;  // the exposer holds a weak_ptr
+  std::unique_ptr<prometheus::Exposer> metrics;              // serves MetricsRegistry() over HTTP
   bool shut_down = false;
 };
 
@@ -213,7 +220,9 @@ void Daemon::Start() {
   state_->context.ProvideBus(state_->bus.get());
   if (!config.HasRole("auth") && !config.peers.auth.empty()) {
     state_->remote_auth = std::make_unique<remote::RemoteAuth>(
-        remote::MakeInternalChannel(config.peers.auth.front(), internal_credentials), timeout);
+        remote::MakeInternalChannel(config.peers.auth.front(), internal_credentials,
+                                    config.peers.auth.front()),
+        timeout);
     // Tokens are verified here with auth's public keys; auth may still be starting.
     state_->remote_auth->FetchKeys(std::chrono::steady_clock::now() + std::chrono::seconds(30));
     state_->context.ProvideAuth(state_->remote_auth.get());
@@ -297,6 +306,8 @@ void Daemon::StartMetrics() {
                              " (metrics.listen_address): " + e.what());
   }
   state_->metrics->RegisterCollectable(SharedMetricsRegistry());
+  state_->process_metrics = MakeProcessCollector();
+  state_->metrics->RegisterCollectable(state_->process_metrics);
   const auto ports = state_->metrics->GetListeningPorts();
   metrics_address_ = HostOf(config.metrics.listen_address) + ":" +
                      std::to_string(ports.empty() ? 0 : ports.front());

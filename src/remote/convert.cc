@@ -1,5 +1,7 @@
 #include "convert.h"
 
+#include "infrachat/core/grpc_metrics.h"
+
 namespace infrachat::remote {
 
 grpc::Status ToStatus(const Error& error) {
@@ -37,7 +39,8 @@ void PrepareContext(grpc::ClientContext& context, std::chrono::milliseconds time
 }
 
 std::shared_ptr<grpc::Channel> MakeInternalChannel(
-    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    const std::string& peer) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -47,7 +50,10 @@ std::shared_ptr<grpc::Channel> MakeInternalChannel(
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 * 1024 * 1024);
-  return grpc::CreateCustomChannel(address, credentials, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> metrics;
+  metrics.push_back(MakeClientMetricsInterceptor(peer));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, credentials, args,
+                                                                 std::move(metrics));
 }
 
 }  // namespace infrachat::remote

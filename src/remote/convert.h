@@ -77,8 +77,15 @@ void AsyncUnaryCall(Start start, const CallContext& call, Request request,
 
 // A channel to another InfraChat process's internal listener: keepalive agreed with the
 // server's settings, secured by `credentials` (the daemon builds them once from tls.internal.*:
-// mutual TLS, or plaintext; every internal channel of a process gets the same ones).
+// mutual TLS, or plaintext; every internal channel of a process gets the same ones). Every call
+// on it is counted in infrachat_cluster_client_* with `peer` as its label: the configured
+// address, or kDiscoveredPeer for an address learned at run time (a lease), so that the label
+// set stays bounded by configuration.
 std::shared_ptr<grpc::Channel> MakeInternalChannel(
-    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials);
+    const std::string& address, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    const std::string& peer);
+
+// The peer label of internal channels to processes not named in the configuration.
+inline constexpr const char* kDiscoveredPeer = "discovered";
 
 }  // namespace infrachat::remote

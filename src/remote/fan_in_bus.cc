@@ -9,21 +9,22 @@ FanInEventBus::FanInEventBus(const std::vector<std::string>& addresses,
                              std::function<std::string(const std::string& channel)> owner_of)
     : credentials_(std::move(credentials)), owner_of_(std::move(owner_of)) {
   for (const auto& address : addresses) {
-    if (buses_.count(address) == 0) buses_.emplace(address, MakeBus(address));
+    if (buses_.count(address) == 0) buses_.emplace(address, MakeBus(address, address));
   }
 }
 
 // The buses stop (and join their threads) as the map is destroyed, after no caller is left.
 FanInEventBus::~FanInEventBus() = default;
 
-FanInEventBus::BusPtr FanInEventBus::MakeBus(const std::string& address) const {
-  return std::make_shared<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials_));
+FanInEventBus::BusPtr FanInEventBus::MakeBus(const std::string& address,
+                                             const std::string& peer) const {
+  return std::make_shared<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials_, peer));
 }
 
 void FanInEventBus::AddShard(const std::string& address) {
   std::lock_guard lock(mu_);
   if (buses_.count(address) > 0) return;
-  BusPtr bus = MakeBus(address);
+  BusPtr bus = MakeBus(address, kDiscoveredPeer);  // not configured: no label of its own
   for (auto& [id, subscription] : subscriptions_) {
     subscription.per_bus.emplace_back(bus, bus->Subscribe(subscription.handler));
   }

@@ -54,7 +54,8 @@ class FanInEventBus final : public EventBus {
     Handler handler;
     std::vector<std::pair<BusPtr, SubscriptionId>> per_bus;
   };
-  BusPtr MakeBus(const std::string& address) const;
+  // `peer`: the metrics label of its channel (MakeInternalChannel).
+  BusPtr MakeBus(const std::string& address, const std::string& peer) const;
 
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const std::function<std::string(const std::string&)> owner_of_;

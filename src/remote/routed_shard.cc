@@ -1,9 +1,13 @@
 #include "routed_shard.h"
 
+#include <prometheus/family.h>
+
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include "convert.h"
+#include "infrachat/core/metrics.h"
 #include "infrachat/core/validation.h"
 #include "modules/router/placement.h"
 
@@ -42,6 +46,28 @@ RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_
       }
     }
   }
+  auto& live = prometheus::BuildGauge()
+                   .Name("infrachat_router_live_shards")
+                   .Help("Shard processes of the region holding a live lease, as last read")
+                   .Register(MetricsRegistry());
+  auto& changes = prometheus::BuildCounter()
+                      .Name("infrachat_router_placement_changes_total")
+                      .Help("Changes of the set of shards channels are placed on (channels moved)")
+                      .Register(MetricsRegistry());
+  auto& failed = prometheus::BuildCounter()
+                     .Name("infrachat_router_lease_reads_failed_total")
+                     .Help("Lease table reads that no shard of the region answered")
+                     .Register(MetricsRegistry());
+  for (const auto& [region, addresses] : shards_by_region_) {
+    region_metrics_[region] =
+        RegionMetrics{&live.Add({{"region", region}}), &changes.Add({{"region", region}}),
+                      &failed.Add({{"region", region}})};
+  }
+  failovers_ = &prometheus::BuildCounter()
+                    .Name("infrachat_router_failovers_total")
+                    .Help("Calls tried on the next shard because the owner was unreachable")
+                    .Register(MetricsRegistry())
+                    .Add({});
   if (refresh.count() > 0) refresher_ = std::thread([this, refresh] { RefreshLoop(refresh); });
 }
 
@@ -105,8 +131,15 @@ void RoutedShard::RefreshOnce() {
     }
     std::vector<std::string> found;
     std::function<void(const std::string&)> listener;
+    const RegionMetrics& metrics = region_metrics_.at(region);
+    if (live) {
+      metrics.live_shards->Set(static_cast<double>(live->size()));
+    } else {
+      metrics.lease_reads_failed->Increment();
+    }
     {
       std::lock_guard lock(mu_);
+      const std::vector<std::string> placed_before = PlacedLocked(region);
       if (live && !live->empty()) {
         for (const auto& lease : *live) {
           const bool known =
@@ -120,6 +153,11 @@ void RoutedShard::RefreshOnce() {
         live_[region] = std::move(*live);
       } else {
         live_.erase(region);  // unknown: every configured shard counts
+      }
+      const std::vector<std::string> placed = PlacedLocked(region);
+      if (std::set(placed.begin(), placed.end()) !=
+          std::set(placed_before.begin(), placed_before.end())) {
+        metrics.placement_changes->Increment();
       }
       listener = on_discovered_;
     }
@@ -137,20 +175,24 @@ Result<std::vector<ShardLease>> RoutedShard::LiveShards(const CallContext&) {
   return all;
 }
 
+std::vector<std::string> RoutedShard::PlacedLocked(const std::string& region) const {
+  // Health-aware: only shards holding a live lease, when that is known.
+  if (auto live = live_.find(region); live != live_.end()) {
+    std::vector<std::string> alive;
+    for (const auto& lease : live->second) alive.push_back(lease.address);
+    return alive;
+  }
+  const auto it = shards_by_region_.find(region);
+  return it == shards_by_region_.end() ? std::vector<std::string>{} : it->second;
+}
+
 std::vector<std::string> RoutedShard::Order(std::string_view channel) const {
   const std::string key = Key(channel);
   const std::string& home = router::PickShard(key, regions_);
-  const auto it = shards_by_region_.find(home);
-  std::vector<std::string> order =
-      it == shards_by_region_.end() ? std::vector<std::string>{} : it->second;
+  std::vector<std::string> order;
   {
-    // Health-aware: only shards holding a live lease, when that is known.
     std::lock_guard lock(mu_);
-    if (auto live = live_.find(home); live != live_.end()) {
-      std::vector<std::string> alive;
-      for (const auto& lease : live->second) alive.push_back(lease.address);
-      order = std::move(alive);
-    }
+    order = PlacedLocked(home);
   }
   std::sort(order.begin(), order.end(), [&](const std::string& a, const std::string& b) {
     return router::StableHash(a, key) > router::StableHash(b, key);
@@ -174,8 +216,13 @@ ShardApi& RoutedShard::At(const std::string& address) const {
   std::lock_guard lock(mu_);
   auto& shard = shards_[address];
   if (!shard) {
-    // Cheap and non-blocking: the channel connects on its first call.
-    shard = std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials_), timeout_);
+    // Cheap and non-blocking: the channel connects on its first call. A shard found by its
+    // lease shares one metrics label: its address is not configuration.
+    const bool configured =
+        std::find(addresses_.begin(), addresses_.end(), address) != addresses_.end();
+    const std::string peer = configured ? address : kDiscoveredPeer;
+    shard = std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials_, peer),
+                                          timeout_, peer);
   }
   return *shard;
 }
@@ -187,6 +234,7 @@ auto RoutedShard::WithOwner(std::string_view channel, Call call)
   if (order.empty()) return NoShard(channel);
   auto result = call(At(order.front()));
   if (!result.ok() && Unreachable(result.code()) && order.size() > 1) {
+    failovers_->Increment();
     result = call(At(order[1]));
   }
   return result;
@@ -198,10 +246,12 @@ void RoutedShard::WithOwnerAsync(std::string_view channel, Start start, Done<T> 
   if (order.empty()) return done(NoShard(channel));
   if (order.size() == 1) return start(At(order.front()), std::move(done));
   ShardApi* next = &At(order[1]);
-  start(At(order.front()), [next, start, done = std::move(done)](Result<T> result) mutable {
-    if (result.ok() || !Unreachable(result.code())) return done(std::move(result));
-    start(*next, std::move(done));
-  });
+  start(At(order.front()),
+        [next, start, failovers = failovers_, done = std::move(done)](Result<T> result) mutable {
+          if (result.ok() || !Unreachable(result.code())) return done(std::move(result));
+          failovers->Increment();
+          start(*next, std::move(done));
+        });
 }
 
 void RoutedShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <grpcpp/security/credentials.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -30,6 +32,15 @@ namespace infrachat::remote {
 // spreads load and keeps a channel's sends in one group committer. ListChannels asks every
 // region and merges the answers; a region that cannot answer is left out (the others' channels
 // are still listed) unless none can.
+// Metrics (docs/adr/0010), labelled by configured region only:
+//   infrachat_router_live_shards{region}            shards holding a live lease, as last read
+//   infrachat_router_placement_changes_total{region} the set of shards placement uses changed
+//                                                    (a shard joined or left: channels moved)
+//   infrachat_router_lease_reads_failed_total{region} no shard of the region answered LiveShards
+//   infrachat_router_failovers_total                 calls tried on the next shard because the
+//                                                    owner was unreachable
+// Internal calls themselves are counted per peer by the channels (MakeInternalChannel): a
+// configured address is its own label, a shard found by its lease is "discovered".
 // Thread-safety: as ShardApi. Lifetime: owns one RemoteShard per address.
 class RoutedShard final : public ShardApi, public ShardPlacement {
  public:
@@ -102,12 +113,22 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
   template <typename T, typename Start>
   void WithOwnerAsync(std::string_view channel, Start start, Done<T> done);
   ShardApi& At(const std::string& address) const;
+  // The addresses placement uses in `region`: the live ones when known, else the configured.
+  std::vector<std::string> PlacedLocked(const std::string& region) const;
+
+  struct RegionMetrics {
+    prometheus::Gauge* live_shards = nullptr;
+    prometheus::Counter* placement_changes = nullptr;
+    prometheus::Counter* lease_reads_failed = nullptr;
+  };
 
   std::map<std::string, std::vector<std::string>> shards_by_region_;
   std::vector<std::string> regions_;
   std::vector<std::string> addresses_;  // configured, every region
   const std::shared_ptr<grpc::ChannelCredentials> credentials_;
   const std::chrono::milliseconds timeout_;
+  std::map<std::string, RegionMetrics> region_metrics_;  // per region of shards_by_region_
+  prometheus::Counter* failovers_ = nullptr;
 
   mutable std::mutex mu_;
   // One client per address ever used; entries are never removed (references stay valid).

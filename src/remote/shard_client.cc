@@ -7,6 +7,8 @@
 #include <string>
 
 #include "convert.h"
+#include "infrachat/core/grpc_metrics.h"
+#include "infrachat/core/metrics.h"
 
 namespace infrachat::remote {
 
@@ -253,8 +255,25 @@ class SendStreamCall final : public grpc::ClientBidiReactor<SendStreamRequest, S
   bool done_ = false;     // OnDone has run (and called every callback it owed)
 };
 
-RemoteShard::RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout)
+RemoteShard::RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout,
+                         const std::string& peer)
     : stub_(internal::v1::ShardInternal::NewStub(std::move(channel))), timeout_(timeout) {
+  // Sends are answered in milliseconds when healthy; the top buckets cover the call timeout.
+  send_seconds_ = &prometheus::BuildHistogram()
+                       .Name("infrachat_cluster_send_seconds")
+                       .Help("Time from handing a send to a remote shard to its answer, by peer")
+                       .Register(MetricsRegistry())
+                       .Add({{"peer", peer}}, prometheus::Histogram::BucketBoundaries{
+                                                  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                  0.25, 0.5, 1, 2.5, 5, 10});
+  auto& sends = prometheus::BuildCounter()
+                    .Name("infrachat_cluster_sends_total")
+                    .Help("Sends handed to a remote shard, by peer and outcome (gRPC code name)")
+                    .Register(MetricsRegistry());
+  for (std::size_t code = 0; code < sends_by_code_.size(); ++code) {
+    sends_by_code_[code] = &sends.Add(
+        {{"peer", peer}, {"grpc_code", std::string(GrpcCodeName(static_cast<int>(code)))}});
+  }
   sweeper_ = std::thread([this] { SweepLoop(); });
 }
 
@@ -317,6 +336,13 @@ Result<Response> RemoteShard::Call(grpc::Status (Stub::*method)(grpc::ClientCont
 }
 
 void RemoteShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {
+  // Every way a send ends goes through `done` exactly once: count it there.
+  done = [this, start = Clock::now(), done = std::move(done)](Result<SendOutcome> outcome) {
+    const auto code = static_cast<std::size_t>(outcome.ok() ? Code::kOk : outcome.code());
+    sends_by_code_[code < sends_by_code_.size() ? code : 2]->Increment();
+    send_seconds_->Observe(std::chrono::duration<double>(Clock::now() - start).count());
+    done(std::move(outcome));
+  };
   if (auto gone = GaveUp(call)) return done(*gone);
   SendStreamRequest request;
   auto* send = request.mutable_send();

@@ -2,6 +2,11 @@
 // listener (ShardInternal).
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -36,6 +41,11 @@ class SendStreamCall;
 // also cancels its stream (see SendStreamCall::Expire for why). Sends are written in the order
 // SendAsync queued them, on one HTTP/2 stream, so they reach the shard's group commit in order.
 //
+// Metrics: every send's outcome and time from SendAsync to its callback, labelled by `peer`
+// (a configured address, or "discovered"): infrachat_cluster_send_seconds{peer} and
+// infrachat_cluster_sends_total{peer, grpc_code}. The other calls are counted by the channel
+// (MakeInternalChannel); one long-lived stream hides each send from those.
+//
 // Thread-safety: every method may be called concurrently from any thread.
 // Lock order: `send_mu_` (which stream is current, the sweeper's state) before a
 // SendStreamCall's own mutex; no callback is ever called with either held, so a callback may
@@ -49,7 +59,8 @@ class SendStreamCall;
 // streams) are gone, as the daemon does.
 class RemoteShard final : public ShardApi {
  public:
-  RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout);
+  RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout,
+              const std::string& peer);
   ~RemoteShard() override;
   RemoteShard(const RemoteShard&) = delete;
   RemoteShard& operator=(const RemoteShard&) = delete;
@@ -101,6 +112,8 @@ class RemoteShard final : public ShardApi {
 
   std::unique_ptr<Stub> stub_;  // declared first: outlives every stream (it holds the channel)
   const std::chrono::milliseconds timeout_;
+  prometheus::Histogram* send_seconds_;
+  std::array<prometheus::Counter*, 17> sends_by_code_;  // by gRPC status code
 
   std::mutex send_mu_;
   std::condition_variable sweep_cv_;

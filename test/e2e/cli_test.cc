@@ -7,9 +7,6 @@
 //   - exit codes: 3 wrong password / unknown user, 4 not a member / unknown channel, 5 server
 //     down, 2 usage and invalid names, 1 ALREADY_EXISTS; errors are one line on stderr;
 //   - credentials come from the environment or --password-file: there is no --password flag.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -26,6 +23,7 @@
 #include "daemon_process.h"
 #include "infrachat/client/client.h"
 #include "infrachat/client/resilient_session.h"
+#include "prometheus_text.h"
 
 namespace infrachat {
 namespace {
@@ -91,20 +89,6 @@ std::vector<json> ExpectedLines(const std::vector<v1::ChatMessage>& messages, st
     if (m.seq() > after) out.push_back(Expected(m));
   }
   return out;
-}
-
-// A loopback port nothing listens on.
-std::string ClosedAddress() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);  // bound but never listening: connections are refused
-  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
 }
 
 TEST_CASE("infrachat registers and creates and joins and sends and tails and reads history",
@@ -217,7 +201,7 @@ TEST_CASE("infrachat exit codes say what went wrong", "[e2e][cli]") {
   CHECK(cli.Run("alice", {"frobnicate"}).exit_code == 2);
   // 5: server down.
   auto down = cli.Env("alice");
-  down["INFRACHAT_SERVER"] = ClosedAddress();
+  down["INFRACHAT_SERVER"] = testing::UnusedLoopbackAddress();  // refused
   expect(RunCli({"send", "-c", kGeneral, "anyone?"}, down, kWait), 5, "infrachat: UNAVAILABLE");
   expect(RunCli({"history", "-c", kGeneral}, down, kWait), 5, "infrachat: UNAVAILABLE");
 

@@ -9,6 +9,9 @@
 #     and the code that registers them); container ports and Services agree with the listeners;
 #   - terminationGracePeriodSeconds outlasts the preStop sleep plus the daemon's drain
 #     (grpc.shutdown_grace_s per listener: the public one, then the internal one);
+#   - every pod serves /metrics (metrics.listen_address on all interfaces) on a containerPort
+#     named metrics, which its prometheus.io/scrape, port and path annotations name, and every
+#     NetworkPolicy that selects it admits that port;
 #   - peers.* addresses resolve to a rendered Service (or StatefulSet pod) that runs the role on
 #     its internal port; a peers.region_shards entry to a shard pod of the region it names;
 #     peers.shard and router.shards list exactly the StatefulSet's pods (one per replica);
@@ -177,6 +180,7 @@ for render in "${renders[@]}"; do
     | {render: $render, namespace: (.metadata.namespace // "default"), kind, name: .metadata.name,
        replicas: (.spec.replicas // 1), serviceName: (.spec.serviceName // null),
        labels: (.spec.template.metadata.labels // {}),
+       annotations: (.spec.template.metadata.annotations // {}),
        pod: $pod, container: $c, config_path: $path, configmap: $cm,
        config_text: (if $cm == null then null else
          ($all | map(select(.kind == "ConfigMap" and .metadata.name == $cm))[0].data[$file])
@@ -266,7 +270,9 @@ while IFS= read -r record; do
     . + {eff: $eff[0], file: $file[0],
          public_port: ($eff[0].grpc.listen_address | sub("^.*:"; "") | tonumber),
          internal_port: ($eff[0].grpc.internal_listen_address
-                         | if . == "" then null else sub("^.*:"; "") | tonumber end)}
+                         | if . == "" then null else sub("^.*:"; "") | tonumber end),
+         metrics_port: ($eff[0].metrics.listen_address // ""
+                        | if . == "" then null else sub("^.*:"; "") | tonumber end)}
     | del(.config_text)' <<<"$record" >>"$work/records.jsonl"
 done <"$work/workloads.jsonl"
 
@@ -277,6 +283,28 @@ while IFS= read -r record; do
   check "$what: listeners bind all interfaces (reachable from other pods)" "$(problems -r '
     .eff.grpc | [.listen_address, .internal_listen_address][] | select(. != "")
     | select(startswith("0.0.0.0:") or startswith("[::]:") | not) | "\(.): binds one interface only"
+  ' <<<"$record")"
+
+  # Prometheus finds a pod by the usual annotations; they must name the port the daemon serves
+  # /metrics on (metrics.listen_address), which is a containerPort named "metrics".
+  check "$what: serves /metrics on a containerPort named metrics, which its prometheus.io annotations name" "$(problems -r '
+    . as $r
+    | if $r.metrics_port == null then "metrics.listen_address is not set: Prometheus cannot scrape it"
+      else
+        ($r.eff.metrics.listen_address | select(startswith("0.0.0.0:") or startswith("[::]:") | not)
+         | "metrics.listen_address \(.) binds one interface only"),
+        ([$r.container.ports // [] | .[] | select(.name == "metrics")][0]) as $port
+        | (if $port == null then "no containerPort named metrics"
+           elif $port.containerPort != $r.metrics_port then
+             "containerPort metrics is \($port.containerPort); metrics.listen_address is port \($r.metrics_port)"
+           else empty end),
+          (if $r.annotations["prometheus.io/scrape"] != "true" then
+             "annotation prometheus.io/scrape is \($r.annotations["prometheus.io/scrape"]), not \"true\"" else empty end),
+          (if $r.annotations["prometheus.io/port"] != ($r.metrics_port | tostring) then
+             "annotation prometheus.io/port is \($r.annotations["prometheus.io/port"]); the daemon serves metrics on \($r.metrics_port)" else empty end),
+          (if ($r.annotations["prometheus.io/path"] // "/metrics") != "/metrics" then
+             "annotation prometheus.io/path is \($r.annotations["prometheus.io/path"]), not /metrics" else empty end)
+      end
   ' <<<"$record")"
 
   check "$what: container ports include the listeners" "$(problems -r '
@@ -390,6 +418,24 @@ for render in "${renders[@]}"; do
            elif $target != $want then "Service \($s.metadata.name) port \(.port) targets \($target); \($w.name) with roles \($w.eff.roles) serves on \($want)"
            else empty end)
       end
+  ' "$objects")"
+
+  # A NetworkPolicy that restricts ingress to a workload's pods must admit its metrics port, or
+  # Prometheus (in another namespace) cannot scrape those pods.
+  check "$render: NetworkPolicies admit the metrics port of the pods they select" "$(problems -r --arg render "$render" --slurpfile recs "$work/records.json" '
+    def selects($sel; $labels):
+      ($sel.matchLabels // {} | to_entries | all(.value == $labels[.key]))
+      and ($sel.matchExpressions // [] | all(. as $e | $labels[$e.key] as $v
+        | if $e.operator == "In" then ($e.values | index($v)) != null
+          elif $e.operator == "NotIn" then ($e.values | index($v)) == null
+          elif $e.operator == "Exists" then $v != null
+          else $v == null end));
+    [$recs[0][] | select(.render == $render and .metrics_port != null)] as $ws
+    | .[] | select(.kind == "NetworkPolicy" and ((.spec.policyTypes // ["Ingress"]) | index("Ingress"))) | . as $np
+    | $ws[] | select(selects($np.spec.podSelector; .labels)) | . as $w
+    | if [$np.spec.ingress // [] | .[] | (.ports // [{port: $w.metrics_port}]) | .[] | .port]
+         | map(. == $w.metrics_port or . == "metrics") | any then empty
+      else "NetworkPolicy \($np.metadata.name) selects \($w.name) but admits no ingress to its metrics port \($w.metrics_port)" end
   ' "$objects")"
 
   check "$render: each StatefulSet has its headless Service" "$(problems -r '

@@ -14,6 +14,12 @@
 #include "infrachat/core/call_context.h"
 #include "infrachat/core/result.h"
 
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+}  // namespace prometheus
+
 namespace infrachat::pg {
 
 // A fixed-size pool of connections to one database. Connections are opened lazily and replaced
@@ -21,6 +27,15 @@ namespace infrachat::pg {
 //
 // Thread-safety: all methods may be called from any thread. A leased connection belongs to one
 // thread until the lease ends (libpqxx connections are not thread-safe).
+//
+// Metrics (docs/adr/0010), summed over the pools of the process (the daemon has one):
+//   infrachat_db_pool_connections_in_use, infrachat_db_pool_connections_max,
+//   infrachat_db_pool_waiters (callers blocked for a free connection),
+//   infrachat_db_pool_wait_seconds (histogram: time to get a connection, one per attempt),
+//   infrachat_db_errors_total{error}: connect (cannot open a connection), connection_lost,
+//   commit_unknown (lost during COMMIT), unavailable (server shutting down, 08/57P states),
+//   conflict (serialization failure, deadlock), query (any other database error).
+// Errors that `work` returns as values are the caller's business and are not counted.
 class ConnectionPool {
  public:
   ConnectionPool(std::string url, int size);
@@ -45,6 +60,9 @@ class ConnectionPool {
   // `reused` tells whether the connection was idle in the pool (it may have died meanwhile).
   std::unique_ptr<pqxx::connection> Acquire(std::string* error, bool* reused);
   void Release(std::unique_ptr<pqxx::connection> conn);
+  // The end of a lease that Acquire handed out: `conn` back to the pool, or null when dropped.
+  void Return(std::unique_ptr<pqxx::connection> conn);
+  void CountError(const std::exception& e);
   Error Translate(const std::exception& e) const;
 
   std::string url_;
@@ -53,6 +71,12 @@ class ConnectionPool {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
   int leased_or_idle_ = 0;
+
+  prometheus::Gauge* in_use_;
+  prometheus::Gauge* max_;
+  prometheus::Gauge* waiters_;
+  prometheus::Histogram* wait_seconds_;
+  prometheus::Counter* connect_errors_;
 };
 
 // Opens a connection, or UNAVAILABLE with the reason.
@@ -93,16 +117,17 @@ Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>
     if (!conn) return MakeError(Code::kUnavailable, "database unavailable: " + why);
     try {
       Result<T> result = work(*conn);
-      Release(std::move(conn));
+      Return(std::move(conn));
       return result;
     } catch (const std::exception& e) {
+      CountError(e);
       Error error = TranslateException(e);
       // A broken connection is dropped; anything else leaves the connection usable.
       if (conn->is_open() && error.code != Code::kUnavailable) {
-        Release(std::move(conn));
+        Return(std::move(conn));
       } else {
         conn.reset();
-        Release(nullptr);
+        Return(nullptr);
       }
       // Idle connections may have died while the database was away (restart, outage). Unless a
       // COMMIT's outcome is unknown, nothing was committed on this one: run the work again

@@ -1,10 +1,14 @@
 #include "event_stream_service.h"
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
 #include <deque>
 #include <utility>
 
 #include "bus_codec.h"
 #include "infrachat/core/logging.h"
+#include "infrachat/core/metrics.h"
 
 namespace infrachat::bus_grpc {
 
@@ -32,6 +36,7 @@ class EventStreamService::WatchStream final
       // Keep only the message gRPC is writing (it must stay alive until OnWriteDone).
       while (out_.size() > (writing_ ? 1u : 0u)) out_.pop_back();
       ++service_->overflowed_;
+      service_->overflowed_metric_->Increment();
       service_->log_->warn("event stream {}: watcher fell behind ({} queued); ending the stream",
                            context_->peer(), queued);
       FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -112,7 +117,15 @@ class EventStreamService::WatchStream final
 };
 
 EventStreamService::EventStreamService(EventBus* bus, EventStreamOptions options)
-    : bus_(bus), options_(options), log_(ModuleLogger("bus")) {
+    : bus_(bus),
+      options_(options),
+      log_(ModuleLogger("bus")),
+      overflowed_metric_(&prometheus::BuildCounter()
+                              .Name("infrachat_bus_watch_streams_overflowed_total")
+                              .Help("Event streams to other processes ended because the "
+                                    "watcher fell behind (it repairs from the log)")
+                              .Register(MetricsRegistry())
+                              .Add({})) {
   subscription_ = bus_->Subscribe([this](const BusEvent& event) { OnBusEvent(event); });
 }
 

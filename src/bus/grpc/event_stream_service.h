@@ -4,6 +4,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
 #include <spdlog/logger.h>
 
 #include <atomic>
@@ -81,6 +82,8 @@ class EventStreamService final : public internal::v1::EventStream::CallbackServi
   EventBus* const bus_;
   const EventStreamOptions options_;
   std::shared_ptr<spdlog::logger> log_;
+  // infrachat_bus_watch_streams_overflowed_total (docs/adr/0010): overflowed_ for Prometheus.
+  prometheus::Counter* const overflowed_metric_;
 
   // Lock order: index_mu_ before any stream's mutex.
   mutable std::mutex index_mu_;

@@ -1,11 +1,14 @@
 #include "grpc_event_bus.h"
 
+#include <prometheus/family.h>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "bus_codec.h"
 #include "infrachat/core/logging.h"
+#include "infrachat/core/metrics.h"
 
 namespace infrachat::bus_grpc {
 
@@ -85,6 +88,31 @@ struct GrpcEventBus::PublishCall {
   internal::v1::Empty response;
 };
 
+GrpcEventBus::Metrics::Metrics() {
+  dropped = &prometheus::BuildCounter()
+                 .Name("infrachat_bus_publishes_dropped_total")
+                 .Help(
+                     "Events (typing, presence) not delivered to the channel's owner process: "
+                     "its queue was full or it could not be reached")
+                 .Register(MetricsRegistry())
+                 .Add({});
+  streams_opened = &prometheus::BuildCounter()
+                        .Name("infrachat_bus_watch_streams_opened_total")
+                        .Help(
+                            "Event streams opened to shard processes (one each, plus one per "
+                            "reconnect)")
+                        .Register(MetricsRegistry())
+                        .Add({});
+  // From the message's commit time at the shard to its arrival here: the hop's delay (plus
+  // clock skew between the hosts).
+  lag = &prometheus::BuildHistogram()
+             .Name("infrachat_bus_event_lag_seconds")
+             .Help("Age of committed messages arriving from a shard process's event stream")
+             .Register(MetricsRegistry())
+             .Add({}, prometheus::Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                              0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+}
+
 GrpcEventBus::GrpcEventBus(std::shared_ptr<grpc::Channel> owner, GrpcEventBusOptions options)
     : options_(options), log_(ModuleLogger("bus")) {
   owner_.stub = internal::v1::EventStream::NewStub(std::move(owner));
@@ -137,6 +165,7 @@ void GrpcEventBus::Publish(BusEvent event) {
   if (stopping_) return;
   Owner& owner = OwnerOfLocked(EventChannel(event));
   if (owner.publishes.size() >= options_.max_queued_publishes) {
+    metrics_.dropped->Increment();
     if (dropped_publishes_++ % 1000 == 0) {
       log_->warn("event bus: {} events queued for the owner; dropping ({} dropped so far)",
                  owner.publishes.size(), dropped_publishes_);
@@ -202,6 +231,7 @@ void GrpcEventBus::OpenStreamLocked(Owner& owner) {
   auto* call = new WatchCall(this, owner.stub.get());
   ++live_calls_;
   ++streams_opened_;
+  metrics_.streams_opened->Increment();
   owner.stream = call;
   owner.read_paused = false;
   // Re-add every watched channel, in requests of bounded size (the owner's receive limit).
@@ -242,6 +272,7 @@ void GrpcEventBus::OnPublishDone(PublishCall* call, const grpc::Status& status) 
     std::lock_guard lock(mu_);
     Owner& owner = owner_;
     if (!status.ok() && !stopping_) {
+      metrics_.dropped->Increment();
       if (dropped_publishes_++ % 1000 == 0) {
         log_->warn("event bus: publishing to the owner failed ({} {}); event dropped ({} so far)",
                    static_cast<int>(status.error_code()), status.error_message(),
@@ -267,6 +298,13 @@ void GrpcEventBus::OnWatchResponse(WatchCall* call, bool ok) {
   Owner& owner = owner_;
   const WatchResponse& response = call->in;
   if (response.has_event()) {
+    if (response.event().has_message()) {
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      const auto age_ms = now_ms - response.event().message().sent_at_unix_ms();
+      metrics_.lag->Observe(static_cast<double>(std::max<std::int64_t>(age_ms, 0)) / 1000);
+    }
     if (std::optional<BusEvent> event = FromProto(response.event())) {
       EnqueueLocked(std::move(*event));
     }

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -70,6 +72,10 @@ struct GrpcEventBusOptions {
 // from a thread of your own (not a handler, `ready` or gRPC callback). The bus keeps its
 // channel reference until every call is deleted, so the channel is never destroyed on a gRPC
 // callback thread (gRPC 1.51 aborts when its callback CQ is torn down from its own thread).
+//
+// Metrics (docs/adr/0010), per process: infrachat_bus_publishes_dropped_total,
+// infrachat_bus_watch_streams_opened_total (reconnects show as its rate) and
+// infrachat_bus_event_lag_seconds (commit time at the shard to arrival here, per message).
 //
 // While the owner is down the Watch stream waits for it (wait_for_ready) and is re-opened with
 // backoff when it ends. Not yet: keepalive pings to detect a half-open connection (they need
@@ -145,6 +151,12 @@ class GrpcEventBus final : public EventBus {
 
   const GrpcEventBusOptions options_;
   std::shared_ptr<spdlog::logger> log_;
+  struct Metrics {
+    Metrics();
+    prometheus::Counter* dropped;
+    prometheus::Counter* streams_opened;
+    prometheus::Histogram* lag;
+  } const metrics_;
 
   mutable std::mutex mu_;
   std::condition_variable dispatch_cv_;

@@ -1,10 +1,12 @@
 #include "auth_service.h"
 
+#include <prometheus/family.h>
 #include <spdlog/spdlog.h>
 
 #include <optional>
 
 #include "infrachat/core/logging.h"
+#include "infrachat/core/metrics.h"
 #include "infrachat/core/validation.h"
 #include "refresh_token.h"
 #include "sodium_util.h"
@@ -82,6 +84,77 @@ Result<std::string> CheckDisplayName(const std::string& display_name, const std:
 
 }  // namespace
 
+AuthMetrics::AuthMetrics() {
+  auto& logins = prometheus::BuildCounter()
+                     .Name("infrachat_auth_logins_total")
+                     .Help(
+                         "Logins by result: ok, unknown_user, wrong_password, "
+                         "invalid_request, unavailable, error")
+                     .Register(MetricsRegistry());
+  auto& registrations = prometheus::BuildCounter()
+                            .Name("infrachat_auth_registrations_total")
+                            .Help(
+                                "Registrations by result: ok, username_taken, "
+                                "invalid_request, unavailable, error")
+                            .Register(MetricsRegistry());
+  auto& refreshes = prometheus::BuildCounter()
+                        .Name("infrachat_auth_token_refreshes_total")
+                        .Help(
+                            "Refresh-token rotations by result: ok, invalid_token, reused "
+                            "(the session is revoked), revoked, expired, unavailable, error")
+                        .Register(MetricsRegistry());
+  // Every result of the bounded set shows (at 0) from the start.
+  for (const char* r :
+       {"ok", "unknown_user", "wrong_password", "invalid_request", "unavailable", "error"}) {
+    logins_[r] = &logins.Add({{"result", r}});
+  }
+  for (const char* r : {"ok", "username_taken", "invalid_request", "unavailable", "error"}) {
+    registrations_[r] = &registrations.Add({{"result", r}});
+  }
+  for (const char* r :
+       {"ok", "invalid_token", "reused", "revoked", "expired", "unavailable", "error"}) {
+    refreshes_[r] = &refreshes.Add({{"result", r}});
+  }
+}
+
+namespace {
+
+// The result label of an outcome whose decision did not name one: ok, or how it failed.
+std::string_view ResultOf(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return "ok";
+    case Code::kUnavailable:
+    case Code::kDeadlineExceeded:
+    case Code::kCancelled:
+      return "unavailable";
+    case Code::kInvalidArgument:
+      return "invalid_request";
+    default:
+      return "error";
+  }
+}
+
+void CountIn(const std::map<std::string_view, prometheus::Counter*>& counters, Code code,
+             std::string_view result) {
+  if (result.empty()) result = ResultOf(code);
+  auto it = counters.find(result);
+  if (it == counters.end()) it = counters.find("error");
+  it->second->Increment();
+}
+
+}  // namespace
+
+void AuthMetrics::Login(Code code, std::string_view result) const {
+  CountIn(logins_, code, result);
+}
+void AuthMetrics::Registration(Code code, std::string_view result) const {
+  CountIn(registrations_, code, result);
+}
+void AuthMetrics::Refresh(Code code, std::string_view result) const {
+  CountIn(refreshes_, code, result);
+}
+
 struct AuthService::IssuedSession {
   std::string session_id;
   std::string refresh_token;
@@ -142,6 +215,15 @@ v1::Session ToProto(std::uint64_t user_id, const std::string& username,
 
 Result<v1::Session> AuthService::Register(const CallContext& call,
                                           const v1::RegisterRequest& request) {
+  std::string_view result;
+  auto session = DoRegister(call, request, &result);
+  metrics_.Registration(session.code(), result);
+  return session;
+}
+
+Result<v1::Session> AuthService::DoRegister(const CallContext& call,
+                                            const v1::RegisterRequest& request,
+                                            std::string_view* result) {
   try {
     if (auto r = CheckNewUsername(request.username()); !r.ok()) return r.error();
     if (auto r = CheckPassword(request.password()); !r.ok()) return r.error();
@@ -163,6 +245,7 @@ Result<v1::Session> AuthService::Register(const CallContext& call,
             request.username(), *display_name, *hash);
         user_id = row[0].as<std::uint64_t>();
       } catch (const pqxx::unique_violation&) {
+        *result = "username_taken";
         return MakeError(Code::kAlreadyExists, "username is taken");
       }
       auto session = CreateSession(tx, user_id, request.username(), request.device_id());
@@ -178,6 +261,14 @@ Result<v1::Session> AuthService::Register(const CallContext& call,
 }
 
 Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginRequest& request) {
+  std::string_view result;
+  auto session = DoLogin(call, request, &result);
+  metrics_.Login(session.code(), result);
+  return session;
+}
+
+Result<v1::Session> AuthService::DoLogin(const CallContext& call, const v1::LoginRequest& request,
+                                         std::string_view* result) {
   try {
     if (auto r = CheckDeviceId(request.device_id()); !r.ok()) return r.error();
     const std::string& username = request.username();
@@ -185,6 +276,7 @@ Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginR
     if (!ValidateUsername(username).ok() || password.size() > kMaxPasswordBytes) {
       // Cannot exist; still costs one verification, like every other failure.
       hasher_.DummyVerify(password.substr(0, kMaxPasswordBytes));
+      *result = "unknown_user";
       return BadCredentials();
     }
 
@@ -206,10 +298,14 @@ Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginR
     if (!user.ok()) return user.error();
     if (!user->has_value()) {
       hasher_.DummyVerify(password);
+      *result = "unknown_user";
       return BadCredentials();
     }
     const UserRow& row = **user;
-    if (!hasher_.Verify(row.password_hash, password)) return BadCredentials();
+    if (!hasher_.Verify(row.password_hash, password)) {
+      *result = "wrong_password";
+      return BadCredentials();
+    }
 
     // Limits were raised since this hash was made: upgrade it while the password is at hand.
     std::optional<std::string> rehash;
@@ -236,13 +332,26 @@ Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginR
 
 Result<v1::Session> AuthService::Refresh(const CallContext& call,
                                          const v1::RefreshRequest& request) {
+  std::string_view result;
+  auto session = DoRefresh(call, request, &result);
+  metrics_.Refresh(session.code(), result);
+  return session;
+}
+
+Result<v1::Session> AuthService::DoRefresh(const CallContext& call,
+                                           const v1::RefreshRequest& request,
+                                           std::string_view* result) {
   try {
     auto token = ParseRefreshToken(request.refresh_token());
-    if (!token) return InvalidRefreshToken();
+    if (!token) {
+      *result = "invalid_token";
+      return InvalidRefreshToken();
+    }
     const std::string presented = HashRefreshSecret(token->secret);
 
     return db_->With<v1::Session>(call, [&](pqxx::connection& conn) -> Result<v1::Session> {
       const std::int64_t now = clock_();
+      *result = {};  // a database failure from here is counted by its code
       pqxx::work tx(conn);
       // FOR UPDATE: concurrent refreshes of one session take turns, so exactly one rotates.
       auto rows = tx.exec_params(
@@ -250,7 +359,10 @@ Result<v1::Session> AuthService::Refresh(const CallContext& call,
           " s.expires_at <= to_timestamp($2), u.username, u.display_name"
           " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 FOR UPDATE OF s",
           token->session_id, now);
-      if (rows.empty()) return InvalidRefreshToken();
+      if (rows.empty()) {
+        *result = "invalid_token";
+        return InvalidRefreshToken();
+      }
       const auto& row = rows[0];
       const auto user_id = row[0].as<std::uint64_t>();
       const std::string current = row[1].as<std::string>();
@@ -269,7 +381,11 @@ Result<v1::Session> AuthService::Refresh(const CallContext& call,
             token->session_id);
         bool reused = false;
         for (const auto& r : old) reused |= ConstantTimeEquals(presented, r[0].as<std::string>());
-        if (!reused) return InvalidRefreshToken();
+        if (!reused) {
+          *result = "invalid_token";
+          return InvalidRefreshToken();
+        }
+        *result = "reused";
         if (!revoked) {
           tx.exec_params(
               "UPDATE sessions SET revoked_at = to_timestamp($2),"
@@ -282,8 +398,14 @@ Result<v1::Session> AuthService::Refresh(const CallContext& call,
         return MakeError(Code::kUnauthenticated,
                          "refresh token was already used; session revoked, log in again");
       }
-      if (revoked) return MakeError(Code::kUnauthenticated, "session revoked");
-      if (expired) return MakeError(Code::kUnauthenticated, "session expired");
+      if (revoked) {
+        *result = "revoked";
+        return MakeError(Code::kUnauthenticated, "session revoked");
+      }
+      if (expired) {
+        *result = "expired";
+        return MakeError(Code::kUnauthenticated, "session expired");
+      }
 
       const std::string secret = NewRefreshSecret();
       // A secret rotated away more than a refresh TTL ago would have expired by itself by now:

@@ -2,7 +2,10 @@
 // access tokens).
 #pragma once
 
+#include <prometheus/counter.h>
+
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +26,25 @@ inline constexpr std::size_t kMaxDeviceIdBytes = 128;
 
 // The one message for an unknown user and for a wrong password.
 inline constexpr std::string_view kBadCredentials = "invalid username or password";
+
+// The auth module's counters (docs/adr/0010), each by a `result` label from a fixed set:
+// infrachat_auth_logins_total, infrachat_auth_registrations_total,
+// infrachat_auth_token_refreshes_total. (Refused access tokens are counted where they are
+// verified: infrachat_auth_token_verifications_failed_total, token_signer.cc.)
+// `result` empty: derived from `code` (ok, unavailable, invalid_request or error).
+// Thread-safety: immutable after construction; counting is atomic.
+class AuthMetrics {
+ public:
+  AuthMetrics();
+  void Login(Code code, std::string_view result) const;
+  void Registration(Code code, std::string_view result) const;
+  void Refresh(Code code, std::string_view result) const;
+
+ private:
+  std::map<std::string_view, prometheus::Counter*> logins_;
+  std::map<std::string_view, prometheus::Counter*> registrations_;
+  std::map<std::string_view, prometheus::Counter*> refreshes_;
+};
 
 // Thread-safety: all methods may be called concurrently from any thread (state is immutable
 // after construction; the database and the pool serialize the rest).
@@ -56,6 +78,14 @@ class AuthService final : public AuthApi {
 
  private:
   struct IssuedSession;
+  // The calls themselves; each sets `*result` where it decides an outcome the code alone does
+  // not tell (unknown user or wrong password, ...), for AuthMetrics.
+  Result<v1::Session> DoRegister(const CallContext& call, const v1::RegisterRequest& request,
+                                 std::string_view* result);
+  Result<v1::Session> DoLogin(const CallContext& call, const v1::LoginRequest& request,
+                              std::string_view* result);
+  Result<v1::Session> DoRefresh(const CallContext& call, const v1::RefreshRequest& request,
+                                std::string_view* result);
   Result<IssuedSession> CreateSession(pqxx::work& tx, std::uint64_t user_id,
                                       const std::string& username, const std::string& device_id);
 
@@ -66,6 +96,7 @@ class AuthService final : public AuthApi {
   TokenSigner signer_;
   TokenVerifier verifier_;
   TokenVerificationKeys public_keys_;
+  AuthMetrics metrics_;
 };
 
 }  // namespace infrachat::auth

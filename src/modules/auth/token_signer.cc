@@ -1,5 +1,8 @@
 #include "token_signer.h"
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+
 #include <charconv>
 #include <chrono>
 #include <climits>
@@ -8,13 +11,37 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "infrachat/core/metrics.h"
 #include "sodium_util.h"
 
 namespace infrachat::auth {
 
 namespace {
 
-Error Unauthenticated(const char* reason) { return MakeError(Code::kUnauthenticated, reason); }
+// infrachat_auth_token_verifications_failed_total{reason}: each refusal below counts under one
+// of these fixed words; all show from the start (at 0).
+constexpr const char* kRefusalReasons[] = {"malformed",     "algorithm",      "unknown_key",
+                                           "bad_signature", "expired",        "not_yet_valid",
+                                           "wrong_issuer",  "wrong_audience", "claims"};
+
+prometheus::Family<prometheus::Counter>& FailedVerifications() {
+  static auto& family = []() -> prometheus::Family<prometheus::Counter>& {
+    auto& f = prometheus::BuildCounter()
+                  .Name("infrachat_auth_token_verifications_failed_total")
+                  .Help("Access tokens refused, by reason")
+                  .Register(MetricsRegistry());
+    for (const char* reason : kRefusalReasons) f.Add({{"reason", reason}});
+    return f;
+  }();
+  return family;
+}
+
+// The refusal of a token: counted under `reason` (one of kRefusalReasons), answered with
+// `message`.
+Error Refuse(const char* reason, const char* message) {
+  FailedVerifications().Add({{"reason", reason}}).Increment();
+  return MakeError(Code::kUnauthenticated, message);
+}
 
 // Strict JSON object from one base64url part of the token, or nullopt.
 std::optional<nlohmann::json> DecodeJsonPart(std::string_view part) {
@@ -91,61 +118,64 @@ Result<SignedToken> TokenSigner::Sign(std::uint64_t user_id, const std::string& 
 TokenVerifier::TokenVerifier(const std::vector<VerificationKey>& keys, TokenOptions options,
                              UnixClock clock)
     : options_(std::move(options)), clock_(std::move(clock)) {
+  FailedVerifications();  // the family shows (at 0) wherever tokens are verified
   for (const auto& key : keys) public_pems_.emplace(key.kid, key.public_pem);
 }
 
 Result<Principal> TokenVerifier::Verify(std::string_view token) const {
   try {
     if (token.empty() || token.size() > kMaxAccessTokenBytes) {
-      return Unauthenticated("malformed token");
+      return Refuse("malformed", "malformed token");
     }
     const auto dot1 = token.find('.');
     const auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
     if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
-      return Unauthenticated("malformed token");
+      return Refuse("malformed", "malformed token");
     }
     const std::string_view header_part = token.substr(0, dot1);
     const std::string_view payload_part = token.substr(dot1 + 1, dot2 - dot1 - 1);
     const std::string_view signature_part = token.substr(dot2 + 1);
-    if (header_part.empty() || payload_part.empty()) return Unauthenticated("malformed token");
+    if (header_part.empty() || payload_part.empty()) return Refuse("malformed", "malformed token");
 
     // 1. Header: the algorithm allowlist comes before any use of a key.
     auto header = DecodeJsonPart(header_part);
-    if (!header) return Unauthenticated("malformed token");
+    if (!header) return Refuse("malformed", "malformed token");
     const std::string* alg = GetString(*header, "alg");
     if (alg == nullptr || *alg != kAccessTokenAlgorithm) {
-      return Unauthenticated("algorithm not allowed");
+      return Refuse("algorithm", "algorithm not allowed");
     }
-    if (header->contains("crit")) return Unauthenticated("unsupported critical header");
+    if (header->contains("crit")) return Refuse("malformed", "unsupported critical header");
     const std::string* kid = GetString(*header, "kid");
-    if (kid == nullptr) return Unauthenticated(kUnknownSigningKey.data());
+    if (kid == nullptr) return Refuse("unknown_key", kUnknownSigningKey.data());
     auto key = public_pems_.find(*kid);
-    if (key == public_pems_.end()) return Unauthenticated(kUnknownSigningKey.data());
+    if (key == public_pems_.end()) return Refuse("unknown_key", kUnknownSigningKey.data());
 
     // 2. Signature, over "<header>.<payload>" exactly as received. ES256 signatures are the
     // 64-byte r||s of RFC 7518 3.4; anything else is rejected before OpenSSL sees it.
     auto raw_signature = Base64UrlDecode(signature_part);
-    if (!raw_signature || raw_signature->size() != 64) return Unauthenticated("bad signature");
+    if (!raw_signature || raw_signature->size() != 64)
+      return Refuse("bad_signature", "bad signature");
     const auto signing_input = token.substr(0, dot2);
     const std::string signature(signature_part);
     auto [valid, ec] = jwt::PEMSign<jwt::algo::ES256>::verify(
         key->second, jwt::string_view(signing_input.data(), signing_input.size()),
         jwt::string_view(signature.data(), signature.size()));
-    if (ec || !valid) return Unauthenticated("bad signature");
+    if (ec || !valid) return Refuse("bad_signature", "bad signature");
 
     // 3. Claims, now that they are known to come from us.
     auto claims = DecodeJsonPart(payload_part);
-    if (!claims) return Unauthenticated("malformed token");
+    if (!claims) return Refuse("malformed", "malformed token");
     const std::int64_t now = clock_();
     auto exp = GetInt(*claims, "exp");
-    if (!exp) return Unauthenticated("token has no expiry");
-    if (now >= *exp + options_.leeway_s) return Unauthenticated("token expired");
+    if (!exp) return Refuse("claims", "token has no expiry");
+    if (now >= *exp + options_.leeway_s) return Refuse("expired", "token expired");
     if (claims->contains("nbf")) {
       auto nbf = GetInt(*claims, "nbf");
-      if (!nbf || now + options_.leeway_s < *nbf) return Unauthenticated("token not yet valid");
+      if (!nbf || now + options_.leeway_s < *nbf)
+        return Refuse("not_yet_valid", "token not yet valid");
     }
     const std::string* iss = GetString(*claims, "iss");
-    if (iss == nullptr || *iss != options_.issuer) return Unauthenticated("wrong issuer");
+    if (iss == nullptr || *iss != options_.issuer) return Refuse("wrong_issuer", "wrong issuer");
     bool audience_ok = false;
     if (auto it = claims->find("aud"); it != claims->end()) {
       if (it->is_string()) {
@@ -158,18 +188,18 @@ Result<Principal> TokenVerifier::Verify(std::string_view token) const {
         }
       }
     }
-    if (!audience_ok) return Unauthenticated("wrong audience");
+    if (!audience_ok) return Refuse("wrong_audience", "wrong audience");
     const std::string* sub = GetString(*claims, "sub");
     const std::string* name = GetString(*claims, "name");
     const std::string* sid = GetString(*claims, "sid");
     std::optional<std::uint64_t> user_id = sub ? ParseUserId(*sub) : std::nullopt;
     if (!user_id || *user_id == 0 || name == nullptr || sid == nullptr || sid->empty()) {
-      return Unauthenticated("malformed token claims");
+      return Refuse("claims", "malformed token claims");
     }
     return Principal{*user_id, *name, *sid, *exp};
   } catch (const std::exception&) {
     // cpp-jwt throws on allocation failure; nothing else should get here.
-    return Unauthenticated("malformed token");
+    return Refuse("malformed", "malformed token");
   }
 }
 

@@ -1,6 +1,10 @@
 #include "lease_keeper.h"
 
+#include <prometheus/family.h>
+
 #include <pqxx/pqxx>
+
+#include "infrachat/core/metrics.h"
 
 namespace infrachat::shard {
 
@@ -32,6 +36,23 @@ bool Renew(pqxx::connection& conn, const LeaseOptions& options, std::uint64_t ep
 
 }  // namespace
 
+LeaseKeeper::Metrics::Metrics() {
+  held = &prometheus::BuildGauge()
+              .Name("infrachat_shard_lease_held")
+              .Help("1 while this shard's last lease renewal succeeded, else 0")
+              .Register(MetricsRegistry())
+              .Add({});
+  auto& changes = prometheus::BuildCounter()
+                      .Name("infrachat_shard_lease_changes_total")
+                      .Help(
+                          "Lease events of this shard: acquired (a new epoch), lost (another "
+                          "process took it), renewal_failed (database error)")
+                      .Register(MetricsRegistry());
+  acquired = &changes.Add({{"event", "acquired"}});
+  lost = &changes.Add({{"event", "lost"}});
+  renewal_failed = &changes.Add({{"event", "renewal_failed"}});
+}
+
 LeaseKeeper::LeaseKeeper(LeaseOptions options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)), log_(std::move(log)) {
   thread_ = std::thread([this] { Run(); });
@@ -58,20 +79,27 @@ void LeaseKeeper::Run() {
             "lease of {} was taken by another process (epoch {} superseded); taking it "
             "back",
             options_.shard_id, epoch_);
+        metrics_.lost->Increment();
+        metrics_.held->Set(0);
         epoch_ = 0;
       }
       if (epoch_ == 0) {
         epoch_ = Acquire(*conn, options_);
+        metrics_.acquired->Increment();
         log_->info("lease of {} at {} taken, epoch {}", options_.shard_id, options_.address,
                    epoch_);
       }
+      metrics_.held->Set(1);
     } catch (const std::exception& e) {
       log_->warn("lease of {} not renewed: {}", options_.shard_id, e.what());
+      metrics_.renewal_failed->Increment();
+      metrics_.held->Set(0);
       conn.reset();
     }
     std::unique_lock lock(mu_);
     if (cv_.wait_for(lock, options_.heartbeat, [&] { return stopping_; })) break;
   }
+  metrics_.held->Set(0);
   if (epoch_ == 0 || !conn) return;
   try {
     pqxx::work tx(*conn);

@@ -1,6 +1,8 @@
 // LeaseKeeper: this shard process's lease row in the region's database (docs/adr/0009).
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <spdlog/logger.h>
 
 #include <chrono>
@@ -30,6 +32,8 @@ struct LeaseOptions {
 // renews again. The destructor expires the row (a clean stop leaves placement at once); rows
 // are never deleted, so epochs only grow.
 // Database errors are logged and retried every heartbeat: the lease then expires by itself.
+// Metrics (docs/adr/0010): infrachat_shard_lease_held (1 while the last renewal succeeded) and
+// infrachat_shard_lease_changes_total{event="acquired"|"lost"|"renewal_failed"}.
 // Thread-safety: construct and destroy from one thread; nothing else is public.
 class LeaseKeeper {
  public:
@@ -43,6 +47,13 @@ class LeaseKeeper {
 
   const LeaseOptions options_;
   std::shared_ptr<spdlog::logger> log_;
+  struct Metrics {
+    Metrics();
+    prometheus::Gauge* held;
+    prometheus::Counter* acquired;
+    prometheus::Counter* lost;
+    prometheus::Counter* renewal_failed;
+  } const metrics_;  // before thread_, which uses it
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;

@@ -1,35 +1,131 @@
 #include <fmt/format.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 
+#include <chrono>
 #include <stdexcept>
 
+#include "infrachat/core/metrics.h"
 #include "infrachat/storage/pg.h"
 
 namespace infrachat::pg {
 
-ConnectionPool::ConnectionPool(std::string url, int size) : url_(std::move(url)), size_(size) {}
+namespace {
 
-ConnectionPool::~ConnectionPool() = default;
+struct PoolFamilies {
+  prometheus::Gauge& in_use = prometheus::BuildGauge()
+                                  .Name("infrachat_db_pool_connections_in_use")
+                                  .Help("Database connections leased to a caller")
+                                  .Register(MetricsRegistry())
+                                  .Add({});
+  prometheus::Gauge& max = prometheus::BuildGauge()
+                               .Name("infrachat_db_pool_connections_max")
+                               .Help("Database connections the pools may open (database.pool_size)")
+                               .Register(MetricsRegistry())
+                               .Add({});
+  prometheus::Gauge& waiters = prometheus::BuildGauge()
+                                   .Name("infrachat_db_pool_waiters")
+                                   .Help("Callers waiting for a free database connection")
+                                   .Register(MetricsRegistry())
+                                   .Add({});
+  prometheus::Histogram& wait_seconds =
+      prometheus::BuildHistogram()
+          .Name("infrachat_db_pool_wait_seconds")
+          .Help("Time to get a database connection from the pool")
+          .Register(MetricsRegistry())
+          .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
+                                                           0.1, 0.5, 1, 5});
+  prometheus::Family<prometheus::Counter>& errors =
+      prometheus::BuildCounter()
+          .Name("infrachat_db_errors_total")
+          .Help(
+              "Database failures by kind: connect, connection_lost, commit_unknown, "
+              "unavailable, conflict, query")
+          .Register(MetricsRegistry());
+};
+
+PoolFamilies& Families() {
+  static PoolFamilies* families = new PoolFamilies();  // lives until exit, like the registry
+  return *families;
+}
+
+// The error label of a failure (a bounded set; see ConnectionPool).
+const char* ErrorKind(const std::exception& e) {
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr) return "commit_unknown";
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) return "connection_lost";
+  if (dynamic_cast<const pqxx::serialization_failure*>(&e) != nullptr ||
+      dynamic_cast<const pqxx::deadlock_detected*>(&e) != nullptr) {
+    return "conflict";
+  }
+  if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string& state = sql->sqlstate();
+    if (state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0) return "unavailable";
+  }
+  return "query";
+}
+
+}  // namespace
+
+ConnectionPool::ConnectionPool(std::string url, int size)
+    : url_(std::move(url)),
+      size_(size),
+      in_use_(&Families().in_use),
+      max_(&Families().max),
+      waiters_(&Families().waiters),
+      wait_seconds_(&Families().wait_seconds),
+      connect_errors_(&Families().errors.Add({{"error", "connect"}})) {
+  max_->Increment(size_);
+  // Every kind shows (at 0) from the start, so rates and alerts have a series to work on.
+  for (const char* kind :
+       {"connection_lost", "commit_unknown", "unavailable", "conflict", "query"}) {
+    Families().errors.Add({{"error", kind}});
+  }
+}
+
+ConnectionPool::~ConnectionPool() { max_->Decrement(size_); }
 
 std::unique_ptr<pqxx::connection> ConnectionPool::Acquire(std::string* error, bool* reused) {
   *reused = false;
+  const auto start = std::chrono::steady_clock::now();
   {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !idle_.empty() || leased_or_idle_ < size_; });
+    const auto free = [&] { return !idle_.empty() || leased_or_idle_ < size_; };
+    if (!free()) {
+      waiters_->Increment();
+      cv_.wait(lock, free);
+      waiters_->Decrement();
+    }
+    wait_seconds_->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
       *reused = true;
+      in_use_->Increment();
       return conn;
     }
     ++leased_or_idle_;  // reserve a slot; the connection is opened outside the lock
   }
   auto conn = Connect(url_);
   if (!conn.ok()) {
+    connect_errors_->Increment();
     *error = conn.error().message;
     Release(nullptr);
     return nullptr;
   }
+  in_use_->Increment();
   return std::move(conn).value();
+}
+
+void ConnectionPool::Return(std::unique_ptr<pqxx::connection> conn) {
+  in_use_->Decrement();
+  Release(std::move(conn));
+}
+
+void ConnectionPool::CountError(const std::exception& e) {
+  Families().errors.Add({{"error", ErrorKind(e)}}).Increment();
 }
 
 void ConnectionPool::Release(std::unique_ptr<pqxx::connection> conn) {
