@@ -42,4 +42,7 @@ def verdict(ok): if ok == null then "n/a" elif ok then "met" else "MISSED" end;
        "  role-split durable-send / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end),
   (ratio(by("cluster fanout"); by("fanout")) as $r
    | if $r == null then empty else
-       "  role-split fanout / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end)
+       "  role-split fanout / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end),
+  (ratio(by("ha durable-send"); by("durable-send")) as $r
+   | if $r == null then empty else
+       "  HA (synchronous standby) durable-send / single PostgreSQL: \(num($r)); ACK p99 \(num(by("ha durable-send").latency.p99)) ms vs \(num(by("durable-send").latency.p99)) ms" end)
