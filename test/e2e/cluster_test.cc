@@ -51,8 +51,8 @@
 
 #include "daemon_process.h"
 #include "infrachat/client/client.h"
-#include "load_checker.h"
 #include "infrachat/client/resilient_session.h"
+#include "load_checker.h"
 #include "modules/router/placement.h"
 
 namespace infrachat {
@@ -165,7 +165,6 @@ TEST_CASE("checker: counts every kind of fault it is meant to catch", "[cluster]
     CHECK(r.never_delivered == 1);
   }
 }
-
 
 // =============================================================================================
 // The cluster: scripts/run-cluster.sh as a child process.

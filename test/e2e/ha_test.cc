@@ -154,10 +154,10 @@ class HaDatabase {
   // Patroni's view (GET /cluster), asked of each node's REST API in turn until one answers.
   std::optional<nlohmann::json> ClusterView() const {
     for (const Node& n : Nodes()) {
-      auto r = ChildProcess({"/usr/bin/curl", "-sf", "--max-time", "2",
-                             "http://" + n.rest + "/cluster"},
-                            "infrachat-ha-curl")
-                   .Finish(5s);
+      auto r =
+          ChildProcess({"/usr/bin/curl", "-sf", "--max-time", "2", "http://" + n.rest + "/cluster"},
+                       "infrachat-ha-curl")
+              .Finish(5s);
       if (r.exit_code != 0) continue;
       try {
         return nlohmann::json::parse(r.out);
@@ -275,7 +275,8 @@ double LongestAckGap(const std::vector<testing::Observer::Ack>& acks, Clock::tim
   }
   std::sort(at.begin(), at.end());
   double longest = 0;
-  for (std::size_t i = 1; i < at.size(); ++i) longest = std::max(longest, Seconds(at[i] - at[i - 1]));
+  for (std::size_t i = 1; i < at.size(); ++i)
+    longest = std::max(longest, Seconds(at[i] - at[i - 1]));
   return longest;
 }
 
@@ -310,7 +311,7 @@ TEST_CASE(
   for (const std::string& scenario : scenarios) {
     INFO(scenario);
     REQUIRE(ha.WaitHealthy(90s));
-    load.StartSenders(4, 10ms);  // 100 messages/s
+    load.StartSenders(4, 10ms);       // 100 messages/s
     std::this_thread::sleep_for(2s);  // steady load before the failure
     const Node leader = ha.NodeNamed(ha.MemberWithRole("leader"));
     const std::string standby = ha.MemberWithRole("sync_standby");
@@ -399,8 +400,7 @@ TEST_CASE(
   const auto waiting_for_standby = [&] {
     pqxx::connection conn(url);
     pqxx::nontransaction tx(conn);
-    return tx
-        .exec("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")[0][0]
+    return tx.exec("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")[0][0]
         .as<int>();
   };
   const auto stored = [&](const std::string& id) {

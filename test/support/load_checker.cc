@@ -124,7 +124,6 @@ Report CheckDelivery(const std::map<std::string, std::vector<Seen>>& history,
   return r;
 }
 
-
 // Client sessions reconnect and retry sends quickly (the defaults back off to 10 s, which would
 // measure the client's patience rather than the cluster's recovery).
 client::SessionOptions FastSession() {

@@ -121,7 +121,6 @@ class Phases {
   Clock::time_point last_ = start_;
 };
 
-
 // Everything the sessions of a test were told, recorded from their callbacks (session threads).
 class Observer {
  public:
@@ -297,8 +296,7 @@ class Load {
   Observer& observer() { return observer_; }
 
   // A new logged-in session of user `user` on gateway `gateway`, started.
-  client::ResilientSession& Session(const std::string& name, int user,
-                                    const std::string& gateway) {
+  client::ResilientSession& Session(const std::string& name, int user, const std::string& gateway) {
     auto c = std::make_shared<client::Client>(Gateway(gateway), Options());
     const auto login = c->Login(users_[user], kTestPassword);
     REQUIRE(login.ok());

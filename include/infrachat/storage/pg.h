@@ -84,8 +84,8 @@ void CheckDurability(pqxx::connection& conn);
 // multi-host URL and target_session_attrs=read-write, the primary).
 struct SyncReplication {
   bool commits_wait_for_standby = false;
-  std::string standby_names;       // synchronous_standby_names ('' = none)
-  std::string synchronous_commit;  // this session's
+  std::string standby_names;         // synchronous_standby_names ('' = none)
+  std::string synchronous_commit;    // this session's
   int sync_standbys_connected = -1;  // in pg_stat_replication; -1 when not visible to this role
   // One line for the start-up log.
   std::string Describe() const;

@@ -91,7 +91,7 @@ class GroupCommitter {
   bool stopping_ = false;
 
   std::unique_ptr<pqxx::connection> conn_;  // writer thread only
-  pg::ConnectionDeadline deadline_;          // cuts conn_ when a batch overruns commit_timeout
+  pg::ConnectionDeadline deadline_;         // cuts conn_ when a batch overruns commit_timeout
   // infrachat_shard_batch_size, infrachat_shard_commit_seconds (one observation per
   // committed batch), infrachat_shard_batches_failed_total: in MetricsRegistry().
   prometheus::Histogram* batch_size_;

@@ -9,9 +9,9 @@
 namespace infrachat::pg {
 
 std::string SyncReplication::Describe() const {
-  const std::string connected =
-      sync_standbys_connected < 0 ? "not visible to this role"
-                                  : std::to_string(sync_standbys_connected) + " connected";
+  const std::string connected = sync_standbys_connected < 0
+                                    ? "not visible to this role"
+                                    : std::to_string(sync_standbys_connected) + " connected";
   if (commits_wait_for_standby) {
     return fmt::format(
         "commits wait for a synchronous standby (synchronous_standby_names '{}', "
