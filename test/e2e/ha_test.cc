@@ -136,7 +136,8 @@ class HaDatabase {
   std::string url() const { return Json().at("url").get<std::string>(); }
   std::vector<Node> Nodes() const {
     std::vector<Node> out;
-    for (const auto& n : Json().at("nodes")) {
+    const nlohmann::json json = Json();  // not in the for: at() of a temporary would dangle
+    for (const auto& n : json.at("nodes")) {
       out.push_back({n.at("name").get<std::string>(), n.at("pg_port").get<int>(),
                      n.at("rest").get<std::string>(), n.at("patroni_pid").get<pid_t>(),
                      n.at("postmaster_pid").get<pid_t>(), n.at("config").get<std::string>()});
