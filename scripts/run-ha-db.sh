@@ -171,7 +171,7 @@ postmaster_of() {
   pid=$(head -n 1 "$pidfile" 2>/dev/null || true)
   case "$pid" in ''|*[!0-9]*) return 0 ;; esac
   # Exact: the process must be a postgres whose -D is this data directory.
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-D $dir/$1/data"; then echo "$pid"; fi
+  if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "-D $dir/$1/data"; then echo "$pid"; fi
 }
 
 # Kills a postmaster and every child of it (they call setsid, so no process group), after
@@ -188,6 +188,9 @@ stop_all() {
   stopping=1
   trap - INT TERM
   local node pid pm
+  # Wake anything a test stopped with SIGSTOP: runuser stops itself when its child is stopped
+  # and would never exit (nor be waited for) otherwise.
+  for pid in $(jobs -pr); do kill -CONT "$pid" 2>/dev/null || true; done
   # SIGTERM to Patroni stops its PostgreSQL cleanly; wake stopped postmasters first.
   for node in "${nodes[@]}"; do
     pm=$(postmaster_of "$node")
