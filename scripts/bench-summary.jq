@@ -46,6 +46,9 @@ def cpu_ratio(a; b): if per_cpu(a) == null or per_cpu(b) == null then null else 
   (ratio(by("cluster fanout"); by("fanout")) as $r
    | if $r == null then empty else
        "  role-split fanout / all-in-one: \(num($r)) (target >= 0.70: \(verdict($r >= 0.7)))" end),
+  (ratio(by("ha durable-send"); by("durable-send")) as $r
+   | if $r == null then empty else
+       "  HA (synchronous standby) durable-send / single PostgreSQL: \(num($r)); ACK p99 \(num(by("ha durable-send").latency.p99)) ms vs \(num(by("durable-send").latency.p99)) ms" end),
   "",
   "Issue 9 (fanout per CPU, ACK tail; \"today\" = the figures of the issue, 2026-12-03):",
   (by("fanout") as $f

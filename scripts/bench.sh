@@ -16,6 +16,9 @@
 #   scripts/bench.sh --cluster       also durable-send and fanout against a role-split pair:
 #                                    core [auth, shard] + edge [gateway, fanout, router], the
 #                                    clients on the edge (one internal gRPC hop each way)
+#   scripts/bench.sh --ha            also durable-send against an HA PostgreSQL (scripts/run-ha-db.sh:
+#                                    three Patroni nodes, strict synchronous replication), for
+#                                    the cost of the standby round trip per commit (docs/HA.md)
 #   BENCH_DURATION=S BENCH_WARMUP=S  measured and warm-up seconds per scenario
 #
 # Benchmarks are not tests: nothing here fails on a slow figure. The daemon runs with the limits
@@ -26,11 +29,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 quick=0
 cluster=0
+ha=0
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --cluster) cluster=1 ;;
+    --ha) ha=1 ;;
     --out) out=${2:?--out FILE}; shift ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -62,9 +67,11 @@ pgdir=/tmp/infrachat-bench-pg
 server_pid=""
 
 core_pid=""
+ha_pid=""
 cleanup() {
   if [ -n "$server_pid" ]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
   if [ -n "$core_pid" ]; then kill -TERM "$core_pid" 2>/dev/null || true; wait "$core_pid" 2>/dev/null || true; fi
+  if [ -n "$ha_pid" ]; then kill -TERM "$ha_pid" 2>/dev/null || true; wait "$ha_pid" 2>/dev/null || true; fi
   "$root/test/support/pg_cluster.sh" stop "$pgdir" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -221,6 +228,24 @@ if [ $cluster = 1 ]; then
   record "cluster fanout" "$bench" fanout --target "$address" --subscribers $subscribers "${timing[@]}"
   stop_server
   kill -TERM "$core_pid"; wait "$core_pid" || true; core_pid=""
+fi
+
+# --- 5. HA PostgreSQL: every commit waits for a synchronous standby --------------------------
+if [ $ha = 1 ]; then
+  "$root/scripts/run-ha-db.sh" --dir "$work/ha" --base-port "${BENCH_HA_BASE_PORT:-15430}" \
+    >"$work/ha.out" 2>&1 &
+  ha_pid=$!
+  for _ in $(seq 1 1800); do
+    grep -q "HA database is up" "$work/ha.out" && break
+    kill -0 "$ha_pid" 2>/dev/null || { cat "$work/ha.out" >&2; echo "bench.sh: run-ha-db.sh failed" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q "HA database is up" "$work/ha.out" || { echo "bench.sh: HA database not up" >&2; exit 1; }
+  start_infrachatd --set database.url="$(jq -r .url "$work/ha/ha.json")" \
+    --set database.require_sync_replica=true
+  record "ha durable-send" "$bench" durable-send --target "$address" --senders $senders --channels $senders "${timing[@]}"
+  stop_server
+  kill -TERM "$ha_pid"; wait "$ha_pid" || true; ha_pid=""
 fi
 
 # --- Summary ---------------------------------------------------------------------------------

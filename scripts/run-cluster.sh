@@ -20,6 +20,8 @@
 #                     CA and certificate from scripts/dev-certs.sh in DIR/tls; clients connect
 #                     with `infrachat --server <gateway> --ca DIR/tls/ca.pem`
 #     --no-restart    a process that exits stays dead (reported on stdout)
+#     --db-url R=URL  region R's processes use the database at URL (e.g. the multi-host URL of
+#                     scripts/run-ha-db.sh: docs/HA.md) instead of a private PostgreSQL
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 base_port=7500
@@ -27,12 +29,18 @@ dir=""
 sets=()
 tls=0
 restart=1
+declare -A db_url  # region -> its database URL (--db-url, else a private PostgreSQL)
 while [ $# -gt 0 ]; do
   case "$1" in
     --base-port) base_port=${2:?--base-port needs a port}; shift 2 ;;
     --dir) dir=${2:?--dir needs a directory}; shift 2 ;;
     --set) sets+=(--set "${2:?--set needs key=value}"); shift 2 ;;
     --no-restart) restart=0; shift ;;
+    --db-url)
+      spec=${2:?--db-url needs REGION=URL}
+      case "${spec%%=*}" in a|b) ;; *) echo "run-cluster: --db-url: region must be a or b" >&2; exit 2 ;; esac
+      [ "${spec#*=}" != "$spec" ] && [ -n "${spec#*=}" ] || { echo "run-cluster: --db-url needs REGION=URL" >&2; exit 2; }
+      db_url[${spec%%=*}]=${spec#*=}; shift 2 ;;
     --tls) tls=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run-cluster: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -76,8 +84,8 @@ stop_all() {
 trap 'stop_all; echo "cluster stopped (configs, logs and data in $dir)"' EXIT
 trap 'exit 0' INT TERM
 
-declare -A db_url
 for region in a b; do
+  [ -z "${db_url[$region]:-}" ] || continue
   db_url[$region]=$("$root/test/support/pg_cluster.sh" start "$dir/db-$region")
 done
 

@@ -10,6 +10,8 @@ packages=(
   libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libasio-dev
   postgresql-15 util-linux jq openssl
   prometheus-cpp-dev prometheus
+  # HA PostgreSQL on one machine (scripts/run-ha-db.sh, the `ha` tests): docs/HA.md
+  patroni etcd-server etcd-client python3-psycopg2
 )
 
 missing=()
@@ -29,3 +31,11 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The Debian package starts a system cluster on port 5432; InfraChat never uses it (it runs its
 # own private clusters on unix sockets), so it is left as the system configured it.
+# etcd and Patroni are only ever started by scripts/run-ha-db.sh, on private ports and data
+# directories: their system services (if the install started them) are stopped and disabled.
+for service in etcd patroni; do
+  [ -e "/etc/init.d/$service" ] || continue
+  $sudo service "$service" stop >/dev/null 2>&1 || true
+  if command -v systemctl >/dev/null; then $sudo systemctl disable "$service" >/dev/null 2>&1 || true; fi
+  $sudo update-rc.d "$service" disable >/dev/null 2>&1 || true
+done

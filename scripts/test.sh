@@ -2,6 +2,7 @@
 # Builds InfraChat and runs every test: unit, PostgreSQL-backed and end-to-end.
 #   scripts/test.sh                  everything (what CI runs)
 #   scripts/test.sh -L unit          only the fast unit tests (any ctest arguments work)
+#   scripts/test.sh -L ha            only the HA PostgreSQL tests (Patroni failovers, about 2.5 min)
 #   INFRACHAT_SANITIZE=address scripts/test.sh   the same under ASan+UBSan (build-asan/)
 #   INFRACHAT_SANITIZE=thread  scripts/test.sh   under TSan (build-tsan/): unit and db tests by default
 # The database tests start their own private PostgreSQL cluster (CTest fixture `pg`).

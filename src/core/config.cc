@@ -487,6 +487,9 @@ std::vector<Field> DatabaseFields() {
                 AtLeast(1)),
       MakeField(INFRACHAT_KEY(database.require_durable),
                 "Refuse to start unless fsync and synchronous_commit are on"),
+      MakeField(INFRACHAT_KEY(database.require_sync_replica),
+                "Refuse to start unless commits wait for a synchronous standby (HA "
+                "PostgreSQL); false: warn"),
   };
 }
 
@@ -571,6 +574,10 @@ std::vector<Field> WorkerFields() {
                 AtLeast(1)),
       MakeField(INFRACHAT_KEY(shard.max_queue), "Queued sends before RESOURCE_EXHAUSTED",
                 AtLeast(1)),
+      MakeField(INFRACHAT_KEY(shard.commit_timeout_ms),
+                "A batch not committed by then has its database connection closed (never "
+                "cancelled) and its sends answered UNAVAILABLE",
+                AtLeast(100)),
       MakeField(INFRACHAT_KEY(shard.lease_heartbeat_ms),
                 "A shard renews its lease (and edges refresh the live set) this often",
                 AtLeast(10)),

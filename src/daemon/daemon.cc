@@ -168,7 +168,18 @@ struct Daemon::State {
   bool shut_down = false;
 };
 
-Daemon::Daemon(DaemonConfig config) : state_(std::make_unique<State>(std::move(config))) {}
+namespace {
+// Every connection of every module (pool, group committer, leases) then gives up on a host that
+// does not answer and, with a multi-host URL, tries the next (docs/HA.md).
+DaemonConfig WithDatabaseTimeouts(DaemonConfig config) {
+  config.database.url =
+      pg::WithConnectTimeout(config.database.url, config.database.connect_timeout_s);
+  return config;
+}
+}  // namespace
+
+Daemon::Daemon(DaemonConfig config)
+    : state_(std::make_unique<State>(WithDatabaseTimeouts(std::move(config)))) {}
 
 Daemon::~Daemon() { Shutdown(); }
 

@@ -655,6 +655,39 @@ TEST_CASE("a send retried through a second committer is recognised", "[db][shard
 // Authorization at the time of the request
 // ---------------------------------------------------------------------------------------------
 
+TEST_CASE("a batch that overruns commit_timeout is answered UNAVAILABLE, never acknowledged",
+          "[db][shard][ack]") {
+  shard::GroupCommitterOptions options;
+  options.commit_timeout = std::chrono::milliseconds(300);
+  ShardFixture f(options);
+  f.Create(kAlice, "general");
+  REQUIRE(f.Send("general", kAlice, "before").ok());
+
+  // The committer's transaction waits behind a lock until its deadline closes the connection.
+  std::optional<WriterBlocker> blocker;
+  blocker.emplace(f.db.url(), "general");
+  const auto started = std::chrono::steady_clock::now();
+  auto timed_out = SubmitVia(*f.committer, Cmd("general", kAlice, "held", "held body"));
+  const auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE_FALSE(timed_out.ok());
+  CHECK(timed_out.error().code == Code::kUnavailable);
+  CHECK(timed_out.error().message.find("outcome unknown") != std::string::npos);
+  CHECK(took >= std::chrono::milliseconds(300));
+  CHECK(took < kWait);
+  blocker->Release();
+
+  // Nothing stored or published for it; the resend with the same id stores it once, as new.
+  f.bus.Drain();
+  CHECK(f.RowsWithId("held") == 0);
+  CHECK(f.bus_log.CountId("held") == 0);
+  auto resent = f.Send("general", kAlice, "held", "held body");
+  REQUIRE(resent.ok());
+  CHECK(resent->seq == 2);
+  CHECK_FALSE(resent->duplicate);
+  CHECK(f.RowsWithId("held") == 1);
+  CHECK(f.Seqs("general") == Range(1, 2));
+}
+
 TEST_CASE("sends check membership when they are committed", "[db][shard][authz]") {
   ShardFixture f;
   f.Create(kAlice, "general");

@@ -50,187 +50,31 @@
 #include <vector>
 
 #include "daemon_process.h"
+#include "ha_database.h"
 #include "infrachat/client/client.h"
 #include "infrachat/client/resilient_session.h"
+#include "load_checker.h"
 #include "modules/router/placement.h"
 
 namespace infrachat {
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using testing::Acked;
+using testing::CheckClean;
+using testing::CheckDelivery;
 using testing::ChildProcess;
-using testing::FullHistory;
+using testing::Clock;
+using testing::Delivery;
+using testing::FastSession;
+using testing::Load;
+using testing::Percentiles;
+using testing::Phases;
+using testing::Report;
+using testing::Seconds;
+using testing::Seen;
 using testing::WaitUntil;
 namespace v1 = client::v1;
-
-// =============================================================================================
-// The checker: what clients were told and what they received, against the durable log.
-// =============================================================================================
-
-// One message of a channel: its seq and client_msg_id.
-struct Seen {
-  std::uint64_t seq = 0;
-  std::string client_msg_id;
-};
-
-// A send its sender got a SendAck for.
-struct Acked {
-  std::string channel;
-  std::string client_msg_id;
-  std::uint64_t seq = 0;  // from the ack
-};
-
-// What one subscriber received of one channel, in arrival order, having subscribed after
-// `after_seq` and stayed subscribed to the end.
-struct Delivery {
-  std::string subscriber;
-  std::string channel;
-  std::uint64_t after_seq = 0;
-  std::vector<Seen> received;
-};
-
-struct Report {
-  std::size_t channels = 0;
-  std::size_t stored = 0;
-  std::size_t acked = 0;
-  std::size_t delivered = 0;
-  std::size_t lost = 0;             // acknowledged, not in its channel's history
-  std::size_t duplicates = 0;       // extra copies of a client_msg_id in a channel's history
-  std::size_t history_gaps = 0;     // history positions whose seq is not 1, 2, ... N
-  std::size_t ack_mismatches = 0;   // the ack's seq holds another message in history
-  std::size_t unacked = 0;          // stored, but its sender never got the ack
-  std::size_t reordered = 0;        // a subscriber got a seq not above the one before it
-  std::size_t gapped = 0;           // a subscriber skipped seqs between two it got
-  std::size_t misdelivered = 0;     // a subscriber got a seq whose message differs in history
-  std::size_t never_delivered = 0;  // acknowledged, never reached a subscriber of its channel
-  std::vector<std::string> examples;
-
-  std::size_t faults() const {
-    return lost + duplicates + history_gaps + ack_mismatches + unacked + reordered + gapped +
-           misdelivered + never_delivered;
-  }
-};
-
-// The checker's verdict, one CHECK per kind of fault so that a failure names it: every
-// acknowledged message stored once, in a gapless order, and delivered to every subscriber.
-void CheckClean(const Report& report) {
-  CHECK(report.stored == report.acked);
-  CHECK(report.lost == 0);
-  CHECK(report.duplicates == 0);
-  CHECK(report.history_gaps == 0);
-  CHECK(report.ack_mismatches == 0);
-  CHECK(report.unacked == 0);
-  CHECK(report.reordered == 0);
-  CHECK(report.gapped == 0);
-  CHECK(report.misdelivered == 0);
-  CHECK(report.never_delivered == 0);
-}
-
-std::ostream& operator<<(std::ostream& out, const Report& r) {
-  out << r.channels << " channels, " << r.stored << " messages stored, " << r.acked
-      << " acknowledged, " << r.delivered << " deliveries to subscribers\n"
-      << "  acknowledged-but-lost " << r.lost << ", duplicates " << r.duplicates
-      << ", history gaps " << r.history_gaps << ", ack seq mismatches " << r.ack_mismatches
-      << ", stored-but-unacknowledged " << r.unacked << "\n"
-      << "  subscribers: reordered " << r.reordered << ", gapped " << r.gapped << ", misdelivered "
-      << r.misdelivered << ", acknowledged-but-never-delivered " << r.never_delivered << "\n";
-  for (const auto& e : r.examples) out << "  e.g. " << e << "\n";
-  return out;
-}
-
-// `history`: every channel's full history, oldest first. `acked`: every SendAck of every
-// sender. `deliveries`: what each subscriber got. Counts every way they disagree.
-Report CheckDelivery(const std::map<std::string, std::vector<Seen>>& history,
-                     const std::vector<Acked>& acked, const std::vector<Delivery>& deliveries) {
-  Report r;
-  const auto note = [&](std::size_t& counter, const std::string& what) {
-    ++counter;
-    if (r.examples.size() < 12) r.examples.push_back(what);
-  };
-  // Per channel: client_msg_id -> seq of its first copy.
-  std::map<std::string, std::map<std::string, std::uint64_t>> index;
-  for (const auto& [channel, messages] : history) {
-    ++r.channels;
-    r.stored += messages.size();
-    auto& ids = index[channel];
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      const Seen& m = messages[i];
-      if (m.seq != i + 1) {
-        note(r.history_gaps, channel + ": history position " + std::to_string(i + 1) +
-                                 " holds seq " + std::to_string(m.seq));
-      }
-      if (!ids.emplace(m.client_msg_id, m.seq).second) {
-        note(r.duplicates, channel + ": " + m.client_msg_id + " stored at seq " +
-                               std::to_string(ids.at(m.client_msg_id)) + " and " +
-                               std::to_string(m.seq));
-      }
-    }
-  }
-  // channel -> acknowledged ids
-  std::map<std::string, std::set<std::string>> acked_ids;
-  for (const auto& a : acked) {
-    ++r.acked;
-    acked_ids[a.channel].insert(a.client_msg_id);
-    const auto channel = index.find(a.channel);
-    const auto it = channel == index.end() ? std::map<std::string, std::uint64_t>::const_iterator{}
-                                           : channel->second.find(a.client_msg_id);
-    if (channel == index.end() || it == channel->second.end()) {
-      note(r.lost, a.channel + ": " + a.client_msg_id + " acknowledged with seq " +
-                       std::to_string(a.seq) + ", not in history");
-    } else if (it->second != a.seq) {
-      note(r.ack_mismatches, a.channel + ": " + a.client_msg_id + " acknowledged with seq " +
-                                 std::to_string(a.seq) + ", stored at " +
-                                 std::to_string(it->second));
-    }
-  }
-  for (const auto& [channel, messages] : history) {
-    for (const auto& m : messages) {
-      if (acked_ids[channel].count(m.client_msg_id) == 0) {
-        note(r.unacked, channel + ": seq " + std::to_string(m.seq) + " (" + m.client_msg_id +
-                            ") was never acknowledged");
-      }
-    }
-  }
-  for (const auto& d : deliveries) {
-    const std::string who = d.subscriber + " in " + d.channel;
-    static const std::vector<Seen> kNone;
-    const auto h = history.find(d.channel);
-    const std::vector<Seen>& log = h == history.end() ? kNone : h->second;
-    std::set<std::uint64_t> got;
-    std::uint64_t last = d.after_seq;
-    for (const auto& m : d.received) {
-      ++r.delivered;
-      if (m.seq <= last) {
-        note(r.reordered,
-             who + ": seq " + std::to_string(m.seq) + " after " + std::to_string(last));
-      } else {
-        if (m.seq > last + 1) {
-          note(r.gapped, who + ": seq " + std::to_string(m.seq) + " after " + std::to_string(last) +
-                             " (missing " + std::to_string(last + 1) + ".." +
-                             std::to_string(m.seq - 1) + ")");
-        }
-        last = m.seq;
-      }
-      if (m.seq == 0 || m.seq > log.size() || log[m.seq - 1].client_msg_id != m.client_msg_id) {
-        note(r.misdelivered, who + ": seq " + std::to_string(m.seq) + " carried " +
-                                 m.client_msg_id + ", history has " +
-                                 (m.seq == 0 || m.seq > log.size() ? std::string("nothing there")
-                                                                   : log[m.seq - 1].client_msg_id));
-      } else {
-        got.insert(m.seq);
-      }
-    }
-    for (const auto& m : log) {
-      if (m.seq > d.after_seq && got.count(m.seq) == 0 &&
-          acked_ids[d.channel].count(m.client_msg_id) > 0) {
-        note(r.never_delivered, who + ": acknowledged seq " + std::to_string(m.seq) + " (" +
-                                    m.client_msg_id + ") never arrived");
-      }
-    }
-  }
-  return r;
-}
 
 TEST_CASE("checker: counts every kind of fault it is meant to catch", "[cluster][checker]") {
   // A clean picture: two channels, all acked, two subscribers got everything.
@@ -338,10 +182,12 @@ struct ProcessEntry {
 
 class Cluster {
  public:
-  // Starts the script with `sets` (key=value, passed to every infrachatd) and waits until it
-  // says the cluster is up. The daemons are this test's build tree's (BUILD_DIR), so the
-  // script's own build step has nothing to do once the tree is built.
-  explicit Cluster(const std::vector<std::string>& sets) {
+  // Starts the script with `sets` (key=value, passed to every infrachatd) and `args` (more of
+  // the script's options) and waits until it says the cluster is up. The daemons are this test's
+  // build tree's (BUILD_DIR), so the script's own build step has nothing to do once the tree is
+  // built.
+  explicit Cluster(const std::vector<std::string>& sets,
+                   const std::vector<std::string>& args = {}) {
     root_ = testing::MakeTempDir("infrachat-chaos");
     // The databases run as postgres under it when we are root.
     std::filesystem::permissions(
@@ -360,6 +206,7 @@ class Cluster {
                                      std::to_string(base),
                                      "--dir",
                                      dir_};
+    argv.insert(argv.end(), args.begin(), args.end());
     for (const auto& set : sets) {
       argv.push_back("--set");
       argv.push_back(set);
@@ -550,398 +397,51 @@ std::vector<std::string> FastCluster() {
   return sets;
 }
 
-// =============================================================================================
-// Clients under load.
-// =============================================================================================
-
-// Client sessions reconnect and retry sends quickly (the defaults back off to 10 s, which would
-// measure the client's patience rather than the cluster's recovery).
-client::SessionOptions FastSession() {
-  client::SessionOptions options;
-  options.reconnect_backoff = {100ms, 1000ms, 2.0, 0.5};
-  options.send_retry_backoff = {100ms, 1000ms, 2.0, 0.5};
-  return options;
-}
-
 std::string HomeRegion(const std::string& channel) {
   static const std::vector<std::string> regions = {"a", "b"};
   return router::PickShard(channel, regions);
 }
 
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Prints how long each phase of a test took, to see where the time goes on a slow machine.
-class Phases {
- public:
-  void operator()(const std::string& done) {
-    const auto now = Clock::now();
-    std::cout << std::fixed << std::setprecision(1) << "  [" << Seconds(now - start_) << " s] "
-              << done << " (" << Seconds(now - last_) << " s)" << std::endl;
-    last_ = now;
-  }
-
- private:
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_ = start_;
-};
-
-// Everything the sessions of a test were told, recorded from their callbacks (session threads).
-class Observer {
- public:
-  struct Ack {
-    Acked acked;
-    Clock::time_point at;
-    Clock::duration latency{};  // from Send() to the ack
-  };
-  struct Retry {
-    std::string channel;
-    Code code = Code::kOk;
-    Clock::time_point at;
-  };
-
-  // A callback for a session named `who`. Subscribers record messages, every session acks.
-  client::ResilientSession::EventCallback For(const std::string& who) {
-    return [this, who](const client::SessionEvent& e) { On(who, e); };
-  }
-  // Records when a send was issued (for its latency).
-  void Issued(const std::string& client_msg_id) {
-    std::lock_guard lock(mu_);
-    issued_[client_msg_id] = Clock::now();
-  }
-  // Waits until `client_msg_id` is acked; returns when, or nullopt on timeout.
-  std::optional<Clock::time_point> WaitAcked(const std::string& client_msg_id,
-                                             std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    std::optional<Clock::time_point> at;
-    cv_.wait_for(lock, timeout, [&] {
-      auto it = ack_at_.find(client_msg_id);
-      if (it != ack_at_.end()) at = it->second;
-      return at.has_value();
-    });
-    return at;
-  }
-
-  std::vector<Ack> acks() const {
-    std::lock_guard lock(mu_);
-    return acks_;
-  }
-  std::vector<Acked> acked() const {
-    std::lock_guard lock(mu_);
-    std::vector<Acked> out;
-    for (const auto& a : acks_) out.push_back(a.acked);
-    return out;
-  }
-  std::vector<Retry> retries() const {
-    std::lock_guard lock(mu_);
-    return retries_;
-  }
-  std::vector<std::string> failures() const {
-    std::lock_guard lock(mu_);
-    return failures_;
-  }
-  std::size_t disconnects() const {
-    std::lock_guard lock(mu_);
-    return disconnects_;
-  }
-  // How many channels session `who` got a Subscribed for (on any stream).
-  std::size_t subscribed(const std::string& who) const {
-    std::lock_guard lock(mu_);
-    auto it = subscribed_.find(who);
-    return it == subscribed_.end() ? 0 : it->second.size();
-  }
-  // How long after its ack each delivery to a subscriber came (0 when before the ack), in
-  // seconds, for every delivery of an acknowledged message (of the channels `which` accepts).
-  std::vector<double> DeliveryLags(
-      const std::function<bool(const std::string& channel)>& which = {}) const {
-    std::lock_guard lock(mu_);
-    std::vector<double> out;
-    for (const auto& a : arrivals_) {
-      if (which && !which(a.channel)) continue;
-      if (auto acked = ack_at_.find(a.client_msg_id); acked != ack_at_.end()) {
-        out.push_back(std::max(0.0, Seconds(a.at - acked->second)));
-      }
-    }
-    return out;
-  }
-  // subscriber -> channel -> received
-  std::map<std::string, std::map<std::string, std::vector<Seen>>> received() const {
-    std::lock_guard lock(mu_);
-    return received_;
-  }
-
- private:
-  void On(const std::string& who, const client::SessionEvent& e) {
-    using K = client::SessionEvent::Kind;
-    const auto now = Clock::now();
-    std::lock_guard lock(mu_);
-    switch (e.kind) {
-      case K::kMessage:
-        received_[who][e.channel].push_back({e.message.seq(), e.message.client_msg_id()});
-        arrivals_.push_back({e.channel, e.message.client_msg_id(), now});
-        break;
-      case K::kSubscribed:
-        subscribed_[who].insert(e.channel);
-        break;
-      case K::kSendAcked: {
-        Ack a{{e.channel, e.send.client_msg_id, e.ack.seq()}, now, {}};
-        if (auto it = issued_.find(e.send.client_msg_id); it != issued_.end()) {
-          a.latency = now - it->second;
-        }
-        acks_.push_back(a);
-        ack_at_[e.send.client_msg_id] = now;
-        cv_.notify_all();
-        break;
-      }
-      case K::kSendRetrying:
-        retries_.push_back({e.channel, e.status.code, now});
-        break;
-      case K::kSendFailed:
-        failures_.push_back(who + ": " + e.channel + " " + e.send.client_msg_id + ": " +
-                            client::ToString(e.status));
-        break;
-      case K::kSubscribeFailed:
-        failures_.push_back(who + ": subscribe " + e.channel + ": " + client::ToString(e.status));
-        break;
-      case K::kAuthFailed:
-        failures_.push_back(who + ": auth failed: " + client::ToString(e.status));
-        break;
-      case K::kDisconnected:
-        ++disconnects_;
-        break;
-      default:
-        break;
-    }
-  }
-
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, Clock::time_point> issued_;
-  std::map<std::string, Clock::time_point> ack_at_;
-  std::vector<Ack> acks_;
-  std::vector<Retry> retries_;
-  std::vector<std::string> failures_;
-  std::size_t disconnects_ = 0;
-  std::map<std::string, std::set<std::string>> subscribed_;
-  std::map<std::string, std::map<std::string, std::vector<Seen>>> received_;
-  struct Arrival {
-    std::string channel;
-    std::string client_msg_id;
-    Clock::time_point at;
-  };
-  std::vector<Arrival> arrivals_;
-};
-
-// Users, channels homed in both regions (every user a member of every channel), and sessions
-// spread over both gateways: senders that send steadily round-robin over the channels, and
-// subscribers of every channel that only receive.
-class Load {
- public:
-  static constexpr int kUsers = 6;
-  static constexpr int kChannelsPerRegion = 4;
-
-  explicit Load(Cluster& cluster) : cluster_(cluster) {
-    // Users registered through both gateways: auth is global.
-    for (int i = 0; i < kUsers; ++i) {
-      const std::string region = i % 2 == 0 ? "a" : "b";
-      users_.push_back("user" + std::to_string(i));
-      clients_.push_back(testing::RegisterUser(cluster.Gateway(region), users_.back(), Options()));
-    }
-    // Each region's channels cover each of its shards (the owners depend on the shards'
-    // addresses, so on the ports of this run): a kill of any shard hits some channel.
-    std::map<std::string, int> homed;
-    std::map<std::string, std::set<std::string>> covered;  // region -> owners of its channels
-    for (int i = 0; channels_.size() < 2 * kChannelsPerRegion; ++i) {
-      REQUIRE(i < 500);
-      const std::string name = "chaos-" + std::to_string(i);
-      const std::string region = HomeRegion(name);
-      const auto shards = cluster.Shards(region);
-      const std::string owner = router::PickShard(name, shards);
-      const int left = kChannelsPerRegion - homed[region];
-      const int uncovered = static_cast<int>(shards.size() - covered[region].size());
-      if (left == 0 || (left <= uncovered && covered[region].count(owner) > 0)) continue;
-      ++homed[region];
-      covered[region].insert(owner);
-      channels_.push_back(name);
-      const auto created = clients_[i % kUsers]->CreateChannel(name);
-      REQUIRE(created.ok());
-      for (int u = 0; u < kUsers; ++u) {
-        if (u != i % kUsers) REQUIRE(clients_[u]->JoinChannel(name).ok());
-      }
-    }
-  }
-
-  ~Load() { Stop(); }
-
-  static client::ClientOptions Options() {
-    client::ClientOptions options;
-    options.auto_refresh = true;
-    options.call_timeout = 5s;
-    return options;
-  }
-
-  const std::vector<std::string>& channels() const { return channels_; }
-  std::vector<std::string> ChannelsOf(const std::string& region) const {
-    std::vector<std::string> out;
-    for (const auto& c : channels_) {
-      if (HomeRegion(c) == region) out.push_back(c);
-    }
-    return out;
-  }
-  Observer& observer() { return observer_; }
-
-  // A new logged-in session of user `user` on `region`'s gateway, started.
-  client::ResilientSession& Session(const std::string& name, int user, const std::string& region) {
-    auto c = std::make_shared<client::Client>(cluster_.Gateway(region), Options());
-    const auto login = c->Login(users_[user], testing::kTestPassword);
-    REQUIRE(login.ok());
-    sessions_.push_back(
-        std::make_unique<client::ResilientSession>(c, observer_.For(name), FastSession()));
-    names_.push_back(name);
-    sessions_.back()->Start();
-    return *sessions_.back();
-  }
-
-  // Starts `subscribers` sessions (alternating gateways), each subscribed to every channel from
-  // the start of its log, and waits until each is subscribed everywhere.
-  void StartSubscribers(int subscribers) {
-    std::vector<std::string> started;
-    for (int i = 0; i < subscribers; ++i) {
-      const std::string region = i % 2 == 0 ? "a" : "b";
-      started.push_back("subscriber" + std::to_string(i) + "@" + region);
-      auto& s = Session(started.back(), (i + 3) % kUsers, region);
-      for (const auto& c : channels_) s.Subscribe(c, 0);
-      subscribers_.push_back(&s);
-    }
-    REQUIRE(WaitUntil(
-        [&] {
-          for (const auto& who : started) {
-            if (observer_.subscribed(who) < channels_.size()) return false;
-          }
-          return true;
-        },
-        30s));
-  }
-
-  // Starts `senders` sessions (alternating gateways) and one thread that sends from them in
-  // turn, round-robin over the channels, one message every `every`.
-  void StartSenders(int senders, std::chrono::milliseconds every) {
-    std::vector<client::ResilientSession*> mine;
-    for (int i = 0; i < senders; ++i) {
-      const std::string region = i % 2 == 0 ? "a" : "b";
-      mine.push_back(&Session("sender" + std::to_string(i) + "@" + region, i % kUsers, region));
-    }
-    running_ = true;
-    thread_ = std::thread([this, mine, every] {
-      std::size_t n = 0;
-      auto next = Clock::now();
-      while (running_) {
-        auto* s = mine[n % mine.size()];
-        const std::string& channel = channels_[(n / mine.size()) % channels_.size()];
-        const std::string id = client::NewClientMsgId();
-        observer_.Issued(id);
-        s->SendWithId(channel, id, "load " + std::to_string(n));
-        ++n;
-        sent_ = n;
-        next += every;
-        std::this_thread::sleep_until(next);  // the pace of the load
-      }
-    });
-  }
-
-  // Stops issuing sends (the sessions keep retrying what is pending).
-  void StopSending() {
-    running_ = false;
-    if (thread_.joinable()) thread_.join();
-  }
-  std::size_t sent() const { return sent_; }
-
-  // Waits until no session has a send pending.
-  bool WaitDrained(std::chrono::milliseconds timeout) {
-    return WaitUntil(
-        [&] {
-          for (const auto& s : sessions_) {
-            if (!s->pending_snapshot().empty()) return false;
-          }
-          return true;
-        },
-        timeout);
-  }
-  // Waits until every subscriber has seen, in every channel, the highest acknowledged seq.
-  bool WaitDelivered(std::chrono::milliseconds timeout) {
-    std::map<std::string, std::uint64_t> head;
-    for (const auto& a : observer_.acked()) head[a.channel] = std::max(head[a.channel], a.seq);
-    return WaitUntil(
-        [&] {
-          for (auto* s : subscribers_) {
-            for (const auto& [channel, seq] : head) {
-              const auto seen = s->LastSeen(channel);
-              if (!seen || *seen < seq) return false;
-            }
-          }
-          return true;
-        },
-        timeout);
-  }
-
-  // Reads every channel's full history and compares it with what the sessions saw.
-  Report Check() {
-    std::map<std::string, std::vector<Seen>> history;
-    for (const auto& c : channels_) {
-      auto& h = history[c];
-      for (const auto& m : FullHistory(*clients_[0], c)) h.push_back({m.seq(), m.client_msg_id()});
-    }
-    std::vector<Delivery> deliveries;
-    const auto received = observer_.received();
-    for (std::size_t i = 0; i < sessions_.size(); ++i) {
-      if (std::find(subscribers_.begin(), subscribers_.end(), sessions_[i].get()) ==
-          subscribers_.end())
-        continue;
-      for (const auto& c : channels_) {
-        Delivery d{names_[i], c, 0, {}};
-        if (auto s = received.find(names_[i]); s != received.end()) {
-          if (auto r = s->second.find(c); r != s->second.end()) d.received = r->second;
-        }
-        deliveries.push_back(std::move(d));
-      }
-    }
-    return CheckDelivery(history, observer_.acked(), deliveries);
-  }
-
-  void Stop() {
-    StopSending();
-    for (auto& s : sessions_) s->Stop();
-  }
-
- private:
-  Cluster& cluster_;
-  std::vector<std::string> users_;
-  std::vector<std::shared_ptr<client::Client>> clients_;
-  std::vector<std::string> channels_;
-  Observer observer_;
-  std::vector<std::unique_ptr<client::ResilientSession>> sessions_;
-  std::vector<std::string> names_;
-  std::vector<client::ResilientSession*> subscribers_;
-  std::atomic<bool> running_{false};
-  std::atomic<std::size_t> sent_{0};
-  std::thread thread_;
-};
-
-// Latency percentiles of `values` (seconds), for printing.
-std::string Percentiles(std::vector<double> values) {
-  if (values.empty()) return "no samples";
-  std::sort(values.begin(), values.end());
-  const auto at = [&](double q) {
-    return values[std::min(values.size() - 1, static_cast<std::size_t>(q * values.size()))];
-  };
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(3) << values.size() << " samples, p50 " << at(0.5)
-      << " s, p99 " << at(0.99) << " s, max " << values.back() << " s";
-  return out.str();
-}
-
 // The owner of `channel` among `addresses`, as every edge computes it (rendezvous hashing).
 std::string OwnerOf(const std::string& channel, const std::vector<std::string>& addresses) {
   return router::PickShard(channel, addresses);
+}
+
+// Channels homed in both regions, kChannelsPerRegion each, that cover each region's shards (the
+// owners depend on the shards' addresses, so on the ports of this run): a kill of any shard
+// hits some channel.
+std::vector<std::string> ChaosChannels(const Cluster& cluster) {
+  constexpr int kChannelsPerRegion = 4;
+  std::vector<std::string> channels;
+  std::map<std::string, int> homed;
+  std::map<std::string, std::set<std::string>> covered;  // region -> owners of its channels
+  for (int i = 0; channels.size() < 2 * kChannelsPerRegion; ++i) {
+    REQUIRE(i < 500);
+    const std::string name = "chaos-" + std::to_string(i);
+    const std::string region = HomeRegion(name);
+    const auto shards = cluster.Shards(region);
+    const std::string owner = OwnerOf(name, shards);
+    const int left = kChannelsPerRegion - homed[region];
+    const int uncovered = static_cast<int>(shards.size() - covered[region].size());
+    if (left == 0 || (left <= uncovered && covered[region].count(owner) > 0)) continue;
+    ++homed[region];
+    covered[region].insert(owner);
+    channels.push_back(name);
+  }
+  return channels;
+}
+
+// Load over both regions' gateways ("a", "b").
+Load ClusterLoad(const Cluster& cluster) {
+  return Load({{"a", cluster.Gateway("a")}, {"b", cluster.Gateway("b")}}, ChaosChannels(cluster));
+}
+
+std::vector<std::string> ChannelsOf(const Load& load, const std::string& region) {
+  std::vector<std::string> out;
+  for (const auto& c : load.channels()) {
+    if (HomeRegion(c) == region) out.push_back(c);
+  }
+  return out;
 }
 
 // How long until a send succeeds again after a kill: the test's answer to "chat carries on
@@ -957,7 +457,7 @@ TEST_CASE(
   Phases phase;
   Cluster cluster(FastCluster());
   phase("cluster up");
-  Load load(cluster);
+  Load load = ClusterLoad(cluster);
   load.StartSubscribers(4);
   phase("users, channels, subscribers");
   load.StartSenders(4, 10ms);  // 100 messages/s over the cluster, 25/s a sender
@@ -966,8 +466,8 @@ TEST_CASE(
   // the session until acknowledged; the time from the kill to its ack is the recovery time.
   auto& probe_a = load.Session("probe@a", 0, "a");
   auto& probe_b = load.Session("probe@b", 1, "b");
-  const auto in_a = load.ChannelsOf("a");
-  const auto in_b = load.ChannelsOf("b");
+  const auto in_a = ChannelsOf(load, "a");
+  const auto in_b = ChannelsOf(load, "b");
   // A channel that shard_a0 serves (of region a, rendezvous over the two live shards).
   std::string on_a0;
   for (const auto& c : in_a) {
@@ -1078,12 +578,12 @@ TEST_CASE(
   Phases phase;
   Cluster cluster(FastCluster());
   phase("cluster up");
-  Load load(cluster);
+  Load load = ClusterLoad(cluster);
   load.StartSubscribers(4);
   phase("users, channels, subscribers");
   load.StartSenders(4, 10ms);
-  const auto in_a = load.ChannelsOf("a");
-  const auto in_b = load.ChannelsOf("b");
+  const auto in_a = ChannelsOf(load, "a");
+  const auto in_b = ChannelsOf(load, "b");
   auto& probe = load.Session("probe@a", 0, "a");
   std::this_thread::sleep_for(2s);
 
@@ -1192,6 +692,82 @@ TEST_CASE(
   CHECK(*status == 0);
   CHECK(cluster.Survivors().empty());
   std::cout << "region PostgreSQL restart test took " << std::fixed << std::setprecision(1)
+            << Seconds(Clock::now() - test_started) << " s" << std::endl;
+}
+
+// Issue 11: region a's database is the HA PostgreSQL of scripts/run-ha-db.sh (three Patroni
+// nodes, strict synchronous replication), given to run-cluster.sh with --db-url; auth and both
+// of region a's shards use it. Labels e2e;cluster;ha.
+TEST_CASE(
+    "HA PostgreSQL in region a: kill -9 of its leader's postgres under cluster load loses "
+    "nothing acknowledged, and region a's sends succeed again within seconds",
+    "[e2e][cluster][ha]") {
+  const auto test_started = Clock::now();
+  Phases phase;
+  testing::HaDatabase ha;
+  phase("HA database up");
+  Cluster cluster(FastCluster(), {"--db-url", "a=" + ha.url()});
+  phase("cluster up");
+  Load load = ClusterLoad(cluster);
+  load.StartSubscribers(4);
+  load.StartSenders(4, 10ms);
+  auto& probe = load.Session("probe@a", 0, "a");
+  const auto in_a = ChannelsOf(load, "a");
+  phase("users, channels, subscribers");
+  std::this_thread::sleep_for(2s);  // steady load before the failure
+
+  REQUIRE(ha.WaitHealthy(60s));
+  const testing::HaNode leader = ha.NodeNamed(ha.MemberWithRole("leader"));
+  const auto killed_at = Clock::now();
+  ha.KillPostgres(leader);
+  const std::string id = client::NewClientMsgId();
+  load.observer().Issued(id);
+  probe.SendWithId(in_a.front(), id, "probe after kill -9 of region a's primary");
+  const auto acked_at = load.observer().WaitAcked(id, 40s);
+  REQUIRE(acked_at.has_value());
+  const double recovery = Seconds(*acked_at - killed_at);
+  std::this_thread::sleep_for(3s);  // load on the new primary
+  load.StopSending();
+  const bool drained = load.WaitDrained(60s);
+  phase("every send acknowledged");
+  const bool delivered = load.WaitDelivered(60s);
+  phase("every subscriber caught up");
+  const Report report = load.Check();
+  const auto failures = load.observer().failures();
+  double longest_gap = 0;
+  std::vector<Clock::time_point> acks_a;
+  for (const auto& a : load.observer().acks()) {
+    if (HomeRegion(a.acked.channel) == "a" && a.at >= killed_at - 1s) acks_a.push_back(a.at);
+  }
+  std::sort(acks_a.begin(), acks_a.end());
+  for (std::size_t i = 1; i < acks_a.size(); ++i) {
+    longest_gap = std::max(longest_gap, Seconds(acks_a[i] - acks_a[i - 1]));
+  }
+  std::cout << std::fixed << std::setprecision(2) << "kill -9 of region a's primary " << leader.name
+            << ": a send to " << in_a.front() << " acknowledged " << recovery
+            << " s after it, longest pause between region a's acks " << longest_gap
+            << " s; now leader " << ha.MemberWithRole("leader") << "\n"
+            << report;
+  for (const auto& f : failures) std::cout << "  session failure: " << f << "\n";
+  std::cout << std::flush;
+  INFO(report);
+  CHECK(drained);
+  CHECK(delivered);
+  CHECK(failures.empty());
+  CheckClean(report);
+  CHECK(recovery < 40);
+  CHECK(longest_gap < 40);
+
+  load.Stop();
+  const auto status = cluster.Stop();
+  REQUIRE(status.has_value());
+  CHECK(*status == 0);
+  CHECK(cluster.Survivors().empty());
+  const auto ha_status = ha.Stop();
+  REQUIRE(ha_status.has_value());
+  CHECK(*ha_status == 0);
+  phase("stopped");
+  std::cout << "HA region test took " << std::fixed << std::setprecision(1)
             << Seconds(Clock::now() - test_started) << " s" << std::endl;
 }
 

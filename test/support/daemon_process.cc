@@ -81,7 +81,13 @@ FailureContext::~FailureContext() {
 
 DaemonProcess::DaemonProcess(const TestDatabase& db, std::vector<std::string> overrides,
                              std::chrono::milliseconds ready_timeout)
-    : db_(db), overrides_(std::move(overrides)), ready_timeout_(ready_timeout) {
+    : DaemonProcess(db.url(), std::move(overrides), ready_timeout) {}
+
+DaemonProcess::DaemonProcess(std::string database_url, std::vector<std::string> overrides,
+                             std::chrono::milliseconds ready_timeout)
+    : database_url_(std::move(database_url)),
+      overrides_(std::move(overrides)),
+      ready_timeout_(ready_timeout) {
   dir_ = MakeTempDir("infrachatd-e2e");
   log_path_ = dir_ + "/infrachatd.log";
   ready_path_ = dir_ + "/ready.json";
@@ -127,7 +133,7 @@ void DaemonProcess::Start() {
     argv.push_back("--set");
     argv.push_back("grpc.internal_listen_address=" + internal_address_);
   }
-  auto env = ChildEnvironment({{"INFRACHAT_DATABASE_URL", db_.url()}});
+  auto env = ChildEnvironment({{"INFRACHAT_DATABASE_URL", database_url_}});
 
   const int log_fd = OpenOrThrow(log_path_, O_WRONLY | O_CREAT | O_APPEND);
   const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -61,6 +61,10 @@ class DaemonProcess {
   // `db` must outlive the DaemonProcess.
   explicit DaemonProcess(const TestDatabase& db, std::vector<std::string> overrides = {},
                          std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
+  // The same on any database (an HA one from scripts/run-ha-db.sh, say): `database_url` is
+  // INFRACHAT_DATABASE_URL.
+  DaemonProcess(std::string database_url, std::vector<std::string> overrides,
+                std::chrono::milliseconds ready_timeout = std::chrono::seconds(20));
   // SIGKILLs a still running daemon and removes the temp dir.
   ~DaemonProcess();
 
@@ -98,7 +102,7 @@ class DaemonProcess {
  private:
   void Start();
 
-  const TestDatabase& db_;
+  std::string database_url_;
   std::vector<std::string> overrides_;
   std::chrono::milliseconds ready_timeout_;
   std::string dir_;

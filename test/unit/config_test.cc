@@ -58,6 +58,8 @@ TEST_CASE("defaults apply when the file sets only roles", "[config]") {
   CHECK(config.database.url.empty());
   CHECK(config.database.pool_size == 8);
   CHECK(config.database.require_durable);
+  CHECK_FALSE(config.database.require_sync_replica);  // development: warn only
+  CHECK(config.shard.commit_timeout_ms == 10000);
   CHECK(config.grpc.listen_address == "127.0.0.1:7400");
   CHECK(config.grpc.keepalive_time_s == 30);
   CHECK(config.auth.argon2_mem_limit_kib == 19456);
@@ -78,6 +80,7 @@ TEST_CASE("file values of every type are parsed", "[config]") {
       "  url: postgresql://chat@db/chat\n"
       "  pool_size: 16\n"
       "  require_durable: false\n"
+      "  require_sync_replica: true\n"
       "grpc:\n"
       "  listen_address: 0.0.0.0:0\n"
       "auth:\n"
@@ -86,6 +89,7 @@ TEST_CASE("file values of every type are parsed", "[config]") {
       "  shards: [s1, s2]\n"
       "shard:\n"
       "  id: s1\n"
+      "  commit_timeout_ms: 2500\n"
       "limits:\n"
       "  send_rate_per_s: 2.5\n"
       "log:\n"
@@ -100,6 +104,8 @@ TEST_CASE("file values of every type are parsed", "[config]") {
   CHECK(config.database.url == "postgresql://chat@db/chat");
   CHECK(config.database.pool_size == 16);
   CHECK_FALSE(config.database.require_durable);
+  CHECK(config.database.require_sync_replica);
+  CHECK(config.shard.commit_timeout_ms == 2500);
   CHECK(config.grpc.listen_address == "0.0.0.0:0");
   CHECK(config.auth.argon2_mem_limit_kib == 65536);
   CHECK(config.router.shards == std::vector<std::string>{"s1", "s2"});
@@ -460,7 +466,7 @@ TEST_CASE("DescribeConfig output loads back to the same configuration", "[config
 
 TEST_CASE("ConfigKeys lists every key, and each can be set through --set and env", "[config]") {
   const std::vector<std::string> keys = ConfigKeys();
-  CHECK(keys.size() == 58);  // every member of DaemonConfig and its sections
+  CHECK(keys.size() == 60);  // every member of DaemonConfig and its sections
   for (const char* key : {"roles", "mode", "region", "database.url", "grpc.shutdown_grace_s",
                           "auth.argon2_mem_limit_kib", "router.shards", "shard.id",
                           "fanout.catchup_batch", "limits.max_body_bytes", "tls.internal.ca_file",

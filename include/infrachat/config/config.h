@@ -13,6 +13,8 @@ struct DatabaseConfig {
   int pool_size = 8;  // connections for request-path queries
   int connect_timeout_s = 5;
   bool require_durable = true;  // refuse to start unless fsync and synchronous_commit are on
+  // Refuse to start unless commits wait for a synchronous standby (HA, docs/HA.md); false: warn.
+  bool require_sync_replica = false;
 };
 
 struct GrpcConfig {
@@ -69,6 +71,9 @@ struct ShardConfig {
   std::string id = "shard-0";
   int max_batch = 512;    // sends committed in one transaction at most
   int max_queue = 65536;  // queued sends before RESOURCE_EXHAUSTED
+  // A batch not committed by then has its connection closed (never cancelled: docs/HA.md) and
+  // its sends answered UNAVAILABLE, outcome unknown.
+  int commit_timeout_ms = 10000;
   // Liveness (docs/adr/0009): the lease row is renewed every heartbeat and expires after ttl.
   // Edges refresh their view of the live shards every heartbeat too.
   int lease_heartbeat_ms = 1000;

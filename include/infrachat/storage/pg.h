@@ -9,6 +9,7 @@
 #include <mutex>
 #include <pqxx/pqxx>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "infrachat/core/call_context.h"
@@ -100,6 +101,86 @@ void Migrate(pqxx::connection& conn, const std::string& module,
 
 // Throws std::runtime_error unless fsync and synchronous_commit are on for new sessions.
 void CheckDurability(pqxx::connection& conn);
+
+// Whether a COMMIT on `conn`'s server waits for a synchronous standby (docs/HA.md): the
+// session's synchronous_commit waits for a standby ('on', 'remote_write', 'remote_apply') and
+// synchronous_standby_names names one. Read on the server the connection reached (with a
+// multi-host URL and target_session_attrs=read-write, the primary).
+struct SyncReplication {
+  bool commits_wait_for_standby = false;
+  std::string standby_names;         // synchronous_standby_names ('' = none)
+  std::string synchronous_commit;    // this session's
+  int sync_standbys_connected = -1;  // in pg_stat_replication; -1 when not visible to this role
+  // One line for the start-up log.
+  std::string Describe() const;
+};
+SyncReplication CheckSyncReplication(pqxx::connection& conn);
+
+// `url` with libpq's connect_timeout set to `seconds` unless it sets one already (a keyword
+// string or a postgres:// URI). libpq waits forever by default, and with a multi-host URL the
+// timeout is what lets a connection attempt move past a host that accepts TCP but never
+// answers (a stopped or hung server) to the next one.
+std::string WithConnectTimeout(const std::string& url, int seconds);
+
+// Cuts a connection whose work overruns a deadline, by shutdown(2) of its socket: libpq's
+// blocked read fails at once and libpqxx throws broken_connection, or in_doubt_error during
+// COMMIT. Never a query cancel: a COMMIT that waits for a synchronous standby and is cancelled
+// returns success with a WARNING although the standby does not have it (a false ACK); a closed
+// connection leaves the outcome unknown instead, which the caller answers as such. The server
+// side keeps running (a waiting COMMIT still completes or not), so the connection must not be
+// used again.
+//
+// Thread-safety: Arm and Disarm from one thread (the connection's owner); one internal thread
+// does the cutting. The connection must stay open between Arm and Disarm (use Armed).
+class ConnectionDeadline {
+ public:
+  ConnectionDeadline();
+  ~ConnectionDeadline();
+  ConnectionDeadline(const ConnectionDeadline&) = delete;
+  ConnectionDeadline& operator=(const ConnectionDeadline&) = delete;
+
+  // Arms for `conn`'s current socket until `deadline` (replaces an earlier arming).
+  void Arm(const pqxx::connection& conn, std::chrono::steady_clock::time_point deadline);
+  // Disarms; returns whether the deadline passed and the socket was cut.
+  bool Disarm();
+
+  // Arms on construction, disarms on destruction (also during unwinding, before a catch block
+  // can close the connection).
+  class Armed {
+   public:
+    // `cut`, when given, receives Disarm()'s answer.
+    Armed(ConnectionDeadline& deadline, const pqxx::connection& conn,
+          std::chrono::steady_clock::duration timeout, bool* cut = nullptr)
+        : deadline_(deadline), cut_(cut) {
+      deadline_.Arm(conn, std::chrono::steady_clock::now() + timeout);
+    }
+    ~Armed() {
+      const bool cut = deadline_.Disarm();
+      if (cut_ != nullptr) *cut_ = cut;
+    }
+    Armed(const Armed&) = delete;
+    Armed& operator=(const Armed&) = delete;
+
+   private:
+    ConnectionDeadline& deadline_;
+    bool* cut_;
+  };
+
+  // How many connections were cut so far.
+  std::uint64_t cuts() const;
+
+ private:
+  void Run();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int fd_ = -1;  // armed when >= 0
+  std::chrono::steady_clock::time_point deadline_;
+  bool fired_ = false;
+  bool stop_ = false;
+  std::uint64_t cuts_ = 0;
+  std::thread thread_;
+};
 
 // Encodes strings / integers as a PostgreSQL array literal for a `$n::text[]` / `$n::bigint[]`
 // parameter (libpqxx 6 has no array parameters).

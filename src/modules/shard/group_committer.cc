@@ -123,9 +123,16 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       }
       conn_ = std::move(conn).value();
     }
+    bool cut = false;  // the deadline closed the connection
     try {
       const auto started = std::chrono::steady_clock::now();
-      CommitBatch(*conn_, batch, outcomes, committed);
+      {
+        // Time-outs close the connection, never cancel the query (see the class comment).
+        pg::ConnectionDeadline::Armed armed(deadline_, *conn_, options_.commit_timeout, &cut);
+        CommitBatch(*conn_, batch, outcomes, committed);
+      }
+      // Cut just as the COMMIT returned: committed, but the connection is gone.
+      if (cut) conn_.reset();
       commit_seconds_->Observe(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       done = true;
@@ -133,6 +140,17 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       failure = MakeError(Code::kAborted, "conflicting concurrent send");  // retry: dedup finds it
     } catch (const std::exception& e) {
       failure = pg::TranslateException(e);
+      if (cut) {
+        conn_.reset();
+        failure = MakeError(Code::kUnavailable,
+                            "the database did not confirm the commit in time; outcome unknown, "
+                            "retry with the same client_msg_id");
+        log_->warn(
+            "batch of {} sends not committed within {} ms: connection closed, sends answered "
+            "UNAVAILABLE ({})",
+            batch.size(), options_.commit_timeout.count(), e.what());
+        break;
+      }
       if (failure.code == Code::kUnavailable) {
         conn_.reset();
         log_->warn("batch of {} sends failed: {}", batch.size(), e.what());

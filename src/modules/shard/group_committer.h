@@ -19,6 +19,7 @@
 
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/storage/pg.h"
 
 namespace infrachat::shard {
 
@@ -26,6 +27,9 @@ struct GroupCommitterOptions {
   std::string database_url;
   std::size_t max_batch = 512;
   std::size_t max_queue = 65536;
+  // A batch whose transaction has not committed by then is cut off: its connection is closed
+  // (never cancelled, see Failure below) and its sends fail with UNAVAILABLE.
+  std::chrono::milliseconds commit_timeout{10000};
 };
 
 // Commits queued sends in batches: every send queued while the previous transaction was
@@ -42,7 +46,13 @@ struct GroupCommitterOptions {
 // thread and never blocks. Callbacks run on the writer thread and must not block.
 // Failure: if the database is unreachable or the COMMIT outcome is unknown, every send of the
 // batch fails with UNAVAILABLE (nothing acknowledged; the client retries with the same
-// client_msg_id, which the unique key makes safe). The next batch reconnects.
+// client_msg_id, which the unique key makes safe). The next batch reconnects; with a multi-host
+// database.url and target_session_attrs=read-write that finds the current primary after a
+// failover. A batch that overruns commit_timeout (a COMMIT waiting for a synchronous standby
+// that does not answer, a lock held by such a COMMIT, a hung server) has its connection closed,
+// never its query cancelled: a cancelled COMMIT that waits for the standby returns success
+// with a WARNING although the standby does not have it, which would be a false ACK. Closed,
+// the outcome is unknown and is answered as such (UNAVAILABLE); the resend settles it.
 class GroupCommitter {
  public:
   GroupCommitter(GroupCommitterOptions options, EventBus* bus,
@@ -81,6 +91,7 @@ class GroupCommitter {
   bool stopping_ = false;
 
   std::unique_ptr<pqxx::connection> conn_;  // writer thread only
+  pg::ConnectionDeadline deadline_;         // cuts conn_ when a batch overruns commit_timeout
   // infrachat_shard_batch_size, infrachat_shard_commit_seconds (one observation per
   // committed batch), infrachat_shard_batches_failed_total: in MetricsRegistry().
   prometheus::Histogram* batch_size_;

@@ -26,12 +26,25 @@ class ShardModule final : public Module {
     } else {
       log->warn("database.require_durable is false: acknowledged messages may be lost on a crash");
     }
+    // ACK = "on two machines' disks" needs a synchronous standby (docs/HA.md).
+    const pg::SyncReplication sync = pg::CheckSyncReplication(**conn);
+    if (sync.commits_wait_for_standby) {
+      log->info("database: {}", sync.Describe());
+    } else if (config.database.require_sync_replica) {
+      throw std::runtime_error("shard: database.require_sync_replica is true but " +
+                               sync.Describe() +
+                               "; run PostgreSQL with synchronous replication (docs/HA.md)");
+    } else {
+      log->warn("database: {} (set database.require_sync_replica: true to refuse this)",
+                sync.Describe());
+    }
     pg::Migrate(**conn, "shard", shard::ShardMigrations());
 
     committer_ = std::make_unique<shard::GroupCommitter>(
         shard::GroupCommitterOptions{config.database.url,
                                      static_cast<std::size_t>(config.shard.max_batch),
-                                     static_cast<std::size_t>(config.shard.max_queue)},
+                                     static_cast<std::size_t>(config.shard.max_queue),
+                                     std::chrono::milliseconds(config.shard.commit_timeout_ms)},
         &ctx.bus(), log);
     shard::ShardServiceOptions options;
     options.max_body_bytes = static_cast<std::size_t>(config.limits.max_body_bytes);
