@@ -36,7 +36,8 @@ COPY src ${SRC_DIR}/src
 RUN --mount=type=cache,target=/ccache,id=infrachat-ccache \
     CCACHE_MAXSIZE=5G BUILD_TESTING=OFF "${SRC_DIR}/scripts/build.sh" infrachatd infrachat \
  && install -D -s -m 0755 "${BUILD_DIR}/src/exe/infrachatd" /out/usr/local/bin/infrachatd \
- && install -D -s -m 0755 "${BUILD_DIR}/src/client/infrachat" /out/usr/local/bin/infrachat
+ && install -D -s -m 0755 "${BUILD_DIR}/src/client/infrachat" /out/usr/local/bin/infrachat \
+ && rm -rf "${BUILD_DIR}"  # the objects are in ccache; a layer of them would only fill the disk
 
 # ---- runtime: the shared libraries the two binaries load, nothing else ---------------------------
 FROM debian:bookworm-slim

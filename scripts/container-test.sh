@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the container image from the Dockerfile and proves it, from a fresh Debian bookworm
 # machine (as root, or with sudo):
-#   1. installs podman, runc and mmdebstrap if missing, and points podman at a containers.conf of
-#      its own (runc, cgroupfs, explicit ulimits: this host's facts, docs in README "Container
-#      image"); /etc is never edited;
+#   1. installs podman, runc and mmdebstrap if missing (scripts/setup.sh), and points podman at a
+#      containers.conf of its own (runc, cgroupfs, explicit ulimits: this host's facts, see README
+#      "Container image"); /etc is never edited;
 #   2. makes the base image debian:bookworm-slim with mmdebstrap once (no registry is reachable)
 #      and reuses it afterwards;
-#   3. builds the image (podman build --format docker, so HEALTHCHECK is kept);
+#   3. builds the image (podman build --format docker, so HEALTHCHECK is kept), reusing this
+#      machine's ccache (see the build step);
 #   4. all-in-one: runs it against a private PostgreSQL (its unix socket mounted into the
 #      container, host network, read-only root file system), waits for `podman healthcheck run`
 #      to pass, checks that the daemon runs as uid 10001, chats through it with this machine's
@@ -28,7 +29,6 @@ base=localhost/debian:bookworm-slim
 cli="$BUILD_DIR/src/client/infrachat"
 started=$SECONDS
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if [ "$(id -u)" != 0 ]; then
   # Rootless podman would need subuid ranges and another storage: not what this script sets up.
   command -v sudo >/dev/null || { echo "container-test: run as root (or install sudo)" >&2; exit 1; }
@@ -36,19 +36,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # ---- 1. Tools -------------------------------------------------------------------------------------
-"$root/scripts/setup.sh"  # PostgreSQL 15, jq and the build tools for the client
-tools=(podman runc mmdebstrap)
-missing=()
-for p in "${tools[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "container-test: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  # No recommends: buildah, slirp4netns and the rest are for rootless podman, not needed here.
-  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# PostgreSQL 15, jq, the build tools for the client, and podman, runc and mmdebstrap.
+"$root/scripts/setup.sh"
 [ -x "$cli" ] || "$root/scripts/build.sh" infrachat >/dev/null
 
 work=$(mktemp -d /tmp/infrachat-container.XXXXXX)

@@ -15,6 +15,8 @@ build_packages=(
 )
 test_packages=(
   clang-format catch2 postgresql-15 util-linux jq openssl prometheus
+  # The container test (ctest -L container): podman with runc, mmdebstrap for the base image.
+  podman runc mmdebstrap
 )
 case "${1:-}" in
   --build-only) packages=("${build_packages[@]}") ;;
