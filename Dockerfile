@@ -1,7 +1,8 @@
 # InfraChat image: one binary, `infrachatd`, whose roles come from its config (all-in-one by
 # default; role-split tiers set INFRACHAT_ROLES and the peers, see README "Container image"), and
 # the `infrachat` client, which also serves as the health probe. Debian bookworm packages only.
-#   podman build --format docker -t infrachat/infrachatd:dev .   (docker build works as well)
+#   podman build --format docker -t infrachat/infrachatd:dev .
+#   (`docker build` should work as well; only podman is tested here)
 #   podman run --network host -e INFRACHAT_DATABASE_URL=... infrachat/infrachatd:dev
 # scripts/container-test.sh builds it from a fresh machine (the base image included) and runs it.
 # --format docker: the OCI image format has no HEALTHCHECK, so podman would drop it.
@@ -34,7 +35,7 @@ COPY src ${SRC_DIR}/src
 # RelWithDebInfo (-O2), as the tests build and prove it; the debug info is stripped below.
 # /ccache is a cache mount that outlives the layer (unless CCACHE_DIR points at a volume).
 RUN --mount=type=cache,target=/ccache,id=infrachat-ccache \
-    CCACHE_MAXSIZE=5G BUILD_TESTING=OFF "${SRC_DIR}/scripts/build.sh" infrachatd infrachat \
+    BUILD_TESTING=OFF "${SRC_DIR}/scripts/build.sh" infrachatd infrachat \
  && install -D -s -m 0755 "${BUILD_DIR}/src/exe/infrachatd" /out/usr/local/bin/infrachatd \
  && install -D -s -m 0755 "${BUILD_DIR}/src/client/infrachat" /out/usr/local/bin/infrachat \
  && rm -rf "${BUILD_DIR}"  # the objects are in ccache; a layer of them would only fill the disk
@@ -42,7 +43,9 @@ RUN --mount=type=cache,target=/ccache,id=infrachat-ccache \
 # ---- runtime: the shared libraries the two binaries load, nothing else ---------------------------
 FROM debian:bookworm-slim
 # The runtime packages of what `ldd` lists for infrachatd and infrachat (libcpp-jwt, CLI11, asio
-# and nlohmann-json are header-only). The check after the copy fails the build when one is missing.
+# and nlohmann-json are header-only; the rest come as their dependencies), and ca-certificates for
+# TLS to servers with public certificates. The check after the copy fails the build when a
+# library is missing.
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libpqxx-6.4 libpq5 libyaml-cpp0.7 libsodium23 \
