@@ -9,7 +9,7 @@
 #   3. builds the image (podman build --format docker, so HEALTHCHECK is kept), reusing this
 #      machine's ccache (see the build step);
 #   4. all-in-one: runs it against a private PostgreSQL (its unix socket mounted into the
-#      container, host network, read-only root file system), waits for `podman healthcheck run`
+#      container, host network, read-only root file system, no capabilities), waits for `podman healthcheck run`
 #      to pass, checks that the daemon runs as uid 10001, chats through it with this machine's
 #      `infrachat` client, and requires exit status 0 after SIGTERM (`podman stop`);
 #   5. role-split: an auth, a shard and an edge [gateway, fanout, router] container from the same
@@ -134,15 +134,16 @@ psql() {
 port=$((40000 + (RANDOM % 200) * 100))  # this run's ports: port, port+1, ...
 
 # run NAME [podman run options...]: starts a container of the image in the background, on the
-# host's network (the database's socket mounted at the same path) with a read-only root file
-# system as the Kubernetes manifests run it.
+# host's network (the database's socket mounted at the same path), locked down as the Kubernetes
+# manifests run it: read-only root file system, no capabilities, no privilege escalation.
 run() {
   local name="$tag-$1"
   shift
   containers+=("$name")
   # Without systemd (as here) podman cannot schedule the periodic health checks and says so on
   # stderr; `healthy` runs them itself.
-  podman run -d --name "$name" --network host --read-only -v "$work/db:$work/db" "$@" "$image" \
+  podman run -d --name "$name" --network host --read-only --cap-drop=ALL \
+    --security-opt=no-new-privileges -v "$work/db:$work/db" "$@" "$image" \
     >/dev/null 2>"$work/run-$name.err" || { cat "$work/run-$name.err" >&2; fail "podman run $name"; }
 }
 # healthy NAME: waits until the image's own health check passes (60 s at most).
@@ -200,8 +201,10 @@ ok "all-in-one: healthy (podman healthcheck run: infrachat health in the image) 
 pid=$(podman inspect -f '{{.State.Pid}}' "$tag-aio")
 uids=$(awk '$1 == "Uid:" {print $2, $3, $4, $5}' "/proc/$pid/status")
 [ "$uids" = "10001 10001 10001 10001" ] || fail "infrachatd (pid $pid) runs with uids $uids, not 10001"
+caps=$(awk '$1 == "CapEff:" || $1 == "CapBnd:" {print $2}' "/proc/$pid/status" | paste -sd' ')
+[ "$caps" = "0000000000000000 0000000000000000" ] || fail "infrachatd has capabilities (effective, bounding): $caps"
 [ "$(podman exec "$tag-aio" id -u)" = 10001 ] || fail "podman exec id -u is not 10001"
-ok "all-in-one: infrachatd runs as uid 10001 (not root), read-only root file system"
+ok "all-in-one: infrachatd runs as uid 10001 (not root), read-only root, no capabilities"
 chat "$aio" general alice bob
 ok "all-in-one: alice and bob chat through it with the host's infrachat client (tail and history)"
 "$cli" --server "$aio" health --service infrachat.v1.ChatService >/dev/null ||
