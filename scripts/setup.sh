@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Installs the Debian bookworm packages that building and testing InfraChat need.
 # Idempotent and quiet when everything is there already. Needs root (or sudo) to install.
+#   scripts/setup.sh               everything: build, format check, tests
+#   scripts/setup.sh --build-only  what compiling infrachatd and infrachat needs, nothing more
+#                                  (the container image's build stage)
 set -euo pipefail
 
-packages=(
-  build-essential cmake ninja-build ccache pkg-config clang-format
+build_packages=(
+  build-essential cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libpqxx-dev libyaml-cpp-dev libsodium-dev libcpp-jwt-dev libssl-dev
-  libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev catch2 libasio-dev
-  postgresql-15 util-linux jq openssl
-  prometheus-cpp-dev prometheus
+  libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libasio-dev
+  prometheus-cpp-dev
+)
+test_packages=(
+  clang-format catch2 postgresql-15 util-linux jq openssl prometheus
+  # The container test (ctest -L container): podman with runc, mmdebstrap for the base image.
+  podman runc mmdebstrap
   # HA PostgreSQL on one machine (scripts/run-ha-db.sh, the `ha` tests): docs/HA.md
   patroni etcd-server etcd-client python3-psycopg2
 )
+case "${1:-}" in
+  --build-only) packages=("${build_packages[@]}") ;;
+  "") packages=("${build_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "setup: unknown argument $1 (--build-only or nothing)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,11 @@
 //     reads stdin), tail --after-seq (exactly the expected JSON lines), history, channels;
 //   - exit codes: 3 wrong password / unknown user, 4 not a member / unknown channel, 5 server
 //     down, 2 usage and invalid names, 1 ALREADY_EXISTS; errors are one line on stderr;
-//   - credentials come from the environment or --password-file: there is no --password flag.
+//   - credentials come from the environment or --password-file: there is no --password flag;
+//   - `health` (the container image's health check) needs none and exits 0 only when SERVING.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -209,6 +213,32 @@ TEST_CASE("infrachat exit codes say what went wrong", "[e2e][cli]") {
   auto alice = std::make_shared<Client>(cli.daemon.address());
   REQUIRE(alice->Login("alice", kTestPassword).ok());
   CHECK(FullHistory(*alice, kGeneral).empty());
+}
+
+// The container image's HEALTHCHECK is `infrachat health`: no credentials, exit 0 only when
+// SERVING, and a code a probe can tell apart otherwise.
+TEST_CASE("infrachat health asks grpc.health.v1 without logging in", "[e2e][cli]") {
+  Cli cli;
+  const std::map<std::string, std::string> env{{"INFRACHAT_SERVER", cli.daemon.address()}};
+  auto health = [&](const std::vector<std::string>& args, int code) {
+    CliResult r = RunCli(args, env, kWait);
+    INFO(r.Describe());
+    CHECK(r.exit_code == code);
+    return r;
+  };
+  CHECK(health({"health"}, 0).JsonLines() ==
+        std::vector<json>{json{{"service", ""}, {"status", "SERVING"}}});
+  CHECK(health({"health", "--service", "infrachat.v1.ChatService"}, 0).JsonLines() ==
+        std::vector<json>{json{{"service", "infrachat.v1.ChatService"}, {"status", "SERVING"}}});
+  // A service the server does not know: NOT_FOUND, exit 4, nothing on stdout.
+  CliResult unknown = health({"health", "--service", "no.such.Service"}, 4);
+  CHECK(unknown.out.empty());
+  CHECK(unknown.err.rfind("infrachat: NOT_FOUND", 0) == 0);
+  // Nobody listening: UNAVAILABLE, exit 5.
+  CliResult down = RunCli({"health"}, {{"INFRACHAT_SERVER", ClosedAddress()}}, kWait);
+  INFO(down.Describe());
+  CHECK(down.exit_code == 5);
+  CHECK(down.err.rfind("infrachat: UNAVAILABLE", 0) == 0);
 }
 
 TEST_CASE("infrachat takes credentials from the environment or a file and never from a flag",

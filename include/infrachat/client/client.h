@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "infrachat/core/result.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 #include "infrachat/v1/infrachat.pb.h"
@@ -140,6 +141,12 @@ class Client {
                                             std::uint32_t limit = 0,
                                             std::optional<std::uint64_t> before_seq = {});
 
+  // --- grpc.health.v1.Health ---------------------------------------------------------------
+  // The serving status of `service` ("" asks for the server as a whole), without a token: what
+  // probes and `infrachat health` ask. NOT_FOUND when the server does not know the service.
+  using ServingStatus = ::grpc::health::v1::HealthCheckResponse::ServingStatus;
+  Result<ServingStatus> CheckHealth(const std::string& service = {});
+
   // --- ChatService --------------------------------------------------------------------------
   // Opens ChatService.Connect with the stored access token. Never blocks: a failure to connect
   // shows up as the end of the stream (ChatStream::final_status()). See chat_stream.h.
@@ -173,6 +180,7 @@ class Client {
   std::unique_ptr<v1::AuthService::Stub> auth_;
   std::unique_ptr<v1::RouterService::Stub> router_;
   std::unique_ptr<v1::ChannelService::Stub> channels_;
+  std::unique_ptr<::grpc::health::v1::Health::Stub> health_;
 
   mutable std::mutex mu_;  // guards creds_
   Credentials creds_;

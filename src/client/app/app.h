@@ -42,6 +42,9 @@ Result<std::string> ReadPassword(const GlobalOptions& options, bool confirm);
 // The username from --user / INFRACHAT_USER, else a prompt on the terminal.
 Result<std::string> ReadUsername(const GlobalOptions& options);
 
+// A client for --server with the TLS settings and call timeout of `options`, not logged in.
+// INVALID_ARGUMENT when --ca cannot be read.
+Result<std::shared_ptr<client::Client>> NewClient(const GlobalOptions& options, bool auto_refresh);
 // Logs in (or registers, when `register_first`) and returns a client holding the session.
 // Errors come with their gRPC code (UNAUTHENTICATED, UNAVAILABLE, ...).
 Result<std::shared_ptr<client::Client>> Connect(const GlobalOptions& options, bool auto_refresh);
@@ -86,6 +89,8 @@ int RunJoin(const GlobalOptions& options, const std::string& channel);
 int RunInvite(const GlobalOptions& options, const std::string& channel,
               const std::string& username);
 int RunChannels(const GlobalOptions& options);
+// grpc.health.v1 Check of `service` ("" = the server), no login: exit 0 only when SERVING.
+int RunHealth(const GlobalOptions& options, const std::string& service);
 int RunInteractive(const GlobalOptions& options);
 
 // Prints the failure line on stderr and returns its exit code.

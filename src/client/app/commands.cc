@@ -250,4 +250,17 @@ int RunChannels(const GlobalOptions& options) {
   return client::kExitOk;
 }
 
+int RunHealth(const GlobalOptions& options, const std::string& service) {
+  auto client = NewClient(options, /*auto_refresh=*/false);
+  if (!client.ok()) return Report(UsageFailure(client.error().message));
+  auto status = (*client)->CheckHealth(service);
+  if (!status.ok()) return Report(FailureFrom(status.error()));
+  const std::string name = ::grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+  PrintJson({{"service", service}, {"status", name}});
+  if (*status == ::grpc::health::v1::HealthCheckResponse::SERVING) return client::kExitOk;
+  // NOT_SERVING (e.g. draining after SIGTERM) or UNKNOWN: not able to take work now.
+  return Report(Failure{client::kExitUnavailable,
+                        client::ErrorLine(Code::kUnavailable, "the server reports " + name)});
+}
+
 }  // namespace infrachat::cli

@@ -103,9 +103,7 @@ Result<std::shared_ptr<client::Client>> Connect(const GlobalOptions& options, bo
   return ConnectAs(options, auto_refresh, *user, *password);
 }
 
-Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, bool auto_refresh,
-                                                  const std::string& user,
-                                                  const std::string& password) {
+Result<std::shared_ptr<client::Client>> NewClient(const GlobalOptions& options, bool auto_refresh) {
   client::ClientOptions client_options;
   if (!options.ca_file.empty()) {
     auto tls = client::TlsTrustingCaFile(options.ca_file);
@@ -116,7 +114,15 @@ Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, 
   }
   client_options.call_timeout = std::chrono::seconds(options.call_timeout_s);
   client_options.auto_refresh = auto_refresh;
-  auto client = std::make_shared<client::Client>(options.server, client_options);
+  return std::make_shared<client::Client>(options.server, client_options);
+}
+
+Result<std::shared_ptr<client::Client>> ConnectAs(const GlobalOptions& options, bool auto_refresh,
+                                                  const std::string& user,
+                                                  const std::string& password) {
+  auto made = NewClient(options, auto_refresh);
+  if (!made.ok()) return made;
+  auto& client = *made;
   auto session = options.register_first ? client->Register(user, password, options.display_name)
                                         : client->Login(user, password);
   if (!session.ok()) return session.error();

@@ -20,6 +20,7 @@ Exit codes:
   4  permission denied or not found (PERMISSION_DENIED, NOT_FOUND)
   5  server unavailable (UNAVAILABLE)
   6  timeout (DEADLINE_EXCEEDED, or the command's own --timeout-s)
+  health: 0 only when SERVING; 5 when NOT_SERVING (draining) or unreachable; 4 unknown service
   Errors are printed on stderr as one line: "infrachat: CODE_NAME: message".
 
 Interactive mode (no subcommand): /join #c, /part [#c], /create #c [private] [topic...],
@@ -120,6 +121,14 @@ int main(int argc, char** argv) {
 
   auto* channels = app.add_subcommand("channels", "list visible channels as JSON lines");
 
+  std::string health_service;
+  auto* health = app.add_subcommand(
+      "health",
+      "ask the server's grpc.health.v1 service whether it is SERVING (no login; the container "
+      "image's health check); prints {\"service\", \"status\"}");
+  health->add_option("--service", health_service,
+                     "one service, e.g. infrachat.v1.ChatService (default: the whole server)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -139,5 +148,6 @@ int main(int argc, char** argv) {
   if (*join) return RunJoin(options, join_channel);
   if (*invite) return RunInvite(options, invite_channel, invite_user);
   if (*channels) return RunChannels(options);
+  if (*health) return RunHealth(options, health_service);
   return RunInteractive(options);
 }

@@ -83,7 +83,8 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       channel_(std::move(channel)),
       auth_(v1::AuthService::NewStub(channel_)),
       router_(v1::RouterService::NewStub(channel_)),
-      channels_(v1::ChannelService::NewStub(channel_)) {}
+      channels_(v1::ChannelService::NewStub(channel_)),
+      health_(::grpc::health::v1::Health::NewStub(channel_)) {}
 
 Client::~Client() = default;
 
@@ -193,6 +194,16 @@ Result<v1::RouteResponse> Client::Route(const std::string& channel) {
   return Unary<v1::RouteResponse>(request, true, [&](auto* ctx, const auto& req, auto* resp) {
     return router_->Route(ctx, req, resp);
   });
+}
+
+Result<Client::ServingStatus> Client::CheckHealth(const std::string& service) {
+  ::grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  auto response = Unary<::grpc::health::v1::HealthCheckResponse>(
+      request, false,
+      [&](auto* ctx, const auto& req, auto* resp) { return health_->Check(ctx, req, resp); });
+  if (!response.ok()) return response.error();
+  return response->status();
 }
 
 Result<v1::Channel> Client::CreateChannel(const std::string& name, v1::Visibility visibility,
