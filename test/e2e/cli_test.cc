@@ -8,9 +8,6 @@
 //     down, 2 usage and invalid names, 1 ALREADY_EXISTS; errors are one line on stderr;
 //   - credentials come from the environment or --password-file: there is no --password flag;
 //   - `health` (the container image's health check) needs none and exits 0 only when SERVING.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -235,7 +232,8 @@ TEST_CASE("infrachat health asks grpc.health.v1 without logging in", "[e2e][cli]
   CHECK(unknown.out.empty());
   CHECK(unknown.err.rfind("infrachat: NOT_FOUND", 0) == 0);
   // Nobody listening: UNAVAILABLE, exit 5.
-  CliResult down = RunCli({"health"}, {{"INFRACHAT_SERVER", ClosedAddress()}}, kWait);
+  CliResult down =
+      RunCli({"health"}, {{"INFRACHAT_SERVER", testing::UnusedLoopbackAddress()}}, kWait);
   INFO(down.Describe());
   CHECK(down.exit_code == 5);
   CHECK(down.err.rfind("infrachat: UNAVAILABLE", 0) == 0);

@@ -23,16 +23,6 @@ using namespace std::chrono_literals;
 using testing::DaemonProcess;
 using testing::TestDatabase;
 
-// ---- ADDED BY THE LEAD ----------------------------------------------------------------------
-// Families the dashboard and the rules use that the lead's rewrite of the gateway's stream and
-// of fanout adds in the same merge (issue 10). Empty this list once they are in main: then
-// this test checks them like every other name.
-const std::set<std::string> kAddedByTheLead = {
-    "infrachat_gateway_ack_latency_seconds",  // histogram: frame read to ACK queued
-    "infrachat_fanout_queue_depth",           // per-stream queue depth samples (histogram)
-};
-// ---------------------------------------------------------------------------------------------
-
 // Series Prometheus itself adds to every target: not in any /metrics.
 const std::set<std::string> kFromPrometheus = {"up", "scrape_duration_seconds",
                                                "scrape_samples_scraped"};
@@ -75,17 +65,6 @@ std::set<std::string> MetricNames(std::string expr) {
     names.insert(name);
   }
   return names;
-}
-
-// A series name's family: x for x_bucket, x_sum, x_count (histograms), else itself.
-std::string Family(const std::string& name) {
-  for (const char* suffix : {"_bucket", "_sum", "_count"}) {
-    const std::string s(suffix);
-    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
-      return name.substr(0, name.size() - s.size());
-    }
-  }
-  return name;
 }
 
 TEST_CASE("observability names: the expression reader finds metric names and nothing else",
@@ -172,23 +151,13 @@ TEST_CASE("observability names: every metric the dashboard and the rules use is 
     REQUIRE_FALSE(text.empty());
     for (const auto& name : testing::SampleNames(text)) served.insert(name);
   }
-  std::set<std::string> allowed_unserved;
   for (const auto& [name, where] : used) {
     if (served.count(name) > 0 || recorded.count(name) > 0 || kFromPrometheus.count(name) > 0) {
-      continue;
-    }
-    if (kAddedByTheLead.count(Family(name)) > 0) {
-      allowed_unserved.insert(name);
       continue;
     }
     std::string places;
     for (const auto& w : where) places += "\n    " + w;
     FAIL_CHECK(name << " is not in the /metrics of infrachatd (core or edge); used by:" << places);
-  }
-  // The allow-list is for names not served yet: one that is served now must leave it.
-  for (const auto& family : kAddedByTheLead) {
-    INFO(family << " is served now: remove it from kAddedByTheLead");
-    CHECK(served.count(family) + served.count(family + "_bucket") == 0);
   }
   // Every recorded series is used by an alert or the dashboard, and exists as a rule.
   for (const auto& name : recorded) {
@@ -200,9 +169,7 @@ TEST_CASE("observability names: every metric the dashboard and the rules use is 
     INFO(name << " looks like a recorded series but no rule records it");
     CHECK(recorded.count(name) == 1);
   }
-  WARN("names used: " << used.size() << ", served: " << served.size()
-                      << ", allowed without being served (added by the lead): "
-                      << allowed_unserved.size());
+  WARN("names used: " << used.size() << ", served: " << served.size());
 }
 
 }  // namespace

@@ -134,6 +134,7 @@ void ChatStream::StartWriteLocked() {
       ++count;
     }
   }
+  if (deps_.write_queue != nullptr) deps_.write_queue->Observe(static_cast<double>(out_.size()));
   write_frames_ = count;
   write_data_frames_ = 0;
   for (std::size_t i = 0; i < count; ++i) write_data_frames_ += out_[i].is_data() ? 1 : 0;

@@ -69,6 +69,9 @@ struct StreamDeps {
   WriteScheduler* writes = nullptr;  // starts writes of idle streams (null: the caller does)
   StreamRegistry* registry = nullptr;
   const SendCounters* sends = nullptr;
+  // infrachat_gateway_write_queue_frames: frames queued on a stream when a write starts (the
+  // frames of that write, batched or not, and those behind it). Null: not observed.
+  prometheus::Histogram* write_queue = nullptr;
   StreamLimits limits;
   std::shared_ptr<spdlog::logger> log;
 };

@@ -53,6 +53,14 @@ class GatewayModule final : public Module {
     deps.writes = writes_.get();
     deps.registry = &registry_;
     deps.sends = &send_counters_;
+    deps.write_queue = &prometheus::BuildHistogram()
+                            .Name("infrachat_gateway_write_queue_frames")
+                            .Help(
+                                "Frames queued on a stream when a write starts: above 1, the "
+                                "client is behind or the stream is busy (batches form)")
+                            .Register(MetricsRegistry())
+                            .Add({}, prometheus::Histogram::BucketBoundaries{
+                                         1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048});
     deps.log = log_;
     const LimitsConfig& limits = config.limits;
     deps.limits.queue_frames = static_cast<std::size_t>(limits.session_queue_frames);
