@@ -10,7 +10,7 @@
 # Prints every result as a JSON line into the results file and a summary with each InfraChat
 # figure as a ratio to its ceiling. See docs/PERFORMANCE.md.
 #
-#   scripts/bench.sh                 full run (about 4 minutes)
+#   scripts/bench.sh                 full run (about 8 minutes)
 #   scripts/bench.sh --quick         short run with smaller sizes (about 2 minutes)
 #   scripts/bench.sh --out FILE      results file (default bench-results/<date>.jsonl)
 #   scripts/bench.sh --cluster       also durable-send and fanout against a role-split pair:
@@ -20,6 +20,7 @@
 #                                    three Patroni nodes, strict synchronous replication), for
 #                                    the cost of the standby round trip per commit (docs/HA.md)
 #   BENCH_DURATION=S BENCH_WARMUP=S  measured and warm-up seconds per scenario
+#   BENCH_DAEMON=PATH                measure another infrachatd build with the same tools
 #
 # Benchmarks are not tests: nothing here fails on a slow figure. The daemon runs with the limits
 # of a benchmark (per-stream rate limit off, argon2 at its minimum so registering thousands of
@@ -47,7 +48,9 @@ build=${BUILD_DIR:-$root/build}
 BUILD_DIR=$build "$root/scripts/build.sh" infrachatd infrachat-bench infrachat-ceiling >/dev/null
 bench=$build/src/bench/tool/infrachat-bench
 ceiling=$build/src/bench/ceilings/infrachat-ceiling
-daemon_bin=$build/src/exe/infrachatd
+# BENCH_DAEMON: another infrachatd to measure with the same tools (e.g. an older build, for a
+# before/after table in one sitting).
+daemon_bin=${BENCH_DAEMON:-$build/src/exe/infrachatd}
 
 if [ $quick = 1 ]; then
   duration=${BENCH_DURATION:-3}; warmup=${BENCH_WARMUP:-1}

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -26,6 +27,10 @@ class Flushable {
 // delivery is a queue push, frames pile up behind a stream's write in flight, and one wake-up
 // of this thread serves every stream that became ready meanwhile.
 //
+// Urgent streams (those with a control frame waiting: an ACK, an error) go first: the thread
+// flushes them before the next few streams that only have deliveries waiting, so an ACK never
+// waits behind one message's flushes to ten thousand subscribers.
+//
 // Thread-safety: Schedule may be called from any thread. Lifetime: Stop (or the destructor)
 // flushes what is scheduled and ends the thread; later Schedules flush inline, so nothing
 // scheduled is ever dropped.
@@ -37,10 +42,10 @@ class WriteScheduler {
   WriteScheduler(const WriteScheduler&) = delete;
   WriteScheduler& operator=(const WriteScheduler&) = delete;
 
-  // Flushes `stream` soon, on the scheduler's thread. The caller schedules a stream once until
-  // its Flush runs (the stream keeps a "scheduled" flag), so the queue stays bounded by the
-  // number of streams.
-  void Schedule(std::shared_ptr<Flushable> stream);
+  // Flushes `stream` soon, on the scheduler's thread; `urgent` ahead of the others. The caller
+  // schedules a stream at most once per kind until its Flush runs (the stream keeps flags), so
+  // the queues stay bounded by twice the number of streams.
+  void Schedule(std::shared_ptr<Flushable> stream, bool urgent = false);
   void Stop();
 
  private:
@@ -48,7 +53,8 @@ class WriteScheduler {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::shared_ptr<Flushable>> ready_;
+  std::vector<std::shared_ptr<Flushable>> urgent_;
+  std::deque<std::shared_ptr<Flushable>> ready_;
   bool stopping_ = false;
   std::thread thread_;
 };

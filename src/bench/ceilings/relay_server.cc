@@ -105,19 +105,24 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     std::unique_lock lock(mu_);
     if (finished_ || write_failed_) return;
     out_.push_back(frame);
-    if (writing_ || scheduled_) return;
+    if (writing_) return;
     if (writes_ == nullptr) {
       StartWriteLocked();
       return;
     }
+    // As in infrachatd: acks jump the queue of streams waiting for deliveries.
+    const bool urgent = !frame.is_data() && !urgent_scheduled_;
+    if (!urgent && scheduled_) return;
     scheduled_ = true;
+    urgent_scheduled_ = urgent_scheduled_ || urgent;
     lock.unlock();
-    writes_->Schedule(shared_from_this());
+    writes_->Schedule(shared_from_this(), urgent);
   }
 
   void Flush() override {
     std::lock_guard lock(mu_);
     scheduled_ = false;
+    urgent_scheduled_ = false;
     if (!writing_ && !out_.empty() && !finished_ && !write_failed_) StartWriteLocked();
   }
 
@@ -321,7 +326,8 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   grpc::ByteBuffer write_buf_;
   std::size_t write_frames_ = 0;
   bool writing_ = false;
-  bool scheduled_ = false;  // on the WriteScheduler, not flushed yet
+  bool scheduled_ = false;         // on the WriteScheduler, not flushed yet
+  bool urgent_scheduled_ = false;  // ... in its urgent queue
   bool read_done_ = false;
   bool write_failed_ = false;
   bool finished_ = false;

@@ -95,20 +95,26 @@ bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
   }
   if (data) ++data_frames_queued_;
   out_.push_back(frame);
-  if (writing_ || write_scheduled_) return true;  // goes with the next write
+  if (writing_) return true;  // goes with the next write
   if (deps_.writes == nullptr) {
     StartWriteLocked();
     return true;
   }
+  // A control frame (an ACK, an error) jumps the queue of streams waiting for deliveries, even
+  // when this stream is already in it.
+  const bool urgent = !data && !urgent_scheduled_;
+  if (!urgent && write_scheduled_) return true;
   write_scheduled_ = true;
+  urgent_scheduled_ = urgent_scheduled_ || urgent;
   lock.unlock();
-  deps_.writes->Schedule(shared_from_this());
+  deps_.writes->Schedule(shared_from_this(), urgent);
   return true;
 }
 
 void ChatStream::Flush() {
   std::lock_guard lock(mu_);
   write_scheduled_ = false;
+  urgent_scheduled_ = false;
   if (writing_ || out_.empty() || finished_ || write_failed_) return;
   StartWriteLocked();
 }

@@ -190,7 +190,8 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   std::size_t write_frames_ = 0;
   std::size_t write_data_frames_ = 0;
   bool writing_ = false;
-  bool write_scheduled_ = false;  // on the WriteScheduler, not flushed yet
+  bool write_scheduled_ = false;   // on the WriteScheduler, not flushed yet
+  bool urgent_scheduled_ = false;  // ... in its urgent queue (a control frame waits)
   bool write_failed_ = false;
   bool reading_ = false;
   bool handling_ = false;  // OnReadDone is handling in_ (no new read, no Finish meanwhile)
