@@ -36,8 +36,8 @@ constexpr const char* kTextPattern = "%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n] [t%t] %
 
 // The names log.level accepts (spdlog's own say "warning").
 std::string_view LevelName(spdlog::level::level_enum level) {
-  static constexpr std::array<std::string_view, 7> kNames = {
-      "trace", "debug", "info", "warn", "error", "critical", "off"};
+  static constexpr std::array<std::string_view, 7> kNames = {"trace", "debug",    "info", "warn",
+                                                             "error", "critical", "off"};
   const auto index = static_cast<std::size_t>(level);
   return index < kNames.size() ? kNames[index] : "off";
 }
@@ -181,7 +181,8 @@ spdlog::level::level_enum LevelFor(const LogConfig& config, std::string_view mod
 void ConfigureLogging(const LogConfig& config) {
   LoggingState& state = State();
   std::lock_guard lock(state.mutex);
-  if (config.format != state.config.format) state.sink->set_formatter(MakeLogFormatter(config.format));
+  if (config.format != state.config.format)
+    state.sink->set_formatter(MakeLogFormatter(config.format));
   state.config = config;
   for (const auto& [name, logger] : state.loggers) logger->set_level(LevelFor(config, name));
 }

@@ -80,8 +80,7 @@ TEST_CASE("json lines: fixed fields, event fields with their types, trace scope"
   CHECK(parsed[3].size() == 6);  // a plain line has the fixed fields only
 }
 
-TEST_CASE("json lines escape what they carry and survive bytes that are not UTF-8",
-          "[logging]") {
+TEST_CASE("json lines escape what they carry and survive bytes that are not UTF-8", "[logging]") {
   CapturedLogger log("json");
   LogEvent(log.logger, spdlog::level::info, "multi\nline \"quoted\"",
            {{"peer", std::string("bad \xff utf8")}});
@@ -92,14 +91,13 @@ TEST_CASE("json lines escape what they carry and survive bytes that are not UTF-
   CHECK(json["peer"].get<std::string>().rfind("bad ", 0) == 0);
 }
 
-TEST_CASE("text lines: key=value fields, quoted when needed, trace id at the end",
-          "[logging]") {
+TEST_CASE("text lines: key=value fields, quoted when needed, trace id at the end", "[logging]") {
   CapturedLogger log("text");
   {
     LogTraceScope trace("4bf92f3577b34da6a3ce929d0e0e4736");
-    LogEvent(log.logger, spdlog::level::info, "login failed",
-             {{"reason", "wrong_password"}, {"username", "two words"}, {"attempts", 2},
-              {"empty", ""}});
+    LogEvent(
+        log.logger, spdlog::level::info, "login failed",
+        {{"reason", "wrong_password"}, {"username", "two words"}, {"attempts", 2}, {"empty", ""}});
   }
   log.logger->info("plain");
   const auto lines = log.Lines();

@@ -53,10 +53,10 @@ class LogValue {
  public:
   using Variant = std::variant<std::string_view, std::int64_t, std::uint64_t, double, bool>;
 
-  LogValue(std::string_view value) : value_(value) {}                 // NOLINT: implicit
-  LogValue(const char* value) : value_(std::string_view(value)) {}    // NOLINT: implicit
+  LogValue(std::string_view value) : value_(value) {}                      // NOLINT: implicit
+  LogValue(const char* value) : value_(std::string_view(value)) {}         // NOLINT: implicit
   LogValue(const std::string& value) : value_(std::string_view(value)) {}  // NOLINT: implicit
-  LogValue(bool value) : value_(value) {}                             // NOLINT: implicit
+  LogValue(bool value) : value_(value) {}                                  // NOLINT: implicit
   template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>,
                                          int> = 0>
   LogValue(T value) {  // NOLINT: implicit
@@ -89,9 +89,8 @@ struct LogField {
 //            {{"user_id", user_id}, {"duration_ms", ms}, {"reason", "client_closed"}});
 void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
               std::initializer_list<LogField> fields = {});
-inline void LogEvent(const std::shared_ptr<spdlog::logger>& logger,
-                     spdlog::level::level_enum level, std::string_view msg,
-                     std::initializer_list<LogField> fields = {}) {
+inline void LogEvent(const std::shared_ptr<spdlog::logger>& logger, spdlog::level::level_enum level,
+                     std::string_view msg, std::initializer_list<LogField> fields = {}) {
   LogEvent(*logger, level, msg, fields);
 }
 
