@@ -638,6 +638,9 @@ std::vector<Field> LogFields() {
                 OneOf("level", LogLevels())),
       MakeField(INFRACHAT_KEY(log.modules), "Per-module level, e.g. {gateway: debug}",
                 ModuleLevels()),
+      MakeField(INFRACHAT_KEY(log.format),
+                "text (human-readable lines) or json (one object per line, for log shippers)",
+                OneOf("format", {"text", "json"})),
   };
 }
 

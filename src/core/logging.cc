@@ -1,14 +1,157 @@
 #include "infrachat/core/logging.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <array>
+#include <chrono>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace infrachat {
+
+// The formatter's view of the calling thread's LogEvent fields and trace scope.
+class LogFormatterAccess {
+ public:
+  static std::string_view TraceId(const LogTraceScope* scope) {
+    return scope ? std::string_view(scope->trace_id_) : std::string_view();
+  }
+  static std::string_view SpanId(const LogTraceScope* scope) {
+    return scope ? std::string_view(scope->span_id_) : std::string_view();
+  }
+};
+
 namespace {
+
+// Set by LogEvent for the duration of its (synchronous) logger call; read by the formatter on
+// the same thread. Plain lines (logger->info(...)) see no fields.
+thread_local const std::initializer_list<LogField>* current_fields = nullptr;
+thread_local const LogTraceScope* current_trace = nullptr;
+
+constexpr const char* kTextPattern = "%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n] [t%t] %v";
+
+// The names log.level accepts (spdlog's own say "warning").
+std::string_view LevelName(spdlog::level::level_enum level) {
+  static constexpr std::array<std::string_view, 7> kNames = {"trace", "debug",    "info", "warn",
+                                                             "error", "critical", "off"};
+  const auto index = static_cast<std::size_t>(level);
+  return index < kNames.size() ? kNames[index] : "off";
+}
+
+nlohmann::json ToJson(const LogValue& value) {
+  return std::visit(
+      [](const auto& v) -> nlohmann::json {
+        if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string_view>) {
+          return std::string(v);
+        } else {
+          return v;
+        }
+      },
+      value.value());
+}
+
+std::string Dump(const nlohmann::json& json) {
+  // replace: a string that is not UTF-8 (a peer's name, say) must not lose the whole line.
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// A value for key=value text: bare when it is a plain token, else JSON-quoted so that a
+// reader can split the line on spaces.
+void AppendTextValue(const LogValue& value, spdlog::memory_buf_t& dest) {
+  std::string text;
+  if (const auto* s = std::get_if<std::string_view>(&value.value())) {
+    const bool plain = !s->empty() && s->find_first_of(" \"=\\\t\r\n") == std::string_view::npos;
+    text = plain ? std::string(*s) : Dump(std::string(*s));
+  } else {
+    text = Dump(ToJson(value));
+  }
+  dest.append(text.data(), text.data() + text.size());
+}
+
+void AppendText(std::string_view text, spdlog::memory_buf_t& dest) {
+  dest.append(text.data(), text.data() + text.size());
+}
+
+class TextFormatter : public spdlog::formatter {
+ public:
+  TextFormatter()
+      : prefix_(std::make_unique<spdlog::pattern_formatter>(
+            kTextPattern, spdlog::pattern_time_type::local, std::string())) {}
+
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    prefix_->format(msg, dest);
+    if (current_fields != nullptr) {
+      for (const LogField& field : *current_fields) {
+        AppendText(" ", dest);
+        AppendText(field.key, dest);
+        AppendText("=", dest);
+        AppendTextValue(field.value, dest);
+      }
+    }
+    if (current_trace != nullptr) {
+      AppendText(" trace_id=", dest);
+      AppendText(LogFormatterAccess::TraceId(current_trace), dest);
+      if (!LogFormatterAccess::SpanId(current_trace).empty()) {
+        AppendText(" span_id=", dest);
+        AppendText(LogFormatterAccess::SpanId(current_trace), dest);
+      }
+    }
+    AppendText("\n", dest);
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<TextFormatter>();
+  }
+
+ private:
+  std::unique_ptr<spdlog::pattern_formatter> prefix_;
+};
+
+class JsonFormatter : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    nlohmann::ordered_json line;
+    line["ts"] = Timestamp(msg.time);
+    line["level"] = LevelName(msg.level);
+    line["module"] = std::string(msg.logger_name.data(), msg.logger_name.size());
+    line["msg"] = std::string(msg.payload.data(), msg.payload.size());
+    line["trace_id"] = LogFormatterAccess::TraceId(current_trace);
+    line["span_id"] = LogFormatterAccess::SpanId(current_trace);
+    if (current_fields != nullptr) {
+      for (const LogField& field : *current_fields) {
+        std::string key(field.key);
+        if (line.contains(key)) continue;  // the fixed fields stay what they are
+        line[key] = ToJson(field.value);
+      }
+    }
+    const std::string text =
+        line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    AppendText(text, dest);
+    AppendText("\n", dest);
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+
+ private:
+  static std::string Timestamp(spdlog::log_clock::time_point time) {
+    const auto since_epoch = time.time_since_epoch();
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+    const auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - seconds).count();
+    const std::time_t t = static_cast<std::time_t>(seconds.count());
+    std::tm utc{};
+    gmtime_r(&t, &utc);
+    std::array<char, 32> buffer{};
+    const std::size_t n = std::strftime(buffer.data(), buffer.size(), "%Y-%m-%dT%H:%M:%S", &utc);
+    return fmt::format("{}.{:03}Z", std::string_view(buffer.data(), n), millis);
+  }
+};
 
 struct LoggingState {
   std::mutex mutex;
@@ -22,7 +165,7 @@ LoggingState& State() {
   static LoggingState* state = [] {
     auto* created = new LoggingState;
     created->sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    created->sink->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n] [t%t] %v");
+    created->sink->set_formatter(MakeLogFormatter("text"));
     return created;
   }();
   return *state;
@@ -38,6 +181,8 @@ spdlog::level::level_enum LevelFor(const LogConfig& config, std::string_view mod
 void ConfigureLogging(const LogConfig& config) {
   LoggingState& state = State();
   std::lock_guard lock(state.mutex);
+  if (config.format != state.config.format)
+    state.sink->set_formatter(MakeLogFormatter(config.format));
   state.config = config;
   for (const auto& [name, logger] : state.loggers) logger->set_level(LevelFor(config, name));
 }
@@ -51,6 +196,27 @@ std::shared_ptr<spdlog::logger> ModuleLogger(std::string_view module) {
   logger->set_level(LevelFor(state.config, module));
   state.loggers.emplace(std::string(module), logger);
   return logger;
+}
+
+void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
+              std::initializer_list<LogField> fields) {
+  if (!logger.should_log(level)) return;
+  const auto* outer = current_fields;
+  current_fields = &fields;
+  logger.log(level, "{}", msg);
+  current_fields = outer;
+}
+
+LogTraceScope::LogTraceScope(std::string_view trace_id, std::string_view span_id)
+    : trace_id_(trace_id), span_id_(span_id), outer_(current_trace) {
+  current_trace = this;
+}
+
+LogTraceScope::~LogTraceScope() { current_trace = outer_; }
+
+std::unique_ptr<spdlog::formatter> MakeLogFormatter(std::string_view format) {
+  if (format == "json") return std::make_unique<JsonFormatter>();
+  return std::make_unique<TextFormatter>();
 }
 
 }  // namespace infrachat

@@ -1,6 +1,7 @@
 #include "daemon.h"
 
 #include <fmt/ranges.h>
+#include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -48,6 +49,15 @@ extern char** environ;
 namespace infrachat {
 
 namespace {
+
+void LogGrpcMessage(gpr_log_func_args* args) {
+  static const auto log = ModuleLogger("grpc");
+  const auto level = args->severity == GPR_LOG_SEVERITY_ERROR  ? spdlog::level::err
+                     : args->severity == GPR_LOG_SEVERITY_INFO ? spdlog::level::info
+                                                               : spdlog::level::debug;
+  LogEvent(log, level, args->message,
+           {{"file", args->file != nullptr ? args->file : ""}, {"line", args->line}});
+}
 
 // The built-in modules, in start order (dependencies first). An explicit list: no static
 // self-registration that a linker could drop.
@@ -290,8 +300,12 @@ void Daemon::Start() {
     if (!config.metrics.listen_address.empty()) StartMetrics();
     state_->context.SetInternalAddress(internal_address_);
     for (auto& module : state_->started) module->OnServing(address_);
-    log->info("serving on {} with roles [{}]{}", address_, fmt::join(config.roles, ", "),
-              internal_address_.empty() ? "" : "; internal API on " + internal_address_);
+    const std::string roles = fmt::format("{}", fmt::join(config.roles, ","));
+    LogEvent(log, spdlog::level::info, "serving",
+             {{"address", address_},
+              {"internal_address", internal_address_},
+              {"roles", roles},
+              {"region", config.region}});
   } catch (...) {
     Shutdown();
     throw;
@@ -415,7 +429,7 @@ void Daemon::Shutdown() {
   state_->remote_shard.reset();  // its lease refresher feeds the bus: stop it first
   state_->bus.reset();
   state_->pool.reset();
-  log->info("stopped");
+  LogEvent(log, spdlog::level::info, "stopped");
 }
 
 namespace {
@@ -485,6 +499,9 @@ int RunDaemon(int argc, char** argv) {
   }
 
   ConfigureLogging(loaded.config.log);
+  // gRPC's own messages (errors by default, GRPC_VERBOSITY for more) go through the same sink,
+  // so a JSON log stays one JSON object per line.
+  gpr_set_log_function(&LogGrpcMessage);
   auto log = ModuleLogger("core");
   log->info("effective configuration:\n{}", DescribeConfig(loaded.config));
   for (const auto& warning : loaded.warnings) log->warn("{}", warning);
@@ -506,7 +523,8 @@ int RunDaemon(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   int signal_number = 0;
   sigwait(&signals, &signal_number);
-  log->info("received {}, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  LogEvent(log, spdlog::level::info, "shutting down",
+           {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
   daemon.Shutdown();
   return 0;
 }

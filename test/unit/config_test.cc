@@ -466,7 +466,7 @@ TEST_CASE("DescribeConfig output loads back to the same configuration", "[config
 
 TEST_CASE("ConfigKeys lists every key, and each can be set through --set and env", "[config]") {
   const std::vector<std::string> keys = ConfigKeys();
-  CHECK(keys.size() == 60);  // every member of DaemonConfig and its sections
+  CHECK(keys.size() == 61);  // every member of DaemonConfig and its sections
   for (const char* key : {"roles", "mode", "region", "database.url", "grpc.shutdown_grace_s",
                           "auth.argon2_mem_limit_kib", "router.shards", "shard.id",
                           "fanout.catchup_batch", "limits.max_body_bytes", "tls.internal.ca_file",

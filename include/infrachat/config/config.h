@@ -129,6 +129,7 @@ struct TlsConfig {
 struct LogConfig {
   std::string level = "info";                  // trace, debug, info, warn, error
   std::map<std::string, std::string> modules;  // per-module level, e.g. {gateway: debug}
+  std::string format = "text";                 // text | json (one JSON object per line)
 };
 
 struct MetricsConfig {

@@ -251,7 +251,9 @@ Result<v1::Session> AuthService::DoRegister(const CallContext& call,
       auto session = CreateSession(tx, user_id, request.username(), request.device_id());
       if (!session.ok()) return session.error();
       tx.commit();
-      Log()->info("registered user {} ({})", request.username(), user_id);
+      LogTraceScope trace(call.trace_id());
+      LogEvent(Log(), spdlog::level::info, "user registered",
+               {{"user_id", user_id}, {"username", request.username()}});
       return ToProto(user_id, request.username(), *display_name, session->access.token,
                      session->access.expires_at_unix, session->refresh_token);
     });
@@ -264,6 +266,16 @@ Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginR
   std::string_view result;
   auto session = DoLogin(call, request, &result);
   metrics_.Login(session.code(), result);
+  if (!session.ok()) {
+    // The username only when it names a user: an unknown one is often a password typed into
+    // the wrong field. Never the password.
+    LogTraceScope trace(call.trace_id());
+    const bool known = result == "wrong_password";
+    LogEvent(Log(), spdlog::level::info, "login failed",
+             {{"reason", result.empty() ? std::string_view("error") : result},
+              {"code", CodeName(session.code())},
+              {"username", known ? std::string_view(request.username()) : std::string_view()}});
+  }
   return session;
 }
 

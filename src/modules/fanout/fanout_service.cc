@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <random>
 
+#include "infrachat/core/logging.h"
+
 namespace infrachat::fanout {
 
 namespace {
@@ -247,6 +249,13 @@ void FanoutService::RemoveLocked(const SubPtr& sub) {
 }
 
 void FanoutService::EndLocked(const SubPtr& sub, const std::string& reason) {
+  // Rare (a cut-off or a membership loss), so logged even under mu_.
+  LogEvent(log_, spdlog::level::info,
+           reason.rfind("slow consumer", 0) == 0 ? "slow consumer cut off" : "subscription ended",
+           {{"user_id", sub->user_id},
+            {"channel", sub->channel},
+            {"delivered_seq", sub->delivered},
+            {"reason", reason}});
   if (auto sink = sub->sink.lock()) {
     v1::ServerFrame frame;
     auto* u = frame.mutable_unsubscribed();

@@ -7,6 +7,7 @@
 
 #include "grpc_edge.h"
 #include "infrachat/core/grpc_call_context.h"
+#include "infrachat/core/logging.h"
 #include "infrachat/core/validation.h"
 
 namespace infrachat::gateway {
@@ -46,13 +47,24 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   const bool batches = HasCapability(context->client_metadata(), kCapabilityBatch);
   std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context), batches));
   stream->self_ = stream;
+  stream->peer_ = context->peer();
+  LogTraceScope trace(stream->call_.trace_id());
   std::lock_guard lock(stream->mu_);
   if (!principal.ok()) {
+    LogEvent(deps.log, spdlog::level::info, "stream refused",
+             {{"peer", stream->peer_},
+              {"code", CodeName(principal.error().code)},
+              {"reason", "unauthenticated"}});
     stream->finished_ = true;
     stream->Finish(ToStatus(principal.error()));
     return stream.get();
   }
   if (deps.registry->size() >= deps.limits.max_streams) {
+    LogEvent(deps.log, spdlog::level::info, "stream refused",
+             {{"peer", stream->peer_},
+              {"user_id", who.user_id},
+              {"code", "RESOURCE_EXHAUSTED"},
+              {"reason", "too_many_streams"}});
     stream->finished_ = true;
     stream->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                 "too many concurrent streams on this gateway; retry later"));
@@ -68,6 +80,13 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   context->AddInitialMetadata(kHeaderMaxFrameBytes, std::to_string(limits.max_frame_bytes));
   if (batches) context->AddInitialMetadata(kHeaderCapabilities, kCapabilityBatch);
   stream->StartSendInitialMetadata();
+  stream->opened_ = true;
+  stream->opened_at_ = std::chrono::steady_clock::now();
+  LogEvent(deps.log, spdlog::level::info, "stream opened",
+           {{"user_id", who.user_id},
+            {"session", who.session_id},
+            {"peer", stream->peer_},
+            {"batches", batches}});
   stream->reading_ = true;
   stream->StartRead(&stream->in_);
   return stream.get();
@@ -153,6 +172,7 @@ void ChatStream::OnWriteDone(bool ok) {
   std::lock_guard lock(mu_);
   writing_ = false;
   data_frames_queued_ -= write_data_frames_;
+  if (ok) frames_out_ += write_frames_;
   out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(write_frames_));
   write_frames_ = write_data_frames_ = 0;
   write_buf_.Clear();
@@ -186,6 +206,7 @@ void ChatStream::OnReadDone(bool ok) {
     // Until Handle returns, no other thread (OnSendDone) may start the next read into in_, and
     // a drain must not finish the stream before this frame's send is counted in flight.
     handling_ = true;
+    ++frames_in_;
   }
   // Parsed here, not by gRPC, so that bytes that are not a ClientFrame get a clear answer and
   // the stream goes on (gRPC's own parse failure would end the call without saying why).
@@ -193,6 +214,7 @@ void ChatStream::OnReadDone(bool ok) {
   if (grpc::SerializationTraits<v1::ClientFrame>::Deserialize(&in_, &frame_).ok()) {
     Handle(frame_);  // consumes frame_ before the next read reuses it
   } else {
+    NoteRefusedFrame("malformed");
     Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "malformed frame: not a ClientFrame")));
   }
   std::lock_guard lock(mu_);
@@ -217,8 +239,55 @@ void ChatStream::OnDone() {
     std::lock_guard lock(mu_);
     done_ = true;
     self = std::move(self_);
+    if (opened_) {
+      const auto duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - opened_at_);
+      LogTraceScope trace(call_.trace_id());
+      LogEvent(
+          deps_.log, spdlog::level::info, "stream closed",
+          {{"user_id", principal_.user_id},
+           {"session", principal_.session_id},
+           {"peer", peer_},
+           {"duration_ms", duration.count()},
+           {"frames_in", frames_in_},
+           {"frames_out", frames_out_},
+           {"frames_refused", frames_refused_},
+           {"rate_limited_bursts", rate_limited_bursts_},
+           {"reason", CloseReasonLocked()},
+           {"code", end_status_ ? CodeName(static_cast<Code>(end_status_->error_code())) : "OK"},
+           {"detail", end_status_ ? end_status_->error_message() : std::string()}});
+    }
   }
   // `self` may hold the last reference: the stream is destroyed when it goes out of scope.
+}
+
+void ChatStream::OnCancel() {
+  std::lock_guard lock(mu_);
+  cancelled_ = true;
+}
+
+std::string_view ChatStream::CloseReasonLocked() const {
+  // In order of precedence: what the server decided, then what happened to the call.
+  if (end_status_) return "ended_by_server";  // slow consumer, session revoked: see code
+  if (draining_) return "shutdown";
+  // A cancel by the client, or gRPC ending the call (a frame over grpc.max_receive_bytes is
+  // refused by gRPC with RESOURCE_EXHAUSTED before this stream sees it): the same here.
+  if (cancelled_) return "cancelled";
+  if (write_failed_) return "write_failed";
+  return "client_closed";
+}
+
+void ChatStream::NoteRefusedFrame(std::string_view reason) {
+  std::unique_lock lock(mu_);
+  if (frames_refused_++ > 0) return;
+  lock.unlock();
+  LogTraceScope trace(call_.trace_id());
+  LogEvent(deps_.log, spdlog::level::info, "frame refused",
+           {{"user_id", principal_.user_id},
+            {"session", principal_.session_id},
+            {"peer", peer_},
+            {"reason", reason},
+            {"code", "INVALID_ARGUMENT"}});
 }
 
 void ChatStream::End(const grpc::Status& status) {
@@ -385,7 +454,13 @@ void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {
 void ChatStream::HandleSend(v1::Send& send) {
   auto name = NormalizeChannelName(send.channel());
   Result<void> valid = name.ok() ? ValidateClientMsgId(send.client_msg_id()) : name.error();
-  if (valid.ok()) valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
+  if (valid.ok()) {
+    valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
+    if (!valid.ok()) {
+      NoteRefusedFrame(send.body().size() > deps_.limits.max_body_bytes ? "body_too_large"
+                                                                        : "invalid_body");
+    }
+  }
   if (!valid.ok()) {
     if (deps_.sends != nullptr) deps_.sends->Refused(valid.error().code);
     Reply(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()));
@@ -409,15 +484,30 @@ void ChatStream::PumpSends() {
   for (;;) {
     PendingSend send;
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
       if (waiting_sends_.empty()) {
         pumping_ = false;
+        rate_limited_ = false;  // caught up: the next wait is a new burst
         MaybeFinishLocked();
         return;
       }
       if (!draining_ && !send_bucket_.TryTake()) {
         pumping_ = false;
         ArmSendTimerLocked();
+        if (rate_limited_) return;
+        // Once per burst: logged when the stream first waits, then not until it caught up.
+        rate_limited_ = true;
+        const std::uint64_t bursts = ++rate_limited_bursts_;
+        const std::size_t waiting = waiting_sends_.size();
+        lock.unlock();
+        LogTraceScope trace(call_.trace_id());
+        LogEvent(deps_.log, spdlog::level::info, "sends rate limited",
+                 {{"user_id", principal_.user_id},
+                  {"session", principal_.session_id},
+                  {"peer", peer_},
+                  {"waiting_sends", waiting},
+                  {"burst", bursts},
+                  {"rate_per_s", deps_.limits.send_rate_per_s}});
         return;
       }
       send = std::move(waiting_sends_.front());

@@ -146,6 +146,7 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
+  void OnCancel() override;
 
   // Queues a control frame of this stream's own (ack, error, pong, unsubscribed).
   void Reply(const v1::ServerFrame& frame);
@@ -172,6 +173,11 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void MaybeFinishLocked();
   void StartWriteLocked();
   void ArmSendTimerLocked();
+  // The first refused frame of a stream is logged ("frame refused"); the rest are counted in
+  // its "stream closed" line, so a client cannot flood the log.
+  void NoteRefusedFrame(std::string_view reason);
+  // Why the stream ended, for its "stream closed" line. Requires mu_.
+  std::string_view CloseReasonLocked() const;
 
   const StreamDeps deps_;
   const Principal principal_;
@@ -207,6 +213,17 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   std::deque<PendingSend> waiting_sends_;  // valid sends waiting for a token, in arrival order
   bool pumping_ = false;                   // a thread is handing waiting_sends_ to the shard
   bool send_timer_armed_ = false;          // OnSendTimer is scheduled for the next token
+
+  // For the stream's log lines (never per frame at info: counted here, logged at the end).
+  std::string peer_;                                 // the client's address, from gRPC
+  std::chrono::steady_clock::time_point opened_at_;  // set when the stream is accepted
+  bool opened_ = false;  // accepted (logged "stream opened"), so "stream closed" follows
+  std::uint64_t frames_in_ = 0;
+  std::uint64_t frames_out_ = 0;
+  std::uint64_t frames_refused_ = 0;  // malformed frames and sends refused by validation
+  bool rate_limited_ = false;         // a send waits for a token; cleared when the stream caught up
+  std::uint64_t rate_limited_bursts_ = 0;
+  bool cancelled_ = false;  // OnCancel: the client cancelled, or gRPC failed the call
 };
 
 // The most frames and bytes one FrameBatch carries (a frame bigger than that goes alone). Small

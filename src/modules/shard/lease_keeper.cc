@@ -4,6 +4,7 @@
 
 #include <pqxx/pqxx>
 
+#include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
 
 namespace infrachat::shard {
@@ -75,10 +76,10 @@ void LeaseKeeper::Run() {
         conn = std::make_unique<pqxx::connection>(options_.database_url);
       }
       if (epoch_ != 0 && !Renew(*conn, options_, epoch_)) {
-        log_->warn(
-            "lease of {} was taken by another process (epoch {} superseded); taking it "
-            "back",
-            options_.shard_id, epoch_);
+        LogEvent(log_, spdlog::level::warn, "lease lost",
+                 {{"shard", options_.shard_id},
+                  {"epoch", epoch_},
+                  {"reason", "taken by another process; taking it back"}});
         metrics_.lost->Increment();
         metrics_.held->Set(0);
         epoch_ = 0;
@@ -86,12 +87,21 @@ void LeaseKeeper::Run() {
       if (epoch_ == 0) {
         epoch_ = Acquire(*conn, options_);
         metrics_.acquired->Increment();
-        log_->info("lease of {} at {} taken, epoch {}", options_.shard_id, options_.address,
-                   epoch_);
+        LogEvent(log_, spdlog::level::info, "lease acquired",
+                 {{"shard", options_.shard_id}, {"address", options_.address}, {"epoch", epoch_}});
+      }
+      if (renew_failing_) {
+        renew_failing_ = false;
+        LogEvent(log_, spdlog::level::info, "lease renewal recovered",
+                 {{"shard", options_.shard_id}});
       }
       metrics_.held->Set(1);
     } catch (const std::exception& e) {
-      log_->warn("lease of {} not renewed: {}", options_.shard_id, e.what());
+      if (!renew_failing_) {  // the transition once, not every heartbeat of an outage
+        renew_failing_ = true;
+        LogEvent(log_, spdlog::level::warn, "lease renewal failing",
+                 {{"shard", options_.shard_id}, {"epoch", epoch_}, {"error", e.what()}});
+      }
       metrics_.renewal_failed->Increment();
       metrics_.held->Set(0);
       conn.reset();

@@ -57,7 +57,8 @@ class LeaseKeeper {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::uint64_t epoch_ = 0;  // 0: not held
+  std::uint64_t epoch_ = 0;     // 0: not held
+  bool renew_failing_ = false;  // a renewal failed; logged once until one succeeds (Run only)
   std::thread thread_;
 };
 
