@@ -211,7 +211,7 @@ ok "all-in-one: alice and bob chat through it with the host's infrachat client (
   fail "ChatService is not SERVING"
 secs=$(stops aio)
 podman logs "$tag-aio" >"$work/aio.log" 2>&1
-grep -q "received SIGTERM, shutting down" "$work/aio.log" && grep -q "\] stopped$" "$work/aio.log" ||
+grep -q "shutting down signal=SIGTERM" "$work/aio.log" && grep -q "\] stopped$" "$work/aio.log" ||
   fail "the all-in-one log does not show the SIGTERM drain"
 ok "all-in-one: SIGTERM drains and ends it with exit status 0 in $secs s"
 podman rm "$tag-aio" >/dev/null 2>>"$work/podman.err"
