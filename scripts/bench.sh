@@ -235,6 +235,7 @@ fi
 
 # --- 5. HA PostgreSQL: every commit waits for a synchronous standby --------------------------
 if [ $ha = 1 ]; then
+  chmod 711 "$work"  # the HA nodes run as postgres under $work/ha
   "$root/scripts/run-ha-db.sh" --dir "$work/ha" --base-port "${BENCH_HA_BASE_PORT:-15430}" \
     >"$work/ha.out" 2>&1 &
   ha_pid=$!
