@@ -131,7 +131,19 @@ db_url=$("$root/test/support/pg_cluster.sh" start "$work/db")
 psql() {
   runuser -u postgres -- /usr/lib/postgresql/15/bin/psql -h "$work/db" -d postgres -Atc "$1"
 }
-port=$((40000 + (RANDOM % 200) * 100))  # this run's ports: port, port+1, ...
+# This run's ports: port, port+1, ..., port+5. Below the kernel's ephemeral range (32768 and
+# up here), where outgoing connections take their local ports, and checked free in any state.
+port_block_free() {
+  local p
+  for p in $(seq "$1" $(($1 + 5))); do
+    [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] || return 1
+  done
+}
+for _ in $(seq 50); do
+  port=$((20000 + (RANDOM % 120) * 100))
+  port_block_free "$port" && break
+done
+port_block_free "$port" || fail "no free block of six ports found between 20000 and 32000"
 
 # run NAME [podman run options...]: starts a container of the image in the background, on the
 # host's network (the database's socket mounted at the same path), locked down as the Kubernetes

@@ -14,7 +14,7 @@ build_packages=(
   prometheus-cpp-dev
 )
 test_packages=(
-  clang-format catch2 postgresql-15 util-linux jq openssl prometheus
+  clang-format catch2 postgresql-15 util-linux jq openssl prometheus iproute2
   # The container test (ctest -L container): podman with runc, mmdebstrap for the base image.
   podman runc mmdebstrap
   # HA PostgreSQL on one machine (scripts/run-ha-db.sh, the `ha` tests): docs/HA.md
