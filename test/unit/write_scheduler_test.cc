@@ -18,8 +18,8 @@ using namespace std::chrono_literals;
 class Counting final : public Flushable {
  public:
   void Flush() override {
-    flushes.fetch_add(1);
-    last_thread = std::this_thread::get_id();
+    last_thread = std::this_thread::get_id();  // before the count: a reader that saw the count
+    flushes.fetch_add(1);                      // sees this write too
   }
   std::atomic<int> flushes{0};
   std::thread::id last_thread;
