@@ -4,6 +4,7 @@
 #include <grpc/slice.h>
 
 #include <cstring>
+#include <string_view>
 
 namespace infrachat {
 
@@ -41,6 +42,35 @@ v1::ServerFrame EncodedFrame::Decode() const {
 
 std::size_t BatchElementOverhead(std::size_t frame_size) {
   return CodedOutputStream::VarintSize32(kFramesTag) + CodedOutputStream::VarintSize64(frame_size);
+}
+
+bool AcceptsBatches(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  auto [begin, end] = metadata.equal_range(kHeaderCapabilities);
+  for (auto it = begin; it != end; ++it) {
+    std::string_view list(it->second.data(), it->second.size());
+    while (!list.empty()) {
+      const std::size_t comma = list.find(',');
+      std::string_view item = list.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (item == kCapabilityBatch) return true;
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+
+std::size_t FramesForNextWrite(const std::deque<EncodedFrame>& queue, bool batches) {
+  std::size_t count = 1;
+  std::size_t bytes = queue.front().size();
+  while (batches && count < queue.size() && count < kMaxBatchFrames) {
+    const std::size_t more = queue[count].size() + BatchElementOverhead(queue[count].size());
+    if (bytes + more > kMaxBatchBytes) break;
+    bytes += more;
+    ++count;
+  }
+  return count;
 }
 
 grpc::ByteBuffer EncodeWrite(const std::deque<EncodedFrame>& frames, std::size_t first,

@@ -4,7 +4,10 @@
 
 #include <catch2/catch.hpp>
 #include <deque>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace infrachat {
 namespace {
@@ -93,6 +96,35 @@ TEST_CASE("one frame is written as itself, several as one FrameBatch in order", 
     for (const auto& f : originals) *expected.mutable_batch()->add_frames() = f;
     CHECK(expected.batch().ByteSizeLong() == inner);
   }
+}
+
+TEST_CASE("the batch capability is one item of a comma-separated list", "[unit][frames]") {
+  const auto accepts = [](std::vector<std::pair<std::string, std::string>> headers) {
+    std::vector<std::pair<std::string, std::string>> kept = std::move(headers);
+    std::multimap<grpc::string_ref, grpc::string_ref> metadata;
+    for (const auto& [k, v] : kept) metadata.emplace(k, v);
+    return AcceptsBatches(metadata);
+  };
+  CHECK(accepts({{"infrachat-capabilities", "batch"}}));
+  CHECK(accepts({{"infrachat-capabilities", "later, batch "}}));
+  CHECK(accepts({{"infrachat-capabilities", "later"}, {"infrachat-capabilities", "batch"}}));
+  CHECK_FALSE(accepts({{"infrachat-capabilities", "nobatch,batches"}}));
+  CHECK_FALSE(accepts({{"other", "batch"}}));
+  CHECK_FALSE(accepts({}));
+}
+
+TEST_CASE("a write carries one frame, or as many as the batch caps allow", "[unit][frames]") {
+  std::deque<EncodedFrame> queue;
+  for (std::uint64_t i = 0; i < kMaxBatchFrames + 10; ++i) queue.emplace_back(Message(i, 10));
+  CHECK(FramesForNextWrite(queue, /*batches=*/false) == 1);
+  CHECK(FramesForNextWrite(queue, /*batches=*/true) == kMaxBatchFrames);
+  std::deque<EncodedFrame> big;
+  for (std::uint64_t i = 0; i < 10; ++i) big.emplace_back(Message(i, 100 * 1024));
+  CHECK(FramesForNextWrite(big, /*batches=*/true) == 2);  // 3 x 100 KiB > 256 KiB
+  std::deque<EncodedFrame> huge;
+  huge.emplace_back(Message(1, 300 * 1024));
+  huge.emplace_back(Message(2, 10));
+  CHECK(FramesForNextWrite(huge, /*batches=*/true) == 1);  // too big for company, never for itself
 }
 
 }  // namespace

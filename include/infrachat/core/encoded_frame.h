@@ -3,9 +3,11 @@
 
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/slice.h>
+#include <grpcpp/support/string_ref.h>
 
 #include <cstddef>
 #include <deque>
+#include <map>
 
 #include "infrachat/v1/infrachat.pb.h"
 
@@ -35,6 +37,25 @@ class EncodedFrame {
   grpc::Slice bytes_;
   bool data_ = false;
 };
+
+// The most frames and bytes one FrameBatch carries (a frame bigger than that goes alone). Small
+// enough for any client's default receive limit (4 MiB) and to keep one write short.
+inline constexpr std::size_t kMaxBatchFrames = 256;
+inline constexpr std::size_t kMaxBatchBytes = 256 * 1024;
+
+// Request and initial metadata of ChatService.Connect: a comma-separated list of capabilities.
+// "batch": the client accepts ServerFrame.batch (the server answers with the same key when it
+// will send them).
+inline constexpr const char* kHeaderCapabilities = "infrachat-capabilities";
+inline constexpr const char* kCapabilityBatch = "batch";
+
+// Whether a call's request metadata lists kCapabilityBatch (items trimmed of spaces; the key
+// may repeat).
+bool AcceptsBatches(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
+
+// How many frames from the front of `queue` (not empty) the next write carries: 1 without
+// batches, else as many as fit kMaxBatchFrames and kMaxBatchBytes (at least 1).
+std::size_t FramesForNextWrite(const std::deque<EncodedFrame>& queue, bool batches);
 
 // The one message written for frames[first, first + count): the frame's own bytes when count
 // is 1, otherwise a ServerFrame whose FrameBatch holds them in order (the frames' bytes are

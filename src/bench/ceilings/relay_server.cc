@@ -278,16 +278,8 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
 
   // Requires mu_. The same batching rule as infrachatd's ChatStream.
   void StartWriteLocked() {
-    std::size_t count = 1;
-    std::size_t bytes = out_.front().size();
-    while (batches_ && count < out_.size() && count < kMaxBatchFrames) {
-      const std::size_t more = out_[count].size() + BatchElementOverhead(out_[count].size());
-      if (bytes + more > kMaxBatchBytes) break;
-      bytes += more;
-      ++count;
-    }
-    write_frames_ = count;
-    write_buf_ = EncodeWrite(out_, 0, count);
+    write_frames_ = FramesForNextWrite(out_, batches_);
+    write_buf_ = EncodeWrite(out_, 0, write_frames_);
     writing_ = true;
     StartWrite(&write_buf_);
   }
@@ -303,10 +295,6 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     // normal end of the stream.
     Finish(grpc::Status::OK);
   }
-
-  // infrachatd's batch caps (src/modules/gateway/chat_stream.h).
-  static constexpr std::size_t kMaxBatchFrames = 256;
-  static constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 
   Hub* const hub_;
   RelayCounters* const counters_;
@@ -333,18 +321,6 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   bool finished_ = false;
 };
 
-// Whether the client lists "batch" in infrachat-capabilities (as infrachat's clients send it).
-bool AsksForBatches(const grpc::CallbackServerContext& context) {
-  auto [begin, end] = context.client_metadata().equal_range("infrachat-capabilities");
-  for (auto it = begin; it != end; ++it) {
-    if (std::string_view(it->second.data(), it->second.size()).find("batch") !=
-        std::string_view::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
 class RelayService final
     : public v1::ChatService::WithRawCallbackMethod_Connect<v1::ChatService::Service> {
  public:
@@ -354,8 +330,8 @@ class RelayService final
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* context) override {
-    const bool batches = writes_ != nullptr && AsksForBatches(*context);
-    if (batches) context->AddInitialMetadata("infrachat-capabilities", "batch");
+    const bool batches = writes_ != nullptr && AcceptsBatches(context->client_metadata());
+    if (batches) context->AddInitialMetadata(kHeaderCapabilities, kCapabilityBatch);
     return RelayStream::Open(hub_, counters_, writes_, batches);
   }
 

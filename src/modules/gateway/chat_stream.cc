@@ -18,33 +18,13 @@ namespace {
 // pongs and (un)subscribed notices. Exceeding even that means the client does not read at all.
 constexpr std::size_t kControlMargin = 256;
 
-// Whether the request metadata lists `capability` in infrachat-capabilities (comma-separated,
-// spaces ignored; the key may repeat).
-bool HasCapability(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-                   std::string_view capability) {
-  auto [begin, end] = metadata.equal_range(kHeaderCapabilities);
-  for (auto it = begin; it != end; ++it) {
-    std::string_view list(it->second.data(), it->second.size());
-    while (!list.empty()) {
-      const std::size_t comma = list.find(',');
-      std::string_view item = list.substr(0, comma);
-      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      if (item == capability) return true;
-      if (comma == std::string_view::npos) break;
-      list.remove_prefix(comma + 1);
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
     grpc::CallbackServerContext* context, const StreamDeps& deps) {
   auto principal = Authenticate(context->client_metadata(), *deps.auth);
   Principal who = principal.ok() ? *principal : Principal{};
-  const bool batches = HasCapability(context->client_metadata(), kCapabilityBatch);
+  const bool batches = AcceptsBatches(context->client_metadata());
   std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context), batches));
   stream->self_ = stream;
   stream->peer_ = context->peer();
@@ -149,16 +129,7 @@ std::size_t ChatStream::FreeSlots() const {
 void ChatStream::StartWriteLocked() {
   // Everything queued goes in this write when the client takes batches (within the caps);
   // otherwise the oldest frame alone. Frames stay in out_ until the write completes.
-  std::size_t count = 1;
-  std::size_t bytes = out_.front().size();
-  if (batches_) {
-    while (count < out_.size() && count < kMaxBatchFrames) {
-      const std::size_t more = out_[count].size() + BatchElementOverhead(out_[count].size());
-      if (bytes + more > kMaxBatchBytes) break;
-      bytes += more;
-      ++count;
-    }
-  }
+  const std::size_t count = FramesForNextWrite(out_, batches_);
   if (deps_.write_queue != nullptr) deps_.write_queue->Observe(static_cast<double>(out_.size()));
   write_frames_ = count;
   write_data_frames_ = 0;

@@ -226,16 +226,6 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   bool cancelled_ = false;  // OnCancel: the client cancelled, or gRPC failed the call
 };
 
-// The most frames and bytes one FrameBatch carries (a frame bigger than that goes alone). Small
-// enough for any client's default receive limit (4 MiB) and to keep one write short.
-inline constexpr std::size_t kMaxBatchFrames = 256;
-inline constexpr std::size_t kMaxBatchBytes = 256 * 1024;
-
-// Request and initial metadata: a comma-separated list of capabilities. "batch": the client
-// accepts ServerFrame.batch (the server answers with the same key when it will send them).
-inline constexpr const char* kHeaderCapabilities = "infrachat-capabilities";
-inline constexpr const char* kCapabilityBatch = "batch";
-
 // Initial-metadata keys of a Connect stream: its limits, as decimal strings.
 inline constexpr const char* kHeaderSendRate = "infrachat-send-rate-per-s";
 inline constexpr const char* kHeaderSendBurst = "infrachat-send-burst";
