@@ -27,15 +27,19 @@ ARG LC_ALL
 ARG LC_CTYPE
 ARG LC_MESSAGES
 # Only what the compile reads, so a change to docs, tests or deploy files does not rebuild.
-COPY CMakeLists.txt ${SRC_DIR}/
-COPY scripts/build.sh ${SRC_DIR}/scripts/
-COPY proto ${SRC_DIR}/proto
-COPY include ${SRC_DIR}/include
-COPY src ${SRC_DIR}/src
+# The COPY destinations are fixed: buildah's layer cache keys a COPY on its unexpanded text, so
+# `COPY x ${SRC_DIR}/` reused a layer built with another SRC_DIR and the files were not where
+# the build looked (a CI run failed so). The build step moves them to SRC_DIR itself.
+COPY CMakeLists.txt /staged-src/
+COPY scripts/build.sh /staged-src/scripts/
+COPY proto /staged-src/proto
+COPY include /staged-src/include
+COPY src /staged-src/src
 # RelWithDebInfo (-O2), as the tests build and prove it; the debug info is stripped below.
 # /ccache is a cache mount that outlives the layer (unless CCACHE_DIR points at a volume).
 RUN --mount=type=cache,target=/ccache,id=infrachat-ccache \
-    BUILD_TESTING=OFF "${SRC_DIR}/scripts/build.sh" infrachatd infrachat \
+    mkdir -p "${SRC_DIR}" && cp -a /staged-src/. "${SRC_DIR}/" && rm -rf /staged-src \
+ && BUILD_TESTING=OFF "${SRC_DIR}/scripts/build.sh" infrachatd infrachat \
  && install -D -s -m 0755 "${BUILD_DIR}/src/exe/infrachatd" /out/usr/local/bin/infrachatd \
  && install -D -s -m 0755 "${BUILD_DIR}/src/client/infrachat" /out/usr/local/bin/infrachat \
  && rm -rf "${BUILD_DIR}"  # the objects are in ccache; a layer of them would only fill the disk

@@ -22,6 +22,7 @@
 #     --no-restart    a process that exits stays dead (reported on stdout)
 #     --db-url R=URL  region R's processes use the database at URL (e.g. the multi-host URL of
 #                     scripts/run-ha-db.sh: docs/HA.md) instead of a private PostgreSQL
+#   INFRACHAT_NO_BUILD=1  use the programs already in BUILD_DIR (default build) as they are
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 base_port=7500
@@ -51,7 +52,7 @@ mkdir -p "$dir/conf" "$dir/log" "$dir/run"
 chmod 755 "$dir"  # the databases run as postgres under it when we are root
 
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh" infrachatd infrachat >/dev/null
+[ -n "${INFRACHAT_NO_BUILD:-}" ] || "$root/scripts/build.sh" infrachatd infrachat >/dev/null
 build=${BUILD_DIR:-$root/build}
 daemon="$build/src/exe/infrachatd"
 

@@ -3,11 +3,12 @@
 # (kept between runs) and infrachatd with every role, on 127.0.0.1:7400. Ctrl-C stops both.
 #   scripts/run-local.sh [--set key=value ...]   extra infrachatd overrides
 #   INFRACHAT_DATA=DIR   where the database lives (default /tmp/infrachat-dev)
+#   INFRACHAT_NO_BUILD=1 use the programs already in BUILD_DIR (default build) as they are
 #   scripts/run-local.sh --reset                 wipe the local database first
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh" infrachatd infrachat
+[ -n "${INFRACHAT_NO_BUILD:-}" ] || "$root/scripts/build.sh" infrachatd infrachat
 
 data=${INFRACHAT_DATA:-/tmp/infrachat-dev}
 if [ "${1:-}" = "--reset" ]; then

@@ -6,6 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export BUILD_DIR=${1:?build directory}
+export INFRACHAT_NO_BUILD=1  # ctest built the programs; a build here would race other tests'
 set -m  # background jobs get their own process group and do not ignore SIGINT
 
 work=$(mktemp -d /tmp/infrachat-runlocal.XXXXXX)
