@@ -199,12 +199,16 @@ class Cluster {
     // 12 ports from base; xx50-xx61 never meets run_cluster_test.sh's xx00-xx11, and the top
     // stays below the kernel's ephemeral ports (32768-60999), which clients' sockets use.
     const int base = 20050 + static_cast<int>(random() % 127) * 100;
-    std::vector<std::string> argv = {
-        "/usr/bin/env", std::string("BUILD_DIR=") + INFRACHAT_TEST_BUILD_DIR,
-        // ctest built the programs; a build here would race the
-        // other tests' (concurrent cmake runs in one build dir).
-        "INFRACHAT_NO_BUILD=1", std::string(INFRACHAT_SOURCE_DIR) + "/scripts/run-cluster.sh",
-        "--base-port", std::to_string(base), "--dir", dir_};
+    // INFRACHAT_NO_BUILD: ctest built the programs; a build by the script would race the other
+    // tests' (concurrent cmake runs in one build dir fail).
+    std::vector<std::string> argv = {"/usr/bin/env",
+                                     std::string("BUILD_DIR=") + INFRACHAT_TEST_BUILD_DIR,
+                                     "INFRACHAT_NO_BUILD=1",
+                                     std::string(INFRACHAT_SOURCE_DIR) + "/scripts/run-cluster.sh",
+                                     "--base-port",
+                                     std::to_string(base),
+                                     "--dir",
+                                     dir_};
     argv.insert(argv.end(), args.begin(), args.end());
     for (const auto& set : sets) {
       argv.push_back("--set");
