@@ -29,7 +29,11 @@ namespace {
 
 // Set by LogEvent for the duration of its (synchronous) logger call; read by the formatter on
 // the same thread. Plain lines (logger->info(...)) see no fields.
-thread_local const std::initializer_list<LogField>* current_fields = nullptr;
+struct FieldSpan {
+  const LogField* begin;
+  const LogField* end;
+};
+thread_local const FieldSpan* current_fields = nullptr;
 thread_local const LogTraceScope* current_trace = nullptr;
 
 constexpr const char* kTextPattern = "%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [%n] [t%t] %v";
@@ -85,11 +89,11 @@ class TextFormatter : public spdlog::formatter {
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     prefix_->format(msg, dest);
     if (current_fields != nullptr) {
-      for (const LogField& field : *current_fields) {
+      for (const LogField* field = current_fields->begin; field != current_fields->end; ++field) {
         AppendText(" ", dest);
-        AppendText(field.key, dest);
+        AppendText(field->key, dest);
         AppendText("=", dest);
-        AppendTextValue(field.value, dest);
+        AppendTextValue(field->value, dest);
       }
     }
     if (current_trace != nullptr) {
@@ -122,10 +126,10 @@ class JsonFormatter : public spdlog::formatter {
     line["trace_id"] = LogFormatterAccess::TraceId(current_trace);
     line["span_id"] = LogFormatterAccess::SpanId(current_trace);
     if (current_fields != nullptr) {
-      for (const LogField& field : *current_fields) {
-        std::string key(field.key);
+      for (const LogField* field = current_fields->begin; field != current_fields->end; ++field) {
+        std::string key(field->key);
         if (line.contains(key)) continue;  // the fixed fields stay what they are
-        line[key] = ToJson(field.value);
+        line[key] = ToJson(field->value);
       }
     }
     const std::string text =
@@ -198,13 +202,27 @@ std::shared_ptr<spdlog::logger> ModuleLogger(std::string_view module) {
   return logger;
 }
 
-void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
-              std::initializer_list<LogField> fields) {
+namespace {
+
+void LogFields(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
+               const FieldSpan& fields) {
   if (!logger.should_log(level)) return;
   const auto* outer = current_fields;
   current_fields = &fields;
   logger.log(level, "{}", msg);
   current_fields = outer;
+}
+
+}  // namespace
+
+void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
+              std::initializer_list<LogField> fields) {
+  LogFields(logger, level, msg, FieldSpan{fields.begin(), fields.end()});
+}
+
+void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
+              const std::vector<LogField>& fields) {
+  LogFields(logger, level, msg, FieldSpan{fields.data(), fields.data() + fields.size()});
 }
 
 LogTraceScope::LogTraceScope(std::string_view trace_id, std::string_view span_id)

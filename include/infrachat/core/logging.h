@@ -34,6 +34,7 @@
 #include <string_view>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "infrachat/config/config.h"
 
@@ -93,6 +94,9 @@ inline void LogEvent(const std::shared_ptr<spdlog::logger>& logger, spdlog::leve
                      std::string_view msg, std::initializer_list<LogField> fields = {}) {
   LogEvent(*logger, level, msg, fields);
 }
+// The same with fields assembled at run time (AvailabilityLog's fixed fields plus its own).
+void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::string_view msg,
+              const std::vector<LogField>& fields);
 
 // While it lives, every line logged on this thread carries `trace_id` (and `span_id`): the
 // trace of the work being done (CallContext::trace_id()). Scopes nest; the innermost wins and
