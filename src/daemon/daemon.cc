@@ -40,6 +40,7 @@
 #include "remote/auth_server.h"
 #include "remote/convert.h"
 #include "remote/fan_in_bus.h"
+#include "remote/peer_monitor.h"
 #include "remote/routed_shard.h"
 #include "remote/shard_server.h"
 #include "tls.h"
@@ -240,10 +241,10 @@ void Daemon::Start() {
   }
   state_->context.ProvideBus(state_->bus.get());
   if (!config.HasRole("auth") && !config.peers.auth.empty()) {
-    state_->remote_auth = std::make_unique<remote::RemoteAuth>(
-        remote::MakeInternalChannel(config.peers.auth.front(), internal_credentials,
-                                    config.peers.auth.front()),
-        timeout);
+    auto auth_channel = remote::MakeInternalChannel(config.peers.auth.front(), internal_credentials,
+                                                    config.peers.auth.front());
+    remote::PeerMonitor::Default().Watch(auth_channel, config.peers.auth.front(), "auth");
+    state_->remote_auth = std::make_unique<remote::RemoteAuth>(std::move(auth_channel), timeout);
     // Tokens are verified here with auth's public keys; auth may still be starting.
     state_->remote_auth->FetchKeys(std::chrono::steady_clock::now() + std::chrono::seconds(30));
     state_->context.ProvideAuth(state_->remote_auth.get());

@@ -1,6 +1,7 @@
 #include "fan_in_bus.h"
 
 #include "convert.h"
+#include "peer_monitor.h"
 
 namespace infrachat::remote {
 
@@ -18,7 +19,9 @@ FanInEventBus::~FanInEventBus() = default;
 
 FanInEventBus::BusPtr FanInEventBus::MakeBus(const std::string& address,
                                              const std::string& peer) const {
-  return std::make_shared<bus_grpc::GrpcEventBus>(MakeInternalChannel(address, credentials_, peer));
+  auto channel = MakeInternalChannel(address, credentials_, peer);
+  PeerMonitor::Default().Watch(channel, address, "shard");
+  return std::make_shared<bus_grpc::GrpcEventBus>(std::move(channel));
 }
 
 void FanInEventBus::AddShard(const std::string& address) {

@@ -3,13 +3,16 @@
 #include <prometheus/family.h>
 
 #include <algorithm>
+#include <iterator>
 #include <optional>
 #include <set>
 
 #include "convert.h"
+#include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
 #include "infrachat/core/validation.h"
 #include "modules/router/placement.h"
+#include "peer_monitor.h"
 
 namespace infrachat::remote {
 
@@ -38,7 +41,8 @@ RoutedShard::RoutedShard(std::map<std::string, std::vector<std::string>> shards_
     : shards_by_region_(std::move(shards_by_region)),
       regions_(std::move(regions)),
       credentials_(credentials),
-      timeout_(timeout) {
+      timeout_(timeout),
+      log_(ModuleLogger("router")) {
   for (const auto& [region, addresses] : shards_by_region_) {
     for (const auto& address : addresses) {
       if (std::find(addresses_.begin(), addresses_.end(), address) == addresses_.end()) {
@@ -131,6 +135,7 @@ void RoutedShard::RefreshOnce() {
     }
     std::vector<std::string> found;
     std::function<void(const std::string&)> listener;
+    std::optional<PlacementChange> change;
     const RegionMetrics& metrics = region_metrics_.at(region);
     if (live) {
       metrics.live_shards->Set(static_cast<double>(live->size()));
@@ -158,14 +163,45 @@ void RoutedShard::RefreshOnce() {
       if (std::set(placed.begin(), placed.end()) !=
           std::set(placed_before.begin(), placed_before.end())) {
         metrics.placement_changes->Increment();
+        change = PlacementChange{placed_before, placed, live_.count(region) > 0};
       }
       listener = on_discovered_;
     }
+    if (change) LogPlacementChange(region, *change);
     // Outside the lock: the listener starts watching the new shard's events.
     if (listener) {
       for (const auto& address : found) listener(address);
     }
   }
+}
+
+namespace {
+
+std::string Joined(const std::set<std::string>& addresses) {
+  std::string out;
+  for (const auto& address : addresses) out += (out.empty() ? "" : ",") + address;
+  return out;
+}
+
+}  // namespace
+
+void RoutedShard::LogPlacementChange(const std::string& region, const PlacementChange& change) {
+  const std::set<std::string> before(change.before.begin(), change.before.end());
+  const std::set<std::string> after(change.after.begin(), change.after.end());
+  std::set<std::string> joined, left;
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                      std::inserter(joined, joined.end()));
+  std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                      std::inserter(left, left.end()));
+  // Once per change of the set (a refresh that reads the same set logs nothing). The channels
+  // that move are those whose rendezvous owner joined or left: not listed, computable.
+  LogEvent(log_, spdlog::level::info, "placement changed",
+           {{"region", region},
+            {"shards", Joined(after)},
+            {"joined", Joined(joined)},
+            {"left", Joined(left)},
+            {"shard_count", static_cast<std::uint64_t>(after.size())},
+            {"source", change.from_leases ? "leases" : "configuration"}});
 }
 
 Result<std::vector<ShardLease>> RoutedShard::LiveShards(const CallContext&) {
@@ -221,8 +257,9 @@ ShardApi& RoutedShard::At(const std::string& address) const {
     const bool configured =
         std::find(addresses_.begin(), addresses_.end(), address) != addresses_.end();
     const std::string peer = configured ? address : kDiscoveredPeer;
-    shard = std::make_unique<RemoteShard>(MakeInternalChannel(address, credentials_, peer),
-                                          timeout_, peer);
+    auto channel = MakeInternalChannel(address, credentials_, peer);
+    PeerMonitor::Default().Watch(channel, address, "shard");
+    shard = std::make_unique<RemoteShard>(std::move(channel), timeout_, peer);
   }
   return *shard;
 }

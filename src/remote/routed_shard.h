@@ -10,6 +10,7 @@
 #include <grpcpp/security/credentials.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
+#include <spdlog/logger.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -39,6 +40,9 @@ namespace infrachat::remote {
 //   infrachat_router_lease_reads_failed_total{region} no shard of the region answered LiveShards
 //   infrachat_router_failovers_total                 calls tried on the next shard because the
 //                                                    owner was unreachable
+// Logs: "placement changed" (module router) once per change of a region's placed set, with
+// the shards that joined and left; the channels to each shard log "peer connected" / "peer
+// lost" (module cluster, PeerMonitor).
 // Internal calls themselves are counted per peer by the channels (MakeInternalChannel): a
 // configured address is its own label, a shard found by its lease is "discovered".
 // Thread-safety: as ShardApi. Lifetime: owns one RemoteShard per address.
@@ -116,6 +120,16 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
   // The addresses placement uses in `region`: the live ones when known, else the configured.
   std::vector<std::string> PlacedLocked(const std::string& region) const;
 
+  // The set of shards a region's channels are placed on, before and after a refresh.
+  struct PlacementChange {
+    std::vector<std::string> before;
+    std::vector<std::string> after;
+    bool from_leases = false;  // else the configured addresses (the lease table is unreadable)
+  };
+  // "placement changed" (module router, info): region, shards, joined, left, shard_count,
+  // source (leases | configuration). Called without mu_.
+  void LogPlacementChange(const std::string& region, const PlacementChange& change);
+
   struct RegionMetrics {
     prometheus::Gauge* live_shards = nullptr;
     prometheus::Counter* placement_changes = nullptr;
@@ -129,6 +143,7 @@ class RoutedShard final : public ShardApi, public ShardPlacement {
   const std::chrono::milliseconds timeout_;
   std::map<std::string, RegionMetrics> region_metrics_;  // per region of shards_by_region_
   prometheus::Counter* failovers_ = nullptr;
+  std::shared_ptr<spdlog::logger> log_;  // "router": placement changes
 
   mutable std::mutex mu_;
   // One client per address ever used; entries are never removed (references stay valid).

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <pqxx/pqxx>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -20,6 +21,10 @@ class Counter;
 class Gauge;
 class Histogram;
 }  // namespace prometheus
+
+namespace infrachat {
+class AvailabilityLog;
+}  // namespace infrachat
 
 namespace infrachat::pg {
 
@@ -37,6 +42,12 @@ namespace infrachat::pg {
 //   commit_unknown (lost during COMMIT), unavailable (server shutting down, 08/57P states),
 //   conflict (serialization failure, deadlock), query (any other database error).
 // Errors that `work` returns as values are the caller's business and are not counted.
+//
+// Logs (module storage, docs/OPERATIONS.md "Logs"): "database unavailable" (warn) when a
+// connection cannot be opened, or a call fails because the server went away, for the first
+// time since the pool last reached the database; "database available again" (info, with
+// outage_ms) on the next call that reaches it. One pair per outage, however many calls fail
+// (AvailabilityLog). An idle connection found dead and replaced on the spot is not an outage.
 class ConnectionPool {
  public:
   ConnectionPool(std::string url, int size);
@@ -65,6 +76,10 @@ class ConnectionPool {
   void Return(std::unique_ptr<pqxx::connection> conn);
   void CountError(const std::exception& e);
   Error Translate(const std::exception& e) const;
+  // The outcome of a call for the availability log: the database answered, or `e` ended the
+  // call (logged when it means the server could not be reached).
+  void NoteReached();
+  void NoteFailed(const std::exception& e);
 
   std::string url_;
   int size_;
@@ -78,6 +93,7 @@ class ConnectionPool {
   prometheus::Gauge* waiters_;
   prometheus::Histogram* wait_seconds_;
   prometheus::Counter* connect_errors_;
+  std::unique_ptr<AvailabilityLog> availability_;
 };
 
 // Opens a connection, or UNAVAILABLE with the reason.
@@ -85,6 +101,15 @@ Result<std::unique_ptr<pqxx::connection>> Connect(const std::string& url);
 
 // Maps a libpqxx / std exception to an Error (see ConnectionPool::With).
 Error TranslateException(const std::exception& e);
+
+// The class of a database failure, a bounded set (the `error` label of
+// infrachat_db_errors_total and of the outage log lines): commit_unknown (connection lost
+// during COMMIT), connection_lost, conflict (serialization failure, deadlock), unavailable
+// (server shutting down or gone: SQLSTATE 08xxx, 57Pxx), query (anything else).
+const char* ErrorClass(const std::exception& e);
+// Whether a failure of that class means the database could not be reached (an outage), as
+// opposed to a query the database answered with an error.
+bool IsUnreachable(std::string_view error_class);
 
 // One schema step of one module. Versions of a module start at 1 and increase by 1.
 struct Migration {
@@ -199,6 +224,7 @@ Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>
     try {
       Result<T> result = work(*conn);
       Return(std::move(conn));
+      NoteReached();
       return result;
     } catch (const std::exception& e) {
       CountError(e);
@@ -218,6 +244,7 @@ Result<T> ConnectionPool::With(const std::function<Result<T>(pqxx::connection&)>
           dynamic_cast<const pqxx::in_doubt_error*>(&e) == nullptr) {
         continue;
       }
+      NoteFailed(e);
       return error;
     }
   }

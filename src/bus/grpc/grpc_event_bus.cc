@@ -334,8 +334,11 @@ void GrpcEventBus::OnWatchDone(WatchCall* call, const grpc::Status& status) {
       const auto delay = owner.backoff;
       owner.backoff = std::min(delay * 2, options_.reconnect_max);
       owner.reconnect_at = std::chrono::steady_clock::now() + delay;
-      log_->warn("event bus: watch stream to the owner ended ({} {}); reopening in {} ms",
-                 static_cast<int>(status.error_code()), status.error_message(), delay.count());
+      // Once per stream that worked, not once per failed reopening while the owner is away
+      // (the cluster log's "peer lost" / "peer connected" tell the outage).
+      log_->log(call->answered ? spdlog::level::warn : spdlog::level::debug,
+                "event bus: watch stream to the owner ended ({} {}); reopening in {} ms",
+                static_cast<int>(status.error_code()), status.error_message(), delay.count());
       control_cv_.notify_one();
     }
   }

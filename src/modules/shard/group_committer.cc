@@ -56,7 +56,9 @@ GroupCommitter::GroupCommitter(GroupCommitterOptions options, EventBus* bus,
                            .Help("Group-commit batches that could not be stored (their sends "
                                  "were answered with an error)")
                            .Register(MetricsRegistry())
-                           .Add({})) {
+                           .Add({})),
+      availability_(log_, {"database unavailable", "database available again"},
+                    {{"component", "group_committer"}}) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -118,7 +120,8 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       auto conn = pg::Connect(options_.database_url);
       if (!conn.ok()) {
         failure = MakeError(Code::kUnavailable, "database unavailable; retry");
-        log_->warn("cannot connect to the database: {}", conn.error().message);
+        availability_.Failed("connect", conn.error().message);  // once per outage
+        log_->debug("cannot connect to the database: {}", conn.error().message);
         break;
       }
       conn_ = std::move(conn).value();
@@ -145,7 +148,8 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
         failure = MakeError(Code::kUnavailable,
                             "the database did not confirm the commit in time; outcome unknown, "
                             "retry with the same client_msg_id");
-        log_->warn(
+        availability_.Failed("commit_timeout", e.what());
+        log_->debug(
             "batch of {} sends not committed within {} ms: connection closed, sends answered "
             "UNAVAILABLE ({})",
             batch.size(), options_.commit_timeout.count(), e.what());
@@ -153,7 +157,8 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       }
       if (failure.code == Code::kUnavailable) {
         conn_.reset();
-        log_->warn("batch of {} sends failed: {}", batch.size(), e.what());
+        availability_.Failed(pg::ErrorClass(e), e.what());
+        log_->debug("batch of {} sends failed: {}", batch.size(), e.what());
         break;  // unknown or failed commit: the clients retry with the same client_msg_id
       }
       if (failure.code != Code::kAborted) {
@@ -170,6 +175,7 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
     for (Pending& p : batch) p.done(failure);
     return;
   }
+  availability_.Succeeded();
   batch_size_->Observe(static_cast<double>(batch.size()));
   batches_committed_.fetch_add(1);
   messages_committed_.fetch_add(committed.size());

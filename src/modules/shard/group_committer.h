@@ -19,6 +19,7 @@
 
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/availability_log.h"
 #include "infrachat/storage/pg.h"
 
 namespace infrachat::shard {
@@ -97,6 +98,9 @@ class GroupCommitter {
   prometheus::Histogram* batch_size_;
   prometheus::Histogram* commit_seconds_;
   prometheus::Counter* batches_failed_;
+  // "database unavailable" / "database available again", once per outage of the writer's
+  // connection (component group_committer; the per-batch lines are at debug).
+  AvailabilityLog availability_;
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
   std::thread thread_;

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "infrachat/core/availability_log.h"
+#include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
 #include "infrachat/storage/pg.h"
 
@@ -51,8 +53,9 @@ PoolFamilies& Families() {
   return *families;
 }
 
-// The error label of a failure (a bounded set; see ConnectionPool).
-const char* ErrorKind(const std::exception& e) {
+}  // namespace
+
+const char* ErrorClass(const std::exception& e) {
   if (dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr) return "commit_unknown";
   if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) return "connection_lost";
   if (dynamic_cast<const pqxx::serialization_failure*>(&e) != nullptr ||
@@ -66,7 +69,10 @@ const char* ErrorKind(const std::exception& e) {
   return "query";
 }
 
-}  // namespace
+bool IsUnreachable(std::string_view error_class) {
+  return error_class == "connect" || error_class == "connection_lost" ||
+         error_class == "commit_unknown" || error_class == "unavailable";
+}
 
 ConnectionPool::ConnectionPool(std::string url, int size)
     : url_(std::move(url)),
@@ -75,7 +81,11 @@ ConnectionPool::ConnectionPool(std::string url, int size)
       max_(&Families().max),
       waiters_(&Families().waiters),
       wait_seconds_(&Families().wait_seconds),
-      connect_errors_(&Families().errors.Add({{"error", "connect"}})) {
+      connect_errors_(&Families().errors.Add({{"error", "connect"}})),
+      availability_(std::make_unique<AvailabilityLog>(
+          ModuleLogger("storage"),
+          AvailabilityLog::Messages{"database unavailable", "database available again"},
+          AvailabilityLog::Fields{{"component", "pool"}})) {
   max_->Increment(size_);
   // Every kind shows (at 0) from the start, so rates and alerts have a series to work on.
   for (const char* kind :
@@ -111,6 +121,7 @@ std::unique_ptr<pqxx::connection> ConnectionPool::Acquire(std::string* error, bo
   auto conn = Connect(url_);
   if (!conn.ok()) {
     connect_errors_->Increment();
+    availability_->Failed("connect", conn.error().message);
     *error = conn.error().message;
     Release(nullptr);
     return nullptr;
@@ -125,7 +136,14 @@ void ConnectionPool::Return(std::unique_ptr<pqxx::connection> conn) {
 }
 
 void ConnectionPool::CountError(const std::exception& e) {
-  Families().errors.Add({{"error", ErrorKind(e)}}).Increment();
+  Families().errors.Add({{"error", ErrorClass(e)}}).Increment();
+}
+
+void ConnectionPool::NoteReached() { availability_->Succeeded(); }
+
+void ConnectionPool::NoteFailed(const std::exception& e) {
+  const char* error_class = ErrorClass(e);
+  if (IsUnreachable(error_class)) availability_->Failed(error_class, e.what());
 }
 
 void ConnectionPool::Release(std::unique_ptr<pqxx::connection> conn) {
