@@ -12,6 +12,7 @@
 #include "grpc_wire.h"
 #include "infrachat/client/chat_stream.h"
 #include "infrachat/client/client.h"
+#include "test_db.h"
 
 namespace infrachat {
 namespace {
@@ -99,6 +100,35 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
                                            {{"authorization", "Bearer " + alice->access_token()}});
   REQUIRE(answers.size() == 2);
 
+  // The database goes away for a while: logins (the pool) and sends (the shard's group
+  // committer) fail several times each, yet each logs the outage once and its end once.
+  const std::string kOutageBody = "outage-body-5512-qzx";
+  secrets.push_back(kOutageBody);
+  {
+    auto stream = alice->Connect();
+    {
+      testing::DatabaseOutage outage(db);
+      for (int i = 0; i < 3; ++i) {
+        CHECK(client::Client(daemon.address()).Login("alice", testing::kTestPassword).code() ==
+              Code::kUnavailable);
+      }
+      for (int i = 0; i < 2; ++i) {  // within the stream's burst: no rate limiting
+        auto answer =
+            testing::SendAndWait(*stream, kChannel, "outage-" + std::to_string(i), kOutageBody);
+        REQUIRE(answer.has_value());
+        CHECK(answer->has_error());
+      }
+    }
+    REQUIRE(testing::WaitUntil(
+        [&] {
+          return client::Client(daemon.address()).Login("alice", testing::kTestPassword).ok();
+        },
+        10s));
+    auto acked = testing::SendAndWait(*stream, kChannel, "outage-0", kOutageBody);
+    REQUIRE(acked.has_value());
+    CHECK(acked->has_send_ack());
+  }
+
   // Both streams have closed (their OnDone ran) before shutdown; then the stop milestones.
   std::string text;
   REQUIRE(testing::WaitUntil(
@@ -111,7 +141,7 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
              at = all.find("\"stream closed\"", at + 1)) {
           ++count;
         }
-        return count >= 2;
+        return count >= 3;
       },
       10s));
   REQUIRE(daemon.Terminate() == 0);
@@ -137,7 +167,17 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
   CHECK(registered[0]["user_id"] == alice_id);
   CHECK(registered[0]["module"] == "auth");
 
-  const auto failed = Events(lines, "login failed");
+  std::vector<nlohmann::json> failed;  // the failures of the intruder, not of the outage
+  std::size_t unavailable = 0;
+  for (const auto& line : Events(lines, "login failed")) {
+    if (line["reason"] == "unavailable") {
+      CHECK(line["code"] == "UNAVAILABLE");
+      ++unavailable;
+    } else {
+      failed.push_back(line);
+    }
+  }
+  CHECK(unavailable == 3);
   REQUIRE(failed.size() == 2);
   CHECK(failed[0]["reason"] == "wrong_password");
   CHECK(failed[0]["username"] == "alice");
@@ -146,14 +186,14 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
   for (const auto& line : failed) CHECK(line["trace_id"].get<std::string>().size() == 32);
 
   const auto opened = Events(lines, "stream opened");
-  REQUIRE(opened.size() == 2);
+  REQUIRE(opened.size() == 3);
   CHECK(opened[0]["user_id"] == alice_id);
   CHECK(opened[0]["peer"].get<std::string>().find("127.0.0.1") != std::string::npos);
   CHECK_FALSE(opened[0]["session"].get<std::string>().empty());
   CHECK(opened[0]["trace_id"].get<std::string>().size() == 32);
 
   const auto closed = Events(lines, "stream closed");
-  REQUIRE(closed.size() == 2);
+  REQUIRE(closed.size() == 3);
   const auto& first = closed[0];
   INFO(first.dump());
   CHECK(first["user_id"] == alice_id);
@@ -166,7 +206,10 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
   CHECK(first["reason"].is_string());
   CHECK(closed[1]["frames_refused"] == 1);  // the malformed frame
 
-  const auto limited = Events(lines, "sends rate limited");
+  std::vector<nlohmann::json> limited;  // of the first stream
+  for (const auto& line : Events(lines, "sends rate limited")) {
+    if (line["trace_id"] == opened[0]["trace_id"]) limited.push_back(line);
+  }
   REQUIRE(limited.size() == 1);  // once per burst, not per frame
   CHECK(limited[0]["user_id"] == alice_id);
   CHECK(limited[0]["trace_id"] == opened[0]["trace_id"]);
@@ -174,8 +217,41 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
   const auto refused = Events(lines, "frame refused");
   REQUIRE(refused.size() == 2);
   CHECK(refused[0]["reason"] == "body_too_large");
+  CHECK(refused[0]["user_id"] == alice_id);
+  CHECK(refused[0]["session"] == opened[0]["session"]);
+  CHECK(refused[0]["size"] == 1500);
+  CHECK(refused[0]["limit"] == 1000);  // limits.max_body_bytes
   CHECK(refused[1]["reason"] == "malformed");
   CHECK(refused[1]["code"] == "INVALID_ARGUMENT");
+  CHECK(refused[1]["size"] == garbage.size());
+  CHECK(refused[1]["limit"] == 64 * 1024);  // grpc.max_receive_message_bytes
+  CHECK(refused[1]["peer"].get<std::string>().find("127.0.0.1") != std::string::npos);
+
+  // The outage: one line per component when it began, one when it ended; no line per failure.
+  for (const auto& [component, module] :
+       {std::pair<std::string, std::string>{"pool", "storage"}, {"group_committer", "shard"}}) {
+    INFO(component);
+    std::vector<nlohmann::json> down, up;
+    for (const auto& line : Events(lines, "database unavailable")) {
+      if (line["component"] == component) down.push_back(line);
+    }
+    for (const auto& line : Events(lines, "database available again")) {
+      if (line["component"] == component) up.push_back(line);
+    }
+    REQUIRE(down.size() == 1);
+    REQUIRE(up.size() == 1);
+    INFO(down[0].dump() << "\n" << up[0].dump());
+    CHECK(down[0]["level"] == "warn");
+    CHECK(down[0]["module"] == module);
+    CHECK(down[0]["error"].is_string());
+    CHECK(down[0]["since"].is_string());
+    CHECK(up[0]["level"] == "info");
+    CHECK(up[0]["module"] == module);
+    CHECK(up[0]["since"] == down[0]["since"]);
+    CHECK(up[0]["outage_ms"].get<std::int64_t>() >= 0);
+    CHECK(up[0]["failures"].get<std::uint64_t>() >= 2);  // several failed, one line
+    CHECK(down[0]["ts"].get<std::string>() <= up[0]["ts"].get<std::string>());
+  }
 
   CHECK_FALSE(Events(lines, "serving").empty());
   CHECK_FALSE(Events(lines, "stopped").empty());

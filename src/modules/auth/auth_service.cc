@@ -271,8 +271,10 @@ Result<v1::Session> AuthService::Login(const CallContext& call, const v1::LoginR
     // the wrong field. Never the password.
     LogTraceScope trace(call.trace_id());
     const bool known = result == "wrong_password";
+    // Without a result of its own, the reason is the metrics' (from the code).
+    const std::string_view reason = result.empty() ? ResultOf(session.code()) : result;
     LogEvent(Log(), spdlog::level::info, "login failed",
-             {{"reason", result.empty() ? std::string_view("error") : result},
+             {{"reason", reason},
               {"code", CodeName(session.code())},
               {"username", known ? std::string_view(request.username()) : std::string_view()}});
   }

@@ -182,10 +182,11 @@ void ChatStream::OnReadDone(bool ok) {
   // Parsed here, not by gRPC, so that bytes that are not a ClientFrame get a clear answer and
   // the stream goes on (gRPC's own parse failure would end the call without saying why).
   frame_.Clear();
+  const std::size_t size = in_.Length();  // Deserialize empties in_
   if (grpc::SerializationTraits<v1::ClientFrame>::Deserialize(&in_, &frame_).ok()) {
     Handle(frame_);  // consumes frame_ before the next read reuses it
   } else {
-    NoteRefusedFrame("malformed");
+    NoteRefusedFrame("malformed", size, deps_.limits.max_frame_bytes);
     Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "malformed frame: not a ClientFrame")));
   }
   std::lock_guard lock(mu_);
@@ -248,7 +249,7 @@ std::string_view ChatStream::CloseReasonLocked() const {
   return "client_closed";
 }
 
-void ChatStream::NoteRefusedFrame(std::string_view reason) {
+void ChatStream::NoteRefusedFrame(std::string_view reason, std::size_t size, std::size_t limit) {
   std::unique_lock lock(mu_);
   if (frames_refused_++ > 0) return;
   lock.unlock();
@@ -258,6 +259,8 @@ void ChatStream::NoteRefusedFrame(std::string_view reason) {
             {"session", principal_.session_id},
             {"peer", peer_},
             {"reason", reason},
+            {"size", size},
+            {"limit", limit},
             {"code", "INVALID_ARGUMENT"}});
 }
 
@@ -428,8 +431,9 @@ void ChatStream::HandleSend(v1::Send& send) {
   if (valid.ok()) {
     valid = ValidateBody(send.body(), deps_.limits.max_body_bytes);
     if (!valid.ok()) {
-      NoteRefusedFrame(send.body().size() > deps_.limits.max_body_bytes ? "body_too_large"
-                                                                        : "invalid_body");
+      NoteRefusedFrame(
+          send.body().size() > deps_.limits.max_body_bytes ? "body_too_large" : "invalid_body",
+          send.body().size(), deps_.limits.max_body_bytes);
     }
   }
   if (!valid.ok()) {

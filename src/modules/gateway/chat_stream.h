@@ -174,8 +174,11 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void StartWriteLocked();
   void ArmSendTimerLocked();
   // The first refused frame of a stream is logged ("frame refused"); the rest are counted in
-  // its "stream closed" line, so a client cannot flood the log.
-  void NoteRefusedFrame(std::string_view reason);
+  // its "stream closed" line, so a client cannot flood the log. `size` and `limit`: of the
+  // frame (malformed) or of the body (body_too_large, invalid_body), in bytes. A frame over
+  // grpc.max_receive_message_bytes never gets here: gRPC ends the stream with
+  // RESOURCE_EXHAUSTED before the reactor sees it (its "stream closed" says "cancelled").
+  void NoteRefusedFrame(std::string_view reason, std::size_t size, std::size_t limit);
   // Why the stream ended, for its "stream closed" line. Requires mu_.
   std::string_view CloseReasonLocked() const;
 
