@@ -56,7 +56,7 @@ bool AvailabilityLog::Failed(std::string_view error_class, std::string_view deta
   fields.reserve(fields_.size() + 4);
   for (const auto& [key, value] : fields_) fields.push_back({key, value});
   fields.push_back({"error", error_class_});
-  fields.push_back({"detail", detail});
+  if (!detail.empty()) fields.push_back({"detail", detail});
   fields.push_back({"since", since_});
   if (state == kUnknown) fields.push_back({"first", true});
   LogEvent(*log_, spdlog::level::warn, messages_.down, fields);

@@ -231,13 +231,10 @@ TEST_CASE("json logs: stable fields, the events with their fields, no bodies or 
   for (const auto& [component, module] :
        {std::pair<std::string, std::string>{"pool", "storage"}, {"group_committer", "shard"}}) {
     INFO(component);
-    std::vector<nlohmann::json> down, up;
-    for (const auto& line : Events(lines, "database unavailable")) {
-      if (line["component"] == component) down.push_back(line);
-    }
-    for (const auto& line : Events(lines, "database available again")) {
-      if (line["component"] == component) up.push_back(line);
-    }
+    const auto down = testing::JsonLogEvents(daemon.log_path(), "database unavailable",
+                                             {{"component", component}});
+    const auto up = testing::JsonLogEvents(daemon.log_path(), "database available again",
+                                           {{"component", component}});
     REQUIRE(down.size() == 1);
     REQUIRE(up.size() == 1);
     INFO(down[0].dump() << "\n" << up[0].dump());

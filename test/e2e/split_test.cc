@@ -326,7 +326,8 @@ TEST_CASE(
   const std::vector<std::string> shards = {core.internal_address(), shard_b.internal_address()};
   DaemonProcess edge(
       db, {"roles=gateway,fanout,router", "database.url=", "peers.auth=" + core.internal_address(),
-           "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=2000"});
+           "peers.shard=" + shards[0] + "," + shards[1], "grpc.internal_call_timeout_ms=2000",
+           "log.format=json"});
   auto alice = RegisterUser(edge.address(), "alice");
   auto bob = RegisterUser(edge.address(), "bob");
   // Channels until each shard owns some.
@@ -367,6 +368,19 @@ TEST_CASE(
   };
   collect(1);
 
+  // The edge's log (module cluster): each peer it calls connected once, by address and role.
+  const auto events = [&](const std::string& msg, std::map<std::string, std::string> where) {
+    return testing::JsonLogEvents(edge.log_path(), msg, where);
+  };
+  const std::map<std::string, std::string> core_auth = {{"peer", shards[0]}, {"role", "auth"}};
+  const std::map<std::string, std::string> core_shard = {{"peer", shards[0]}, {"role", "shard"}};
+  const std::map<std::string, std::string> lost_shard = {{"peer", shards[1]}, {"role", "shard"}};
+  for (const auto& peer : {core_auth, core_shard, lost_shard}) {
+    INFO(peer.at("peer") << " " << peer.at("role"));
+    REQUIRE(WaitUntil([&] { return events("peer connected", peer).size() == 1; }, kWait));
+    CHECK(events("peer connected", peer)[0]["module"] == "cluster");
+  }
+
   shard_b.Kill9();  // its channels' sends go to the core's shard now
   send_round("second");
   collect(2);
@@ -375,6 +389,28 @@ TEST_CASE(
     CHECK(got[channel] == Range(1, 2));
     CHECK(Seqs(FullHistory(*bob, channel)) == Range(1, 2));
   }
+
+  // Its lease expires: placement moves its channels to the core's shard, logged once; the
+  // killed shard is lost once, however often the edge tries to reconnect meanwhile.
+  REQUIRE(WaitUntil(
+      [&] {
+        return !events("placement changed", {{"left", shards[1]}}).empty();
+      },
+      kWait));
+  const auto moved = events("placement changed", {{"left", shards[1]}});
+  REQUIRE(moved.size() == 1);
+  CHECK(moved[0]["module"] == "router");
+  CHECK(moved[0]["region"] == "local");
+  CHECK(moved[0]["shards"] == shards[0]);
+  CHECK(moved[0]["joined"] == "");
+  CHECK(moved[0]["source"] == "leases");
+  const auto lost = events("peer lost", lost_shard);
+  REQUIRE(lost.size() == 1);
+  CHECK(lost[0]["level"] == "warn");
+  CHECK(lost[0]["ts"].get<std::string>() <= moved[0]["ts"].get<std::string>());
+  CHECK(events("peer connected", lost_shard).size() == 1);  // not back
+  CHECK(events("peer lost", core_shard).empty());
+  CHECK(events("peer lost", core_auth).empty());
 }
 
 // Two regions, each with its own database and shard process; auth is global (in region a's

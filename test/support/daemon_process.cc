@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -390,6 +391,25 @@ std::vector<client::v1::ChatMessage> FullHistory(client::Client& client,
     for (const auto& m : page->messages()) all.push_back(m);
     after = all.back().seq();
   }
+}
+
+std::vector<nlohmann::json> JsonLogEvents(const std::string& log_path, const std::string& msg,
+                                          const std::map<std::string, std::string>& where) {
+  std::ifstream in(log_path);
+  std::vector<nlohmann::json> found;
+  for (std::string line; std::getline(in, line);) {
+    auto json = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const auto is = [&](const std::string& key, const std::string& value) {
+      const auto it = json.find(key);
+      return it != json.end() && it->is_string() && it->template get<std::string>() == value;
+    };
+    if (!json.is_object() || !is("msg", msg)) continue;
+    const bool matches = std::all_of(where.begin(), where.end(), [&](const auto& field) {
+      return is(field.first, field.second);
+    });
+    if (matches) found.push_back(std::move(json));
+  }
+  return found;
 }
 
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {

@@ -175,6 +175,12 @@ std::vector<client::v1::ChatMessage> CollectMessages(client::ChatStream& stream,
 std::vector<client::v1::ChatMessage> FullHistory(client::Client& client,
                                                  const std::string& channel);
 
+// The events of a log.format=json log (DaemonProcess::log_path()) whose msg is `msg` and whose
+// fields equal those of `where` (strings), in log order. Lines that are not JSON objects (the
+// harness's own markers) are skipped.
+std::vector<nlohmann::json> JsonLogEvents(const std::string& log_path, const std::string& msg,
+                                          const std::map<std::string, std::string>& where = {});
+
 // Polls `condition` every 20 ms until it holds or `timeout` passes; returns its last value.
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
