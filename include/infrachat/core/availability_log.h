@@ -10,9 +10,10 @@
 //   db.Succeeded();                              // logs "database available again" (info)
 //
 // Lines (docs/OPERATIONS.md "Logs"): the down message at warn with the fixed fields, `error`
-// (a class from a bounded set, given by the caller), `detail` (the first failure's text) and
-// `since` (UTC, RFC 3339 with ms); the up message at info with the fixed fields, `error` and
-// `since` of the outage, `outage_ms` and `failures` (attempts that failed during it).
+// (a class from a bounded set, given by the caller), `detail` (the first failure's text, if
+// any) and `since` (UTC, RFC 3339 with ms); the up message at info with the fixed fields,
+// `error` and `since` of the outage, `outage_ms` and `failures` (attempts that failed during
+// it).
 // Callers pass error classes and details that carry no message body, password or token
 // (libpq and gRPC error texts do not).
 //
