@@ -4,16 +4,20 @@
 #   region a: PostgreSQL, auth [auth] (global accounts, in region a's database),
 #             two shard processes [shard], an edge [gateway, fanout, router]
 #   region b: PostgreSQL, two shard processes [shard], an edge [gateway, fanout, router]
+# Every process has a Prometheus metrics listener (metrics.listen_address, GET /metrics) on
+# 127.0.0.1 at the base port + 50 + its index (auth first, then the shards, then the edges).
 # Waits until every process serves, writes DIR/cluster.json (one entry per process: roles,
-# region, name, pid, public and internal addresses, config and log file; each region's database
-# URL), prints one line per gateway, `gateway <region> <host:port>`, and stays in the foreground
-# until Ctrl-C (or SIGTERM), when it stops everything it started, and only that.
+# region, name, pid, public, internal and metrics addresses, config and log file; each region's
+# database URL), prints one line per gateway, `gateway <region> <host:port>`, and one per
+# process, `metrics <name> <host:port>`, and stays in the foreground until Ctrl-C (or SIGTERM),
+# when it stops everything it started, and only that.
 # Supervision, as Kubernetes restarts a pod: a process that exits (any cause, kill -9 included)
 # is started again after 0.5 s (doubling to 8 s while it keeps exiting within 5 s of its start)
 # with the same config and environment; the script prints `restarted <name> (pid N)` and
 # rewrites DIR/cluster.json with the new pid (atomically). The databases are not supervised.
 #   scripts/run-cluster.sh [--base-port 7500] [--dir DIR] [--set key=value ...] [--no-restart]
-#     --base-port P   public and internal ports are P, P+1, ... (default 7500)
+#     --base-port P   public and internal ports are P, P+1, ... (default 7500); metrics
+#                     ports P+50, P+51, ... (one per process)
 #     --dir DIR       configs, logs and databases (default: a fresh directory under /tmp)
 #     --set k=v       passed to every infrachatd (e.g. --set log.level=debug)
 #     --tls           mutual TLS between the processes and TLS on the gateways, with a throwaway
@@ -119,6 +123,7 @@ entries=()
 start() {
   local name=$1 region=$2 roles=$3 internal=$4; shift 4
   local public="127.0.0.1:$next_port" internal_address=""
+  local metrics="127.0.0.1:$((base_port + 50 + ${#names[@]}))"
   local conf="$dir/conf/$name.yaml" log="$dir/log/$name.log" ready="$dir/run/$name.json"
   next_port=$((next_port + 1))
   if [ "$internal" = yes ]; then
@@ -135,6 +140,7 @@ start() {
     echo "  listen_address: '$public'"
     if [ -n "$internal_address" ]; then echo "  internal_listen_address: '$internal_address'"; fi
     echo "  shutdown_grace_s: 2"
+    echo "metrics: {listen_address: '$metrics'}"
     for line in "$@" "${tls_lines[@]}"; do echo "$line"; done
   } >"$conf"
   url_of[$name]=""
@@ -158,9 +164,11 @@ start() {
   done
   [ -s "$ready" ] || { echo "run-cluster: $name did not serve within 30 s (log: $log)" >&2; exit 1; }
   entries+=("$(jq -n --arg name "$name" --arg region "$region" --arg roles "$roles" \
-    --arg public "$public" --arg internal "$internal_address" --arg config "$conf" --arg log "$log" \
+    --arg public "$public" --arg internal "$internal_address" --arg metrics "$metrics" \
+    --arg config "$conf" --arg log "$log" \
     '{name: $name, region: $region, roles: ($roles | split(", ")), pid: 0,
-      address: $public, internal_address: $internal, config: $config, log: $log}')")
+      address: $public, internal_address: $internal, metrics_address: $metrics,
+      config: $config, log: $log}')")
   eval "addr_$name=\$internal_address"
 }
 
@@ -186,6 +194,7 @@ write_cluster_json
 for region in a b; do
   echo "gateway $region $(jq -r --arg n "edge_$region" '.processes[] | select(.name == $n) | .address' "$dir/cluster.json")"
 done
+jq -r '.processes[] | "metrics \(.name) \(.metrics_address)"' "$dir/cluster.json"
 if [ "$tls" = 1 ]; then
   echo "tls: mutual TLS inside, TLS on the gateways; connect with infrachat --server <gateway> --ca $dir/tls/ca.pem"
 fi

@@ -451,6 +451,39 @@ std::vector<std::string> ChannelsOf(const Load& load, const std::string& region)
 // target (3 s) is what the printed numbers are compared with.
 constexpr auto kRecoveryBound = 20s;
 
+// Where the load stands once it stopped sending and had `timeout` (each) to settle.
+struct Settled {
+  bool drained = false;               // every send acknowledged
+  bool delivered = false;             // every subscriber caught up
+  Report report;                      // the ledger's check of every stored and delivered message
+  std::vector<std::string> failures;  // sessions that failed
+};
+
+// Stops the senders, waits until every send is acknowledged and every subscriber caught up,
+// then checks the ledger.
+Settled Settle(Load& load, Phases& phase, std::chrono::seconds timeout) {
+  Settled settled;
+  load.StopSending();
+  settled.drained = load.WaitDrained(timeout);
+  phase("every send acknowledged");
+  settled.delivered = load.WaitDelivered(timeout);
+  phase("every subscriber caught up");
+  settled.report = load.Check();
+  settled.failures = load.observer().failures();
+  return settled;
+}
+
+// Stops the load, then the cluster as Ctrl-C does: the script exits 0 and nothing it started
+// (restarted processes included) is left.
+void StopCluster(Load& load, Cluster& cluster, Phases& phase) {
+  load.Stop();
+  const auto status = cluster.Stop();
+  phase("cluster stopped");
+  REQUIRE(status.has_value());
+  CHECK(*status == 0);
+  CHECK(cluster.Survivors().empty());
+}
+
 TEST_CASE(
     "kill -9 of a shard, then each edge, then auth, under load: nothing acknowledged is lost, "
     "duplicated or reordered, and sends succeed again within seconds",
@@ -529,13 +562,7 @@ TEST_CASE(
   phase("kill sequence");
 
   std::this_thread::sleep_for(2s);
-  load.StopSending();
-  const bool drained = load.WaitDrained(30s);
-  phase("every send acknowledged");
-  const bool delivered = load.WaitDelivered(30s);
-  phase("every subscriber caught up");
-  const Report report = load.Check();
-  const auto failures = load.observer().failures();
+  const auto [drained, delivered, report, failures] = Settle(load, phase, 30s);
   std::cout << "kill sequence: " << load.sent() << " load sends, " << load.observer().disconnects()
             << " client disconnects; " << report;
   for (const auto& [process, s] : recovery) {
@@ -562,12 +589,7 @@ TEST_CASE(
         std::chrono::duration<double>(kRecoveryBound).count());
 
   // Ctrl-C (here SIGTERM) stops everything the script started, restarted processes included.
-  load.Stop();
-  const auto status = cluster.Stop();
-  phase("cluster stopped");
-  REQUIRE(status.has_value());
-  CHECK(*status == 0);
-  CHECK(cluster.Survivors().empty());
+  StopCluster(load, cluster, phase);
   std::cout << "kill sequence test took " << std::fixed << std::setprecision(1)
             << Seconds(Clock::now() - test_started) << " s" << std::endl;
 }
@@ -613,13 +635,7 @@ TEST_CASE(
   const double recovered_s = Seconds(*acked_at - up_at);
 
   std::this_thread::sleep_for(2s);
-  load.StopSending();
-  const bool drained = load.WaitDrained(30s);
-  phase("every send acknowledged");
-  const bool delivered = load.WaitDelivered(30s);
-  phase("every subscriber caught up");
-  const Report report = load.Check();
-  const auto failures = load.observer().failures();
+  const auto [drained, delivered, report, failures] = Settle(load, phase, 30s);
 
   // During the outage window: acks per region, latency of region a's sends, refusals of b's.
   std::size_t acked_a = 0, acked_b = 0, refused_b = 0;
@@ -687,12 +703,7 @@ TEST_CASE(
   CHECK(report.acked >= load.sent());
   CheckClean(report);
 
-  load.Stop();
-  const auto status = cluster.Stop();
-  phase("cluster stopped");
-  REQUIRE(status.has_value());
-  CHECK(*status == 0);
-  CHECK(cluster.Survivors().empty());
+  StopCluster(load, cluster, phase);
   std::cout << "region PostgreSQL restart test took " << std::fixed << std::setprecision(1)
             << Seconds(Clock::now() - test_started) << " s" << std::endl;
 }
@@ -729,13 +740,7 @@ TEST_CASE(
   REQUIRE(acked_at.has_value());
   const double recovery = Seconds(*acked_at - killed_at);
   std::this_thread::sleep_for(3s);  // load on the new primary
-  load.StopSending();
-  const bool drained = load.WaitDrained(60s);
-  phase("every send acknowledged");
-  const bool delivered = load.WaitDelivered(60s);
-  phase("every subscriber caught up");
-  const Report report = load.Check();
-  const auto failures = load.observer().failures();
+  const auto [drained, delivered, report, failures] = Settle(load, phase, 60s);
   double longest_gap = 0;
   std::vector<Clock::time_point> acks_a;
   for (const auto& a : load.observer().acks()) {
@@ -760,11 +765,7 @@ TEST_CASE(
   CHECK(recovery < 40);
   CHECK(longest_gap < 40);
 
-  load.Stop();
-  const auto status = cluster.Stop();
-  REQUIRE(status.has_value());
-  CHECK(*status == 0);
-  CHECK(cluster.Survivors().empty());
+  StopCluster(load, cluster, phase);
   const auto ha_status = ha.Stop();
   REQUIRE(ha_status.has_value());
   CHECK(*ha_status == 0);

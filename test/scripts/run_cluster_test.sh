@@ -12,10 +12,21 @@ export BUILD_DIR=${1:?build directory}
 source "$root/test/scripts/cluster_harness.sh"
 start_cluster
 [ "$(jq '.processes | length' "$work/cluster/cluster.json")" = 7 ] || fail "cluster.json lists $(jq '.processes | length' "$work/cluster/cluster.json") processes, not 7"
-for field in name region roles pid address config log; do
+for field in name region roles pid address config log metrics_address; do
   [ "$(jq "[.processes[] | has(\"$field\")] | all" "$work/cluster/cluster.json")" = true ] || fail "cluster.json entries lack $field"
 done
 ok "cluster up: gateways $gw_a (a) and $gw_b (b), cluster.json complete"
+
+# Every process has its own metrics listener, printed and in cluster.json; one answers /metrics
+# with its own roles and region.
+[ "$(grep -c '^metrics ' "$work/out.log")" = 7 ] || fail "not one metrics line per process"
+[ "$(jq '[.processes[].metrics_address] | unique | length' "$work/cluster/cluster.json")" = 7 ] || fail "metrics addresses are not distinct"
+shard_metrics=$(jq -r '.processes[] | select(.name == "shard_b1") | .metrics_address' "$work/cluster/cluster.json")
+grep -qx "metrics shard_b1 $shard_metrics" "$work/out.log" || fail "metrics line of shard_b1 differs from cluster.json ($shard_metrics)"
+curl -sf "http://$shard_metrics/metrics" >"$work/metrics.txt" || fail "GET http://$shard_metrics/metrics"
+grep -q '^infrachat_build_info{.*roles="shard".*} 1' "$work/metrics.txt" || fail "shard_b1's /metrics: $(grep build_info "$work/metrics.txt")"
+grep -q 'region="b"' "$work/metrics.txt" || fail "shard_b1's /metrics is not region b's"
+ok "every process serves /metrics at its address in cluster.json (shard_b1: $shard_metrics)"
 
 export INFRACHAT_PASSWORD=correct-horse-battery
 as() { local server=$1 user=$2; shift 2; "$cli" --server "$server" --user "$user" "$@"; }
