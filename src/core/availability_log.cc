@@ -1,30 +1,8 @@
 #include "infrachat/core/availability_log.h"
 
-#include <fmt/format.h>
-
-#include <array>
-#include <ctime>
-
 #include "infrachat/core/logging.h"
 
 namespace infrachat {
-
-namespace {
-
-// UTC, RFC 3339 with milliseconds, as the JSON lines' `ts`.
-std::string WallClockNow() {
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(now);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now - seconds).count();
-  const std::time_t t = static_cast<std::time_t>(seconds.count());
-  std::tm utc{};
-  gmtime_r(&t, &utc);
-  std::array<char, 32> buffer{};
-  const std::size_t n = std::strftime(buffer.data(), buffer.size(), "%Y-%m-%dT%H:%M:%S", &utc);
-  return fmt::format("{}.{:03}Z", std::string_view(buffer.data(), n), millis);
-}
-
-}  // namespace
 
 AvailabilityLog::AvailabilityLog(std::shared_ptr<spdlog::logger> logger, Messages messages,
                                  Fields fields, Initially initially)
@@ -48,7 +26,7 @@ bool AvailabilityLog::Failed(std::string_view error_class, std::string_view deta
     return false;
   }
   down_at_ = now_();
-  since_ = WallClockNow();
+  since_ = FormatLogTimestamp(std::chrono::system_clock::now());
   error_class_ = std::string(error_class);
   failures_ = 1;
   state_.store(kDown, std::memory_order_release);

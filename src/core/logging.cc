@@ -119,7 +119,7 @@ class JsonFormatter : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     nlohmann::ordered_json line;
-    line["ts"] = Timestamp(msg.time);
+    line["ts"] = FormatLogTimestamp(msg.time);
     line["level"] = LevelName(msg.level);
     line["module"] = std::string(msg.logger_name.data(), msg.logger_name.size());
     line["msg"] = std::string(msg.payload.data(), msg.payload.size());
@@ -140,20 +140,6 @@ class JsonFormatter : public spdlog::formatter {
 
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
-  }
-
- private:
-  static std::string Timestamp(spdlog::log_clock::time_point time) {
-    const auto since_epoch = time.time_since_epoch();
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-    const auto millis =
-        std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - seconds).count();
-    const std::time_t t = static_cast<std::time_t>(seconds.count());
-    std::tm utc{};
-    gmtime_r(&t, &utc);
-    std::array<char, 32> buffer{};
-    const std::size_t n = std::strftime(buffer.data(), buffer.size(), "%Y-%m-%dT%H:%M:%S", &utc);
-    return fmt::format("{}.{:03}Z", std::string_view(buffer.data(), n), millis);
   }
 };
 
@@ -231,6 +217,19 @@ LogTraceScope::LogTraceScope(std::string_view trace_id, std::string_view span_id
 }
 
 LogTraceScope::~LogTraceScope() { current_trace = outer_; }
+
+std::string FormatLogTimestamp(std::chrono::system_clock::time_point time) {
+  const auto since_epoch = time.time_since_epoch();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch - seconds).count();
+  const std::time_t t = static_cast<std::time_t>(seconds.count());
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  std::array<char, 32> buffer{};
+  const std::size_t n = std::strftime(buffer.data(), buffer.size(), "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03}Z", std::string_view(buffer.data(), n), millis);
+}
 
 std::unique_ptr<spdlog::formatter> MakeLogFormatter(std::string_view format) {
   if (format == "json") return std::make_unique<JsonFormatter>();

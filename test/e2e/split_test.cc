@@ -696,15 +696,33 @@ std::vector<std::string> FastEdge(const DaemonProcess& core) {
           "limits.send_burst=100000"};
 }
 
+// A core [auth, shard] and a FastEdge in front of it, with alice registered on the edge.
+struct FastPair {
+  FastPair()
+      : core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
+                  "grpc.shutdown_grace_s=1"}),
+        edge(db, FastEdge(core)),
+        alice(RegisterUser(edge.address(), "alice")) {}
+
+  TestDatabase db;
+  DaemonProcess core;
+  DaemonProcess edge;
+  std::shared_ptr<client::Client> alice;
+};
+
+// A send that was in flight when the core stopped answering fails as retryable.
+void CheckRetryable(const v1::ServerFrame& frame) {
+  REQUIRE(frame.has_error());
+  const auto code = static_cast<Code>(frame.error().code());
+  CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
+}
+
 TEST_CASE(
     "role-split send stream: 2000 pipelined sends from several streams are each ACKed once "
     "and stored once, in each stream's order",
     "[e2e][cluster]") {
-  TestDatabase db;
-  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
-                          "grpc.shutdown_grace_s=1"});
-  DaemonProcess edge(db, FastEdge(core));
-  auto alice = RegisterUser(edge.address(), "alice");
+  FastPair pair;
+  auto& alice = pair.alice;
   constexpr int kStreams = 4;
   constexpr int kPerStream = 500;
   std::vector<std::unique_ptr<ChatStream>> streams;
@@ -750,11 +768,9 @@ TEST_CASE(
     "role-split send stream: with the core stopped, sends in flight fail within about one call "
     "timeout, and succeed again after it resumes, stored once",
     "[e2e][cluster]") {
-  TestDatabase db;
-  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
-                          "grpc.shutdown_grace_s=1"});
-  DaemonProcess edge(db, FastEdge(core));
-  auto alice = RegisterUser(edge.address(), "alice");
+  FastPair pair;
+  auto& alice = pair.alice;
+  DaemonProcess& core = pair.core;
   REQUIRE(alice->CreateChannel(kGeneral).ok());
   auto a = alice->Connect();
   // The send stream is open before the core stops: what follows waits on an open connection.
@@ -775,12 +791,7 @@ TEST_CASE(
   REQUIRE(::kill(core.pid(), SIGCONT) == 0);
   INFO("all " << ids.size() << " sends were answered after " << took << " s");
   REQUIRE(answers.first.size() == ids.size());
-  for (const auto& id : ids) {
-    const auto& frame = answers.first.at(id);
-    REQUIRE(frame.has_error());
-    const auto code = static_cast<Code>(frame.error().code());
-    CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
-  }
+  for (const auto& id : ids) CheckRetryable(answers.first.at(id));
   CHECK(took < 5.0);
 
   // Resent with the same ids once the core is back: ACKed, and each stored once (the requests
@@ -797,11 +808,9 @@ TEST_CASE(
     "role-split send stream: kill -9 of the core answers every send in flight, and resends "
     "after its restart are stored once",
     "[e2e][cluster]") {
-  TestDatabase db;
-  DaemonProcess core(db, {"roles=auth,shard", "grpc.internal_listen_address=127.0.0.1:0",
-                          "grpc.shutdown_grace_s=1"});
-  DaemonProcess edge(db, FastEdge(core));
-  auto alice = RegisterUser(edge.address(), "alice");
+  FastPair pair;
+  auto& alice = pair.alice;
+  DaemonProcess& core = pair.core;
   REQUIRE(alice->CreateChannel(kGeneral).ok());
   auto a = alice->Connect();
   std::vector<std::string> ids;
@@ -821,8 +830,7 @@ TEST_CASE(
     const auto& frame = answers.first.at(id);
     if (frame.has_send_ack()) continue;
     ++failed;
-    const auto code = static_cast<Code>(frame.error().code());
-    CHECK((code == Code::kDeadlineExceeded || code == Code::kUnavailable));
+    CheckRetryable(frame);
   }
   WARN(failed << " of " << ids.size() << " sends failed");
   // Resent with the same ids: each one stored once.

@@ -2,49 +2,29 @@
 // on a JSON logger of the test's own and an injected steady clock.
 #include "infrachat/core/availability_log.h"
 
-#include <spdlog/sinks/ostream_sink.h>
-
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
-#include "infrachat/core/logging.h"
+#include "captured_log.h"
 
 namespace infrachat {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Captured {
-  Captured()
-      : sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(out)),
-        logger(std::make_shared<spdlog::logger>("storage", sink)) {
-    sink->set_formatter(MakeLogFormatter("json"));
-    logger->set_level(spdlog::level::info);
-  }
-  std::vector<nlohmann::json> Lines() const {
-    std::vector<nlohmann::json> lines;
-    std::istringstream in(out.str());
-    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-    return lines;
-  }
-  std::ostringstream out;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink;
-  std::shared_ptr<spdlog::logger> logger;
-};
+using testing::CapturedLog;
 
 const AvailabilityLog::Messages kDatabase{"database unavailable", "database available again"};
 
 TEST_CASE("availability log: one line when it fails, one when it is back, not one per attempt",
           "[availability_log]") {
-  Captured log;
+  CapturedLog log("storage");
   AvailabilityLog::Clock::time_point now{};
-  AvailabilityLog db(log.logger, kDatabase, {{"component", "pool"}},
+  AvailabilityLog db(log.logger(), kDatabase, {{"component", "pool"}},
                      AvailabilityLog::Initially::kAvailable, [&] { return now; });
   CHECK(db.available());
   CHECK_FALSE(db.Succeeded());  // available from the start: nothing to say
-  CHECK(log.Lines().empty());
+  CHECK(log.Json().empty());
 
   CHECK(db.Failed("connect", "connection refused"));
   now += 700ms;
@@ -56,7 +36,7 @@ TEST_CASE("availability log: one line when it fails, one when it is back, not on
   CHECK_FALSE(db.Succeeded());
   CHECK(db.available());
 
-  auto lines = log.Lines();
+  auto lines = log.Json();
   REQUIRE(lines.size() == 2);
   INFO(lines[0].dump() << "\n" << lines[1].dump());
   CHECK(lines[0]["msg"] == "database unavailable");
@@ -79,7 +59,7 @@ TEST_CASE("availability log: one line when it fails, one when it is back, not on
   CHECK(db.Failed("unavailable", "the database system is shutting down"));
   now += 20ms;
   CHECK(db.Succeeded());
-  lines = log.Lines();
+  lines = log.Json();
   REQUIRE(lines.size() == 4);
   CHECK(lines[2]["error"] == "unavailable");
   CHECK(lines[3]["outage_ms"] == 20);
@@ -89,16 +69,16 @@ TEST_CASE("availability log: one line when it fails, one when it is back, not on
 TEST_CASE("availability log: an unknown start logs the first state either way",
           "[availability_log]") {
   const AvailabilityLog::Messages kPeer{"peer lost", "peer connected"};
-  Captured log;
-  AvailabilityLog reached(log.logger, kPeer, {{"peer", "10.0.0.1:7001"}, {"role", "shard"}},
+  CapturedLog log("storage");
+  AvailabilityLog reached(log.logger(), kPeer, {{"peer", "10.0.0.1:7001"}, {"role", "shard"}},
                           AvailabilityLog::Initially::kUnknown);
   CHECK_FALSE(reached.available());
   CHECK(reached.Succeeded());
-  AvailabilityLog never(log.logger, kPeer, {{"peer", "10.0.0.2:7001"}, {"role", "auth"}},
+  AvailabilityLog never(log.logger(), kPeer, {{"peer", "10.0.0.2:7001"}, {"role", "auth"}},
                         AvailabilityLog::Initially::kUnknown);
   CHECK(never.Failed("transient_failure"));
   CHECK_FALSE(never.Failed("transient_failure"));
-  const auto lines = log.Lines();
+  const auto lines = log.Json();
   REQUIRE(lines.size() == 2);
   CHECK(lines[0]["msg"] == "peer connected");
   CHECK(lines[0]["peer"] == "10.0.0.1:7001");
@@ -113,8 +93,8 @@ TEST_CASE("availability log: an unknown start logs the first state either way",
 
 TEST_CASE("availability log: concurrent attempts log each transition once, alternating",
           "[availability_log]") {
-  Captured log;
-  AvailabilityLog db(log.logger, kDatabase, {{"component", "committer"}});
+  CapturedLog log("storage");
+  AvailabilityLog db(log.logger(), kDatabase, {{"component", "committer"}});
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&db, t] {
@@ -130,7 +110,7 @@ TEST_CASE("availability log: concurrent attempts log each transition once, alter
   }
   for (auto& thread : threads) thread.join();
   db.Succeeded();
-  const auto lines = log.Lines();
+  const auto lines = log.Json();
   REQUIRE(lines.size() >= 2);
   REQUIRE(lines.size() % 2 == 0);
   for (std::size_t i = 0; i < lines.size(); ++i) {

@@ -5,15 +5,12 @@
 #include "remote/peer_monitor.h"
 
 #include <grpcpp/grpcpp.h>
-#include <spdlog/sinks/ostream_sink.h>
 
 #include <catch2/catch.hpp>
 #include <functional>
-#include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
-#include "infrachat/core/logging.h"
+#include "captured_log.h"
 #include "infrachat/internal/v1/internal.grpc.pb.h"
 #include "remote/convert.h"
 
@@ -22,28 +19,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Captured {
-  Captured()
-      : sink(std::make_shared<spdlog::sinks::ostream_sink_mt>(out)),
-        logger(std::make_shared<spdlog::logger>("cluster", sink)) {
-    sink->set_formatter(MakeLogFormatter("json"));
-    logger->set_level(spdlog::level::info);
-  }
-  // The lines whose msg is `msg`.
-  std::vector<nlohmann::json> Events(const std::string& msg) {
-    sink->flush();
-    std::vector<nlohmann::json> found;
-    std::istringstream in(out.str());  // ostream_sink_mt: written under the sink's mutex
-    for (std::string line; std::getline(in, line);) {
-      auto json = nlohmann::json::parse(line);
-      if (json["msg"] == msg) found.push_back(json);
-    }
-    return found;
-  }
-  std::ostringstream out;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink;
-  std::shared_ptr<spdlog::logger> logger;
-};
+using testing::CapturedLog;
 
 bool Eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
   const auto until = std::chrono::steady_clock::now() + timeout;
@@ -65,18 +41,18 @@ std::unique_ptr<grpc::Server> StartServer(const std::string& address, int* port)
 
 TEST_CASE("peer monitor: connected, lost and connected again, once per transition",
           "[peer_monitor]") {
-  Captured log;
+  CapturedLog log("cluster");
   int port = 0;
   auto server = StartServer("127.0.0.1:0", &port);
   REQUIRE(server);
   const std::string address = "127.0.0.1:" + std::to_string(port);
 
-  PeerMonitor monitor(log.logger, 20ms);
+  PeerMonitor monitor(log.logger(), 20ms);
   auto channel = MakeInternalChannel(address, grpc::InsecureChannelCredentials(), address);
   monitor.Watch(channel, address, "shard");
   // The monitor connects the channel itself: no call is needed.
-  REQUIRE(Eventually([&] { return log.Events("peer connected").size() == 1; }));
-  auto connected = log.Events("peer connected");
+  REQUIRE(Eventually([&] { return log.Json("peer connected").size() == 1; }));
+  auto connected = log.Json("peer connected");
   CHECK(connected[0]["module"] == "cluster");
   CHECK(connected[0]["level"] == "info");
   CHECK(connected[0]["peer"] == address);
@@ -89,10 +65,10 @@ TEST_CASE("peer monitor: connected, lost and connected again, once per transitio
 
   server->Shutdown(std::chrono::system_clock::now());
   server.reset();
-  REQUIRE(Eventually([&] { return log.Events("peer lost").size() == 1; }));
+  REQUIRE(Eventually([&] { return log.Json("peer lost").size() == 1; }));
   // Reconnection attempts go on (100 ms to 2 s apart): still one line.
   std::this_thread::sleep_for(600ms);
-  auto lost = log.Events("peer lost");
+  auto lost = log.Json("peer lost");
   REQUIRE(lost.size() == 1);
   CHECK(lost[0]["level"] == "warn");
   CHECK(lost[0]["peer"] == address);
@@ -104,36 +80,36 @@ TEST_CASE("peer monitor: connected, lost and connected again, once per transitio
   server = StartServer(address, &same_port);
   REQUIRE(server);
   REQUIRE(same_port == port);
-  REQUIRE(Eventually([&] { return log.Events("peer connected").size() == 2; }));
+  REQUIRE(Eventually([&] { return log.Json("peer connected").size() == 2; }));
   std::this_thread::sleep_for(100ms);
-  connected = log.Events("peer connected");
+  connected = log.Json("peer connected");
   REQUIRE(connected.size() == 2);
   CHECK(connected[1]["outage_ms"].get<std::int64_t>() >= 0);
   CHECK(connected[1]["failures"].get<std::uint64_t>() >= 1);
   CHECK(connected[1]["since"] == lost[0]["since"]);
-  CHECK(log.Events("peer lost").size() == 1);
+  CHECK(log.Json("peer lost").size() == 1);
   server->Shutdown(std::chrono::system_clock::now());
 }
 
 TEST_CASE("peer monitor: a peer never reached is lost once, and its channel is not kept alive",
           "[peer_monitor]") {
-  Captured log;
+  CapturedLog log("cluster");
   // A port nobody listens on: bind one, note it, close it.
   int port = 0;
   StartServer("127.0.0.1:0", &port)->Shutdown(std::chrono::system_clock::now());
   const std::string address = "127.0.0.1:" + std::to_string(port);
 
-  PeerMonitor monitor(log.logger, 20ms);
+  PeerMonitor monitor(log.logger(), 20ms);
   auto channel = MakeInternalChannel(address, grpc::InsecureChannelCredentials(), address);
   std::weak_ptr<grpc::Channel> watched = channel;
   monitor.Watch(channel, address, "auth");
-  REQUIRE(Eventually([&] { return log.Events("peer lost").size() == 1; }));
-  const auto lost = log.Events("peer lost");
+  REQUIRE(Eventually([&] { return log.Json("peer lost").size() == 1; }));
+  const auto lost = log.Json("peer lost");
   CHECK(lost[0]["first"] == true);
   CHECK(lost[0]["role"] == "auth");
   channel.reset();
   CHECK(Eventually([&] { return watched.expired(); }, 2s));
-  CHECK(log.Events("peer connected").empty());
+  CHECK(log.Json("peer connected").empty());
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include <spdlog/formatter.h>
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -115,6 +116,9 @@ class LogTraceScope {
   const LogTraceScope* outer_;
   friend class LogFormatterAccess;
 };
+
+// `time` as the JSON lines' `ts`: UTC, RFC 3339 with milliseconds (2026-12-03T10:00:00.123Z).
+std::string FormatLogTimestamp(std::chrono::system_clock::time_point time);
 
 // The formatter the sink uses for `format` ("text" or "json"; anything else: text). Exposed
 // for tests, which put it on a sink of their own.
