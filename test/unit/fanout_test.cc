@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bus/local/local_event_bus.h"
+#include "captured_log.h"
 #include "infrachat/core/logging.h"
 #include "modules/fanout/fanout_service.h"
 
@@ -287,9 +288,9 @@ struct FanoutFixture {
   FakeShard shard;
   std::unique_ptr<fanout::FanoutService> fanout;
 
-  explicit FanoutFixture(fanout::FanoutOptions options = {}) {
-    fanout =
-        std::make_unique<fanout::FanoutService>(options, &bus, &shard, ModuleLogger("fanout-test"));
+  explicit FanoutFixture(fanout::FanoutOptions options = {},
+                         std::shared_ptr<spdlog::logger> logger = ModuleLogger("fanout-test")) {
+    fanout = std::make_unique<fanout::FanoutService>(options, &bus, &shard, std::move(logger));
   }
   ~FanoutFixture() { Stop(); }
 
@@ -525,6 +526,30 @@ TEST_CASE("a catch-up survives failed log reads", "[fanout]") {
   f.Stop();
   CHECK(Seqs(sink->Frames(), "general") == Range(1, 5));
   CHECK(f.shard.reads() >= 2);
+}
+
+TEST_CASE("failed log reads are logged once per outage, not per subscription and retry",
+          "[fanout]") {
+  testing::CapturedLog log("fanout");
+  FanoutFixture f({}, log.logger());
+  for (int i = 0; i < 5; ++i) f.CommitSilently("general");
+  f.shard.FailNextReads(4);
+  auto first = std::make_shared<FakeSink>();
+  auto second = std::make_shared<FakeSink>();
+  f.Subscribe(first, kAlice, "general", 0);
+  f.Subscribe(second, kBob, "general", 0);
+  REQUIRE(WaitForSeq(*first, "general", 5));
+  REQUIRE(WaitForSeq(*second, "general", 5));
+  f.Stop();
+  const auto failing = log.Json("catch-up reads failing");
+  const auto recovered = log.Json("catch-up reads recovered");
+  REQUIRE(failing.size() == 1);
+  REQUIRE(recovered.size() == 1);
+  CHECK(failing[0]["level"] == "warn");
+  CHECK(failing[0]["error"] == "UNAVAILABLE");
+  CHECK(failing[0]["detail"] == "database unavailable (fake)");
+  CHECK(recovered[0]["failures"] == 4);  // both subscriptions' failed reads, one line
+  CHECK(recovered[0]["outage_ms"].get<std::int64_t>() >= 0);
 }
 
 TEST_CASE("a slow live consumer is cut with its resume point, memory stays bounded",

@@ -60,6 +60,7 @@ FanoutService::FanoutService(FanoutOptions options, EventBus* bus, LogReader* sh
       bus_(bus),
       shard_(shard),
       log_(std::move(logger)),
+      reads_(log_, {"catch-up reads failing", "catch-up reads recovered"}, {}),
       origin_(NewOrigin()),
       workers_(options.workers, "fanout") {
   life_->self = this;
@@ -438,11 +439,13 @@ void FanoutService::OnProbeRead(const SubPtr& sub, std::uint64_t from, std::uint
   if (!sub->active || sub->catching_up) return;
   if (!missed.ok() && EndIfRefusedLocked(sub, missed.error())) return;
   if (!missed.ok()) {
-    log_->warn("switch-over read of {} after {} failed: {}", sub->channel, from,
-               missed.error().message);
+    reads_.Failed(CodeName(missed.error().code), missed.error().message);
+    log_->debug("switch-over read of {} after {} failed: {}", sub->channel, from,
+                missed.error().message);
     workers_.PostAfter(kLogErrorRetry, [this, sub] { Probe(sub); });
     return;
   }
+  reads_.Succeeded();
   // Still live: hand over what live delivery has not, exactly as OnMessage would (its late
   // events are then at or below `delivered` and ignored), and cut the stream if it is full.
   auto sink = sub->sink.lock();
@@ -501,10 +504,12 @@ void FanoutService::OnCatchUpRead(const SubPtr& sub, std::uint64_t from, std::ui
   if (!sub->active) return;
   if (!messages.ok() && EndIfRefusedLocked(sub, messages.error())) return;
   if (!messages.ok()) {
-    log_->warn("catch-up of {} after {} failed: {}", sub->channel, from, messages.error().message);
+    reads_.Failed(CodeName(messages.error().code), messages.error().message);
+    log_->debug("catch-up of {} after {} failed: {}", sub->channel, from, messages.error().message);
     workers_.PostAfter(kLogErrorRetry, [this, sub] { CatchUp(sub); });
     return;
   }
+  reads_.Succeeded();
   auto sink = sub->sink.lock();
   if (!sink) return;
   bool refused = false;

@@ -14,6 +14,7 @@
 #include "infrachat/api/fanout_api.h"
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/availability_log.h"
 #include "infrachat/core/executor.h"
 #include "infrachat/core/metrics.h"
 
@@ -150,6 +151,9 @@ class FanoutService final : public FanoutApi {
   EventBus* bus_;
   LogReader* shard_;  // the log of the channels, in process or the shards' over gRPC
   std::shared_ptr<spdlog::logger> log_;
+  // "catch-up reads failing" / "catch-up reads recovered": once per outage of the log (the
+  // database, or the shard process), not once per subscription and retry (those are at debug).
+  AvailabilityLog reads_;
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::vector<SubPtr>> by_channel_;
