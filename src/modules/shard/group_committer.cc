@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <prometheus/family.h>
 
+#include <array>
 #include <map>
 #include <pqxx/pqxx>
 #include <tuple>
@@ -24,6 +25,9 @@ std::int64_t NowUnixMs() {
 // briefly believes it owns the channel): a deadlock, or the same client_msg_id committed first.
 constexpr int kConflictRetries = 5;
 
+// How many batches after one that met a duplicate look their client_msg_ids up before inserting.
+constexpr int kCheckedBatches = 64;
+
 prometheus::Histogram* BatchSizeHistogram() {
   return &prometheus::BuildHistogram()
               .Name("infrachat_shard_batch_size")
@@ -42,6 +46,28 @@ prometheus::Histogram* CommitSecondsHistogram() {
                                                                0.05, 0.1, 0.25, 0.5, 1, 2.5});
 }
 
+// The steps of one batch's transaction, timed separately so that a slow batch says where its
+// time went (infrachat_shard_batch_step_seconds{step}).
+constexpr std::array<const char*, GroupCommitter::kSteps> kStepNames = {
+    "resolve", "dedup", "sequence", "insert", "commit"};
+
+std::array<prometheus::Histogram*, GroupCommitter::kSteps> StepHistograms() {
+  auto& family = prometheus::BuildHistogram()
+                     .Name("infrachat_shard_batch_step_seconds")
+                     .Help(
+                         "Time one group-commit batch spends in each step of its transaction: "
+                         "resolve (channels and membership), dedup (earlier client_msg_ids), "
+                         "sequence (head_seq update), insert, commit")
+                     .Register(MetricsRegistry());
+  std::array<prometheus::Histogram*, GroupCommitter::kSteps> out{};
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    out[i] = &family.Add({{"step", kStepNames[i]}}, prometheus::Histogram::BucketBoundaries{
+                                                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                        0.05, 0.1, 0.25, 0.5, 1, 2.5});
+  }
+  return out;
+}
+
 }  // namespace
 
 GroupCommitter::GroupCommitter(GroupCommitterOptions options, EventBus* bus,
@@ -51,6 +77,13 @@ GroupCommitter::GroupCommitter(GroupCommitterOptions options, EventBus* bus,
       log_(std::move(logger)),
       batch_size_(BatchSizeHistogram()),
       commit_seconds_(CommitSecondsHistogram()),
+      step_seconds_(StepHistograms()),
+      batch_reruns_(&prometheus::BuildCounter()
+                         .Name("infrachat_shard_batch_reruns_total")
+                         .Help("Group-commit batches run again after their INSERT met the unique "
+                               "key: a resend of a stored message (or a concurrent writer's)")
+                         .Register(MetricsRegistry())
+                         .Add({})),
       batches_failed_(&prometheus::BuildCounter()
                            .Name("infrachat_shard_batches_failed_total")
                            .Help("Group-commit batches that could not be stored (their sends "
@@ -111,6 +144,12 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
   std::vector<v1::ChatMessage> committed;
   Error failure;
   bool done = false;
+  // Duplicates are rare (a client's resend after an unknown outcome), so a batch normally skips
+  // the lookup of its client_msg_ids and lets the unique key find them; after a batch met one,
+  // the next kCheckedBatches look them up first, so a client that keeps resending costs what
+  // the lookup costs and not a failed transaction per batch.
+  bool check_duplicates = checked_batches_left_ > 0;
+  if (check_duplicates) --checked_batches_left_;
   for (int attempt = 0; attempt <= kConflictRetries && !done; ++attempt) {
     outcomes.clear();
     committed.clear();
@@ -129,7 +168,7 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       {
         // Time-outs close the connection, never cancel the query (see the class comment).
         pg::ConnectionDeadline::Armed armed(deadline_, *conn_, options_.commit_timeout, &cut);
-        CommitBatch(*conn_, batch, outcomes, committed);
+        CommitBatch(*conn_, batch, check_duplicates, outcomes, committed);
       }
       // Cut just as the COMMIT returned: committed, but the connection is gone.
       if (cut) conn_.reset();
@@ -137,7 +176,12 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       done = true;
     } catch (const pqxx::unique_violation&) {
-      failure = MakeError(Code::kAborted, "conflicting concurrent send");  // retry: dedup finds it
+      // A resend of a stored message, or a concurrent writer's: retry, looking duplicates up.
+      failure = MakeError(Code::kAborted, "conflicting concurrent send");
+      batch_reruns_->Increment();
+      batch_reruns_count_.fetch_add(1);
+      check_duplicates = true;
+      checked_batches_left_ = kCheckedBatches;
     } catch (const std::exception& e) {
       failure = pg::TranslateException(e);
       if (cut) {
@@ -178,18 +222,35 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
 }
 
 void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch,
-                                 std::vector<Result<SendOutcome>>& outcomes,
+                                 bool check_duplicates, std::vector<Result<SendOutcome>>& outcomes,
                                  std::vector<v1::ChatMessage>& committed) {
   const std::size_t n = batch.size();
   outcomes.assign(n, MakeError(Code::kInternal, "not processed"));
+  auto step_started = std::chrono::steady_clock::now();
+  auto step_done = [&](Step step) {
+    const auto now = std::chrono::steady_clock::now();
+    step_seconds_[step]->Observe(std::chrono::duration<double>(now - step_started).count());
+    step_started = now;
+  };
   pqxx::work tx(conn);
 
-  // 1. Channel ids and membership, checked inside the transaction that stores the message.
+  // 1. Channel ids and membership, checked inside the transaction that stores the message;
+  // once per distinct (channel, sender) pair of the batch (a busy sender's sends share one).
   std::vector<std::string> names;
   std::vector<std::int64_t> senders;
-  for (const Pending& p : batch) {
-    names.push_back(p.command.channel);
-    senders.push_back(static_cast<std::int64_t>(p.command.sender_id));
+  std::vector<std::size_t> pair_of(n);  // send -> index into names/senders
+  {
+    std::map<std::pair<std::string_view, std::uint64_t>, std::size_t> pairs;
+    for (std::size_t i = 0; i < n; ++i) {
+      const SendCommand& cmd = batch[i].command;
+      auto [it, inserted] =
+          pairs.emplace(std::pair{std::string_view(cmd.channel), cmd.sender_id}, names.size());
+      if (inserted) {
+        names.push_back(cmd.channel);
+        senders.push_back(static_cast<std::int64_t>(cmd.sender_id));
+      }
+      pair_of[i] = it->second;
+    }
   }
   auto resolved = tx.exec_params(
       "SELECT x.ord, c.id, m.user_id IS NOT NULL,"
@@ -199,23 +260,33 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
       " LEFT JOIN channels c ON c.name = x.name"
       " LEFT JOIN memberships m ON m.channel_id = c.id AND m.user_id = x.sender",
       pg::ToArrayLiteral(names), pg::ToArrayLiteral(senders));
-  std::vector<std::int64_t> channel_id(n, 0);
+  // Per pair: the channel id when the sender may post there, else 0 and the refusal.
+  std::vector<std::int64_t> pair_channel(names.size(), 0);
+  std::vector<Error> pair_refusal(names.size());
   for (const auto& row : resolved) {
-    const auto i = row[0].as<std::size_t>() - 1;
+    const auto k = row[0].as<std::size_t>() - 1;
     // A private channel that the sender is not in and not invited to answers as an unknown
     // one (docs/adr/0008-private-channel-names.md).
     const bool hidden = !row[1].is_null() && !row[2].as<bool>() && row[3].as<bool>();
     if (row[1].is_null() || hidden) {
-      outcomes[i] = MakeError(Code::kNotFound, "no such channel: " + batch[i].command.channel);
+      pair_refusal[k] = MakeError(Code::kNotFound, "no such channel: " + names[k]);
     } else if (!row[2].as<bool>()) {
-      outcomes[i] =
-          MakeError(Code::kPermissionDenied, "not a member of channel " + batch[i].command.channel);
+      pair_refusal[k] = MakeError(Code::kPermissionDenied, "not a member of channel " + names[k]);
     } else {
-      channel_id[i] = row[1].as<std::int64_t>();
+      pair_channel[k] = row[1].as<std::int64_t>();
     }
   }
+  std::vector<std::int64_t> channel_id(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    channel_id[i] = pair_channel[pair_of[i]];
+    if (channel_id[i] == 0) outcomes[i] = pair_refusal[pair_of[i]];
+  }
 
-  // 2. Duplicates: within the batch (the first occurrence wins) and against the log.
+  step_done(kResolve);
+
+  // 2. Duplicates: within the batch (the first occurrence wins) and, when check_duplicates,
+  // against the log. Without the check a resend of a stored message makes the INSERT violate
+  // the unique key, and Process retries the batch with it.
   using Key = std::tuple<std::int64_t, std::uint64_t, std::string>;
   std::map<Key, std::size_t> first_of;
   std::vector<std::size_t> copy_of(n, n);  // index of the first occurrence, or n
@@ -235,7 +306,7 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
   }
   std::vector<bool> is_new(n, false);
   for (const auto& [key, i] : first_of) is_new[i] = true;
-  if (!k_channel.empty()) {
+  if (check_duplicates && !k_channel.empty()) {
     auto existing = tx.exec_params(
         "SELECT m.channel_id, m.sender_id, m.client_msg_id, m.seq, m.sent_at_ms"
         " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(channel_id, sender_id, id)"
@@ -249,6 +320,8 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
       outcomes[i] = SendOutcome{row[3].as<std::uint64_t>(), true, row[4].as<std::int64_t>()};
     }
   }
+
+  step_done(kDedup);
 
   // 3. Sequence numbers: one UPDATE moves every touched channel's head by its count.
   std::map<std::int64_t, std::int64_t> count_per_channel;
@@ -271,6 +344,8 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
       const auto id = row[0].as<std::int64_t>();
       next_seq[id] = row[1].as<std::int64_t>() - count_per_channel.at(id) + 1;
     }
+
+    step_done(kSequence);
 
     // 4. The messages themselves.
     const std::int64_t now_ms = NowUnixMs();
@@ -306,10 +381,12 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
         pg::ToArrayLiteral(c_ids), pg::ToArrayLiteral(seqs), pg::ToArrayLiteral(sender_ids),
         pg::ToArrayLiteral(sender_names), pg::ToArrayLiteral(msg_ids), pg::ToArrayLiteral(bodies),
         pg::ToArrayLiteral(times));
+    step_done(kInsert);
   }
 
   // 5. Durable from here on (synchronous_commit is forced on for this session).
   tx.commit();
+  step_done(kCommit);
 
   for (std::size_t i = 0; i < n; ++i) {
     if (copy_of[i] == n) continue;

@@ -5,6 +5,7 @@
 #include <prometheus/histogram.h>
 #include <spdlog/logger.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -36,7 +37,9 @@ struct GroupCommitterOptions {
 // committing goes into the next one, so a batch closes when the previous COMMIT returns, never
 // on a timer (no added latency at low load). One transaction per batch:
 //   1. resolve channel names and check the senders' membership (at commit time),
-//   2. find client_msg_ids stored before (idempotent retry -> original seq, duplicate = true),
+//   2. find client_msg_ids stored before (idempotent retry -> original seq, duplicate = true):
+//      normally by the unique key itself (the INSERT fails, the batch runs again with a lookup
+//      first), since resends are rare and the lookup costs as much as the insert,
 //   3. advance each channel's head_seq by its number of new messages (row lock on the channel),
 //   4. insert the messages, 5. COMMIT.
 // Only then are the callbacks invoked (ACK = durability) and the messages published on the bus,
@@ -64,9 +67,14 @@ class GroupCommitter {
   // Commits what is queued, then stops the writer. Later Submits fail with UNAVAILABLE.
   void Stop();
 
+  // The timed steps of a batch's transaction (infrachat_shard_batch_step_seconds{step}).
+  enum Step : std::size_t { kResolve, kDedup, kSequence, kInsert, kCommit, kSteps };
+
   // Counters for tests and metrics.
   std::uint64_t batches_committed() const { return batches_committed_.load(); }
   std::uint64_t messages_committed() const { return messages_committed_.load(); }
+  // Batches run again because their INSERT met the unique key (a resend, see step 2).
+  std::uint64_t batch_reruns() const { return batch_reruns_count_.load(); }
 
  private:
   struct Pending {
@@ -77,7 +85,9 @@ class GroupCommitter {
   void Run();
   void Process(std::vector<Pending>& batch);
   // Runs the transaction; fills one outcome per pending send. Throws on database failure.
-  void CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch,
+  // check_duplicates: look the client_msg_ids up before inserting; without it a stored one
+  // makes the INSERT throw pqxx::unique_violation (and the transaction is rolled back).
+  void CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch, bool check_duplicates,
                    std::vector<Result<SendOutcome>>& outcomes,
                    std::vector<v1::ChatMessage>& committed);
 
@@ -96,9 +106,13 @@ class GroupCommitter {
   // committed batch), infrachat_shard_batches_failed_total: in MetricsRegistry().
   prometheus::Histogram* batch_size_;
   prometheus::Histogram* commit_seconds_;
+  std::array<prometheus::Histogram*, kSteps> step_seconds_;
+  prometheus::Counter* batch_reruns_;  // infrachat_shard_batch_reruns_total
+  int checked_batches_left_ = 0;       // writer thread only
   prometheus::Counter* batches_failed_;
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
+  std::atomic<std::uint64_t> batch_reruns_count_{0};
   std::thread thread_;
 };
 
