@@ -36,6 +36,7 @@ struct GroupCommitterOptions {
 // Commits queued sends in batches: every send queued while the previous transaction was
 // committing goes into the next one, so a batch closes when the previous COMMIT returns, never
 // on a timer (no added latency at low load). One transaction per batch:
+// (A batch without a resend does steps 1-4 in one statement: StoreInOneStatement.)
 //   1. resolve channel names and check the senders' membership (at commit time),
 //   2. find client_msg_ids stored before (idempotent retry -> original seq, duplicate = true):
 //      normally by the unique key itself (the INSERT fails, the batch runs again with a lookup
@@ -68,7 +69,8 @@ class GroupCommitter {
   void Stop();
 
   // The timed steps of a batch's transaction (infrachat_shard_batch_step_seconds{step}).
-  enum Step : std::size_t { kResolve, kDedup, kSequence, kInsert, kCommit, kSteps };
+  // The checked path has five steps; a batch without a resend has two: one_statement, commit.
+  enum Step : std::size_t { kResolve, kDedup, kSequence, kInsert, kCommit, kOneStatement, kSteps };
 
   // Counters for tests and metrics.
   std::uint64_t batches_committed() const { return batches_committed_.load(); }
@@ -85,6 +87,11 @@ class GroupCommitter {
   void Run();
   void Process(std::vector<Pending>& batch);
   // Runs the transaction; fills one outcome per pending send. Throws on database failure.
+  // The batch as one statement and a COMMIT (no lookup of client_msg_ids: a stored one makes
+  // the statement throw pqxx::unique_violation, and nothing is stored).
+  void StoreInOneStatement(pqxx::connection& conn, std::vector<Pending>& batch,
+                           std::vector<Result<SendOutcome>>& outcomes,
+                           std::vector<v1::ChatMessage>& committed);
   // check_duplicates: look the client_msg_ids up before inserting; without it a stored one
   // makes the INSERT throw pqxx::unique_violation (and the transaction is rolled back).
   void CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch, bool check_duplicates,
@@ -107,8 +114,9 @@ class GroupCommitter {
   prometheus::Histogram* batch_size_;
   prometheus::Histogram* commit_seconds_;
   std::array<prometheus::Histogram*, kSteps> step_seconds_;
-  prometheus::Counter* batch_reruns_;  // infrachat_shard_batch_reruns_total
-  int checked_batches_left_ = 0;       // writer thread only
+  prometheus::Counter* batch_reruns_;               // infrachat_shard_batch_reruns_total
+  int checked_batches_left_ = 0;                    // writer thread only
+  const pqxx::connection* prepared_for_ = nullptr;  // conn_ that has the statement prepared
   prometheus::Counter* batches_failed_;
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
