@@ -540,6 +540,20 @@ TEST_CASE("a resent client_msg_id returns the original seq, stored and published
   CHECK(f.bus_log.CountId("m-1") == 3);  // alice@general, bob@general, alice@other: once each
 }
 
+// Sends `batch` so that it forms one group-commit batch: a send to channel "plug" (which the
+// caller created) holds the writer behind a row lock while these queue up, then the lock goes.
+// Waits for every answer, the plug's included (acks then holds 1 + batch.size()).
+void SendAsOneBatch(ShardFixture& f, Acks& acks, const std::vector<SendCommand>& batch) {
+  std::optional<WriterBlocker> blocker;
+  blocker.emplace(f.db.url(), "plug");
+  auto plug = Cmd("plug", kAlice, "plug-1");
+  f.service->SendAsync(Call(), plug, acks.Callback(plug));
+  REQUIRE(WaitForLockWaiter(f.db.name()));  // the writer is inside the plug's transaction
+  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
+  blocker->Release();
+  REQUIRE(acks.WaitFor(1 + batch.size()));
+}
+
 TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][idempotency]") {
   ShardFixture f;
   f.Create(kAlice, "general");
@@ -547,18 +561,10 @@ TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][id
   const auto batches_before = f.committer->batches_committed();
 
   Acks acks;
-  std::optional<WriterBlocker> blocker;
-  blocker.emplace(f.db.url(), "plug");
-  auto plug = Cmd("plug", kAlice, "plug-1");
-  f.service->SendAsync(Call(), plug, acks.Callback(plug));
-  REQUIRE(WaitForLockWaiter(f.db.name()));  // the writer is inside the plug's transaction
-  // All of these queue up while the writer waits: they form the next batch together.
   const std::vector<SendCommand> batch = {
       Cmd("general", kAlice, "same", "first copy"), Cmd("general", kAlice, "other"),
       Cmd("general", kAlice, "same", "second copy"), Cmd("general", kAlice, "same", "third")};
-  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
-  blocker->Release();
-  REQUIRE(acks.WaitFor(1 + batch.size()));
+  SendAsOneBatch(f, acks, batch);
   f.bus.Drain();
 
   CHECK(f.committer->batches_committed() - batches_before == 2);
@@ -597,17 +603,9 @@ TEST_CASE("a resend batched with new sends: the batch runs again, gap-free, the 
   // A batch of new sends around a resend of m-1: without a lookup its INSERT meets the unique
   // key, is rolled back whole (head_seq included) and runs again with the lookup.
   Acks acks;
-  std::optional<WriterBlocker> blocker;
-  blocker.emplace(f.db.url(), "plug");
-  auto plug = Cmd("plug", kAlice, "plug-1");
-  f.service->SendAsync(Call(), plug, acks.Callback(plug));
-  REQUIRE(WaitForLockWaiter(f.db.name()));
-  const std::vector<SendCommand> batch = {Cmd("general", kAlice, "new-a"),
-                                          Cmd("general", kAlice, "m-1", "resent body"),
-                                          Cmd("general", kAlice, "new-b")};
-  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
-  blocker->Release();
-  REQUIRE(acks.WaitFor(1 + batch.size()));
+  SendAsOneBatch(f, acks,
+                 {Cmd("general", kAlice, "new-a"), Cmd("general", kAlice, "m-1", "resent body"),
+                  Cmd("general", kAlice, "new-b")});
   CHECK(f.committer->batch_reruns() - reruns_before == 1);
 
   std::map<std::string, Result<SendOutcome>> by_id;

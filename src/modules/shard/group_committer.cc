@@ -21,6 +21,52 @@ std::int64_t NowUnixMs() {
       .count();
 }
 
+// The message a stored send becomes, as published on the bus.
+v1::ChatMessage CommittedMessage(const SendCommand& cmd, std::int64_t seq, std::int64_t now_ms) {
+  v1::ChatMessage m;
+  m.set_channel(cmd.channel);
+  m.set_seq(static_cast<std::uint64_t>(seq));
+  m.set_sender_id(cmd.sender_id);
+  m.set_sender(cmd.sender);
+  m.set_body(cmd.body);
+  m.set_sent_at_unix_ms(now_ms);
+  m.set_client_msg_id(cmd.client_msg_id);
+  return m;
+}
+
+// The answer to a later copy of a send within the same batch: the first one's seq, as a
+// duplicate, or the first one's error.
+Result<SendOutcome> CopyOutcome(const Result<SendOutcome>& first) {
+  if (!first.ok()) return first.error();
+  return SendOutcome{first->seq, true, first->sent_at_unix_ms};
+}
+
+// The distinct (channel, sender) pairs of a batch, in order of first appearance: membership
+// is resolved once per pair (a busy sender's sends share one).
+struct SenderPairs {
+  std::vector<std::string> names;     // pair -> channel
+  std::vector<std::int64_t> senders;  // pair -> sender id
+  std::vector<std::size_t> pair_of;   // send -> pair
+};
+
+template <typename Batch>
+SenderPairs PairsOf(const Batch& batch) {
+  SenderPairs out;
+  out.pair_of.resize(batch.size());
+  std::map<std::pair<std::string_view, std::uint64_t>, std::size_t> index;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const SendCommand& cmd = batch[i].command;
+    auto [it, inserted] =
+        index.emplace(std::pair{std::string_view(cmd.channel), cmd.sender_id}, out.names.size());
+    if (inserted) {
+      out.names.push_back(cmd.channel);
+      out.senders.push_back(static_cast<std::int64_t>(cmd.sender_id));
+    }
+    out.pair_of[i] = it->second;
+  }
+  return out;
+}
+
 // How often a batch is retried after a conflict with a concurrent writer (another process that
 // briefly believes it owns the channel): a deadlock, or the same client_msg_id committed first.
 constexpr int kConflictRetries = 5;
@@ -240,23 +286,8 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
   pqxx::work tx(conn);
 
   // 1. Channel ids and membership, checked inside the transaction that stores the message;
-  // once per distinct (channel, sender) pair of the batch (a busy sender's sends share one).
-  std::vector<std::string> names;
-  std::vector<std::int64_t> senders;
-  std::vector<std::size_t> pair_of(n);  // send -> index into names/senders
-  {
-    std::map<std::pair<std::string_view, std::uint64_t>, std::size_t> pairs;
-    for (std::size_t i = 0; i < n; ++i) {
-      const SendCommand& cmd = batch[i].command;
-      auto [it, inserted] =
-          pairs.emplace(std::pair{std::string_view(cmd.channel), cmd.sender_id}, names.size());
-      if (inserted) {
-        names.push_back(cmd.channel);
-        senders.push_back(static_cast<std::int64_t>(cmd.sender_id));
-      }
-      pair_of[i] = it->second;
-    }
-  }
+  // once per distinct (channel, sender) pair of the batch.
+  const auto [names, senders, pair_of] = PairsOf(batch);
   auto resolved = tx.exec_params(
       "SELECT x.ord, c.id, m.user_id IS NOT NULL,"
       " c.visibility = 2 AND NOT EXISTS"
@@ -368,16 +399,7 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
       msg_ids.push_back(cmd.client_msg_id);
       bodies.push_back(cmd.body);
       outcomes[i] = SendOutcome{static_cast<std::uint64_t>(seq), false, now_ms};
-
-      v1::ChatMessage m;
-      m.set_channel(cmd.channel);
-      m.set_seq(static_cast<std::uint64_t>(seq));
-      m.set_sender_id(cmd.sender_id);
-      m.set_sender(cmd.sender);
-      m.set_body(cmd.body);
-      m.set_sent_at_unix_ms(now_ms);
-      m.set_client_msg_id(cmd.client_msg_id);
-      committed.push_back(std::move(m));
+      committed.push_back(CommittedMessage(cmd, seq, now_ms));
     }
     tx.exec_params(
         "INSERT INTO messages (channel_id, seq, sender_id, sender, client_msg_id, body, sent_at_ms)"
@@ -394,13 +416,7 @@ void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& b
   step_done(kCommit);
 
   for (std::size_t i = 0; i < n; ++i) {
-    if (copy_of[i] == n) continue;
-    const auto& first = outcomes[copy_of[i]];
-    if (first.ok()) {
-      outcomes[i] = SendOutcome{first->seq, true, first->sent_at_unix_ms};
-    } else {
-      outcomes[i] = first.error();
-    }
+    if (copy_of[i] != n) outcomes[i] = CopyOutcome(outcomes[copy_of[i]]);
   }
 }
 
@@ -449,22 +465,12 @@ void GroupCommitter::StoreInOneStatement(pqxx::connection& conn, std::vector<Pen
 
   // Distinct (channel, sender) pairs, and the first occurrence of each (channel, sender,
   // client_msg_id) within the batch: later copies are answered with its outcome.
-  std::vector<std::string> names;
-  std::vector<std::int64_t> senders;
-  std::vector<std::size_t> pair_of(n);
+  const auto [names, senders, pair_of] = PairsOf(batch);
   std::vector<std::size_t> copy_of(n, n);
   {
-    std::map<std::pair<std::string_view, std::uint64_t>, std::size_t> pairs;
     std::map<std::tuple<std::string_view, std::uint64_t, std::string_view>, std::size_t> first_of;
     for (std::size_t i = 0; i < n; ++i) {
       const SendCommand& cmd = batch[i].command;
-      auto [it, inserted] =
-          pairs.emplace(std::pair{std::string_view(cmd.channel), cmd.sender_id}, names.size());
-      if (inserted) {
-        names.push_back(cmd.channel);
-        senders.push_back(static_cast<std::int64_t>(cmd.sender_id));
-      }
-      pair_of[i] = it->second;
       auto [first, is_first] =
           first_of.emplace(std::tuple{std::string_view(cmd.channel), cmd.sender_id,
                                       std::string_view(cmd.client_msg_id)},
@@ -520,10 +526,7 @@ void GroupCommitter::StoreInOneStatement(pqxx::connection& conn, std::vector<Pen
   }
   for (std::size_t i = 0; i < n; ++i) {
     if (copy_of[i] != n) {
-      const auto& first = outcomes[copy_of[i]];
-      outcomes[i] = first.ok()
-                        ? Result<SendOutcome>(SendOutcome{first->seq, true, first->sent_at_unix_ms})
-                        : Result<SendOutcome>(first.error());
+      outcomes[i] = CopyOutcome(outcomes[copy_of[i]]);
       continue;
     }
     const std::size_t k = pair_of[i];
@@ -534,15 +537,7 @@ void GroupCommitter::StoreInOneStatement(pqxx::connection& conn, std::vector<Pen
     const SendCommand& cmd = batch[i].command;
     const std::int64_t seq = next_seq.at(pair_channel[k])++;
     outcomes[i] = SendOutcome{static_cast<std::uint64_t>(seq), false, now_ms};
-    v1::ChatMessage m;
-    m.set_channel(cmd.channel);
-    m.set_seq(static_cast<std::uint64_t>(seq));
-    m.set_sender_id(cmd.sender_id);
-    m.set_sender(cmd.sender);
-    m.set_body(cmd.body);
-    m.set_sent_at_unix_ms(now_ms);
-    m.set_client_msg_id(cmd.client_msg_id);
-    committed.push_back(std::move(m));
+    committed.push_back(CommittedMessage(cmd, seq, now_ms));
   }
 }
 
