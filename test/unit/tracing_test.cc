@@ -291,7 +291,7 @@ TEST_CASE("exporter: OTLP/HTTP JSON with ids, times, kinds, attributes, events, 
   REQUIRE(spans.size() == 2);
   CHECK(receiver.Paths().front() == "/v1/traces");
   CHECK(receiver.ContentTypes().front() == "application/json");
-  const nlohmann::json& request = receiver.Requests().front();
+  const nlohmann::json request = receiver.Requests().front();
   CHECK(request["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"] == "infrachat");
   CHECK(OtlpAttribute(request["resourceSpans"][0]["resource"]["attributes"], "service.name") ==
         "infrachatd");
