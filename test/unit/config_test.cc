@@ -292,9 +292,9 @@ TEST_CASE("tracing.*: an http(s) URL with a host, and a ratio from 0 to 1", "[co
   CHECK(errors("tracing.otlp_endpoint=127.0.0.1:4318") ==
         Errors{"--set: tracing.otlp_endpoint: expected an http:// or https:// URL with a host, "
                "got '127.0.0.1:4318'"});
-  for (const char* bad : {"grpc://collector:4317", "http://", "http:///v1/traces",
-                          "http://host:port/v1/traces", "http://host:99999/", "http://a b/",
-                          "ftp://collector/"}) {
+  for (const char* bad :
+       {"grpc://collector:4317", "http://", "http:///v1/traces", "http://host:port/v1/traces",
+        "http://host:99999/", "http://a b/", "ftp://collector/"}) {
     INFO(bad);
     CHECK(errors(std::string("tracing.otlp_endpoint=") + bad).size() == 1);
   }
