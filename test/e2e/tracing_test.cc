@@ -71,7 +71,9 @@ struct TracedSplit {
   std::unique_ptr<client::ChatStream> listener;
 };
 
-// One send on a new stream of `user` with `metadata` on its Connect; returns its SendAck.
+// One send on a new stream of `user` with `metadata` on its Connect; returns its SendAck once
+// the message has come back on that stream (so it was delivered to two streams: this one and
+// bob's listener).
 v1::SendAck SendOne(client::Client& user, const std::string& body,
                     std::vector<std::pair<std::string, std::string>> metadata = {}) {
   client::ChatStreamOptions options;
@@ -81,6 +83,8 @@ v1::SendAck SendOne(client::Client& user, const std::string& body,
   auto answer = testing::SendAndWait(*stream, kChannel, client::NewClientMsgId(), body);
   REQUIRE(answer.has_value());
   REQUIRE(answer->has_send_ack());
+  const auto seq = answer->send_ack().seq();
+  REQUIRE_FALSE(testing::CollectMessages(*stream, kChannel, seq, 10s).empty());
   return answer->send_ack();
 }
 
@@ -239,7 +243,7 @@ TEST_CASE("one send is one trace across the edge and the shard process, logs inc
   CHECK(testing::SampleSum(metrics, "infrachat_tracing_spans_dropped_total") == 0);
 }
 
-TEST_CASE("a client's traceparent is honoured; flag 00 opts out; a malformed one is ignored",
+TEST_CASE("a client's traceparent is honoured, flag 00 opts out, a malformed one is ignored",
           "[e2e][tracing]") {
   TracedSplit split;
   const std::string client_trace = "5bf92f3577b34da6a3ce929d0e0e4736";

@@ -44,13 +44,19 @@ OtlpReceiver::OtlpReceiver(Options options) : options_(options) {
 
 OtlpReceiver::~OtlpReceiver() {
   {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(stop_mu_);
     stopping_ = true;
   }
   stop_cv_.notify_all();
   const char byte = 0;
   (void)!::write(wake_[1], &byte, 1);
   thread_.join();
+  std::vector<std::thread> connections;
+  {
+    std::lock_guard lock(mu_);
+    connections.swap(connections_);
+  }
+  for (std::thread& connection : connections) connection.join();
   for (int fd : {listen_fd_, wake_[0], wake_[1]}) ::close(fd);
 }
 
@@ -65,8 +71,11 @@ void OtlpReceiver::Run() {
     if (fds[1].revents != 0) return;
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    Serve(fd);
-    ::close(fd);
+    std::lock_guard lock(mu_);
+    connections_.emplace_back([this, fd] {
+      Serve(fd);
+      ::close(fd);
+    });
   }
 }
 
@@ -118,15 +127,16 @@ void OtlpReceiver::Serve(int fd) {
     nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
     if (parsed.is_discarded()) parsed = body;
     {
-      std::unique_lock lock(mu_);
+      std::lock_guard lock(mu_);
       requests_.push_back(std::move(parsed));
       paths_.push_back(target);
       content_types_.push_back(content_type);
-      if (options_.delay.count() > 0) {
-        stop_cv_.wait_for(lock, options_.delay, [&] { return stopping_.load(); });
-      }
-      if (stopping_) return;
     }
+    if (options_.delay.count() > 0) {
+      std::unique_lock lock(stop_mu_);
+      stop_cv_.wait_for(lock, options_.delay, [&] { return stopping_.load(); });
+    }
+    if (stopping_) return;
     const std::string answer =
         "HTTP/1.1 " + std::to_string(options_.status) +
         " X\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";

@@ -2,11 +2,11 @@
 // port 4318 does, reduced to what the tests look at): POST requests with a JSON
 // ExportTraceServiceRequest body, answered 200 "{}" (or another status, after a delay, to
 // play a slow or failing collector). HTTP/1.1 with keep-alive and Content-Length bodies only;
-// one connection at a time on one thread, which is all an exporter with one request in flight
-// needs.
+// a thread per connection (each exporting process keeps one open).
 //
 // Lifetime: listens on 127.0.0.1 (port chosen by the kernel) from construction; the destructor
-// stops the thread (a delayed answer is cut short). Thread-safety: every method from any thread.
+// stops the threads (a delayed answer is cut short). Thread-safety: every method from any
+// thread.
 #pragma once
 
 #include <atomic>
@@ -59,10 +59,12 @@ class OtlpReceiver {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mu_;
+  std::mutex stop_mu_;  // for stop_cv_: a delayed answer waits on it
   std::condition_variable stop_cv_;
   std::vector<nlohmann::json> requests_;
   std::vector<std::string> paths_;
   std::vector<std::string> content_types_;
+  std::vector<std::thread> connections_;  // guarded by mu_; joined by the destructor
   std::thread thread_;
 };
 
