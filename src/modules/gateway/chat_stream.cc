@@ -300,8 +300,7 @@ void ChatStream::End(const grpc::Status& status) {
   end_status_ = status;
   // Sends still waiting for a token are dropped unanswered, like unwritten frames: none of them
   // was stored, and the client resends them (same ids, same order) on its next stream.
-  inflight_sends_ -= waiting_sends_.size();
-  waiting_sends_.clear();
+  DropWaitingSendsLocked();
   // Frames not yet written are dropped: the client resumes from its last seq.
   while (out_.size() > (writing_ ? write_frames_ : 0u)) {
     if (out_.back().is_data()) --data_frames_queued_;
@@ -310,6 +309,15 @@ void ChatStream::End(const grpc::Status& status) {
   }
   FailAckSpansLocked(frames_pushed_);
   MaybeFinishLocked();
+}
+
+void ChatStream::DropWaitingSendsLocked() {
+  inflight_sends_ -= waiting_sends_.size();
+  for (PendingSend& send : waiting_sends_) {
+    send.span.SetError("CANCELLED");  // never handed to the shard
+    send.span.End();
+  }
+  waiting_sends_.clear();
 }
 
 void ChatStream::FailAckSpansLocked(std::uint64_t after_position) {
@@ -540,8 +548,7 @@ void ChatStream::ArmSendTimerLocked() {
   if (!posted) {
     // The executor stopped: the server is past its drain. Nothing waiting can be answered.
     send_timer_armed_ = false;
-    inflight_sends_ -= waiting_sends_.size();
-    waiting_sends_.clear();
+    DropWaitingSendsLocked();
   }
 }
 

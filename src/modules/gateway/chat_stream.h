@@ -173,6 +173,9 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   Span StartSendSpan(const v1::Send& send);
   // Ends, with an error, the ack spans whose frames will never be written. Requires mu_.
   void FailAckSpansLocked(std::uint64_t after_position);
+  // Drops the sends still waiting for a token, unanswered (the client resends them). Requires
+  // mu_.
+  void DropWaitingSendsLocked();
   void Handle(v1::ClientFrame& frame);
   void HandleSubscribe(const v1::Subscribe& subscribe);
   void HandleSend(v1::Send& send);
