@@ -1,5 +1,6 @@
 #include "infrachat/core/tracing.h"
 
+#include <mutex>
 #include <random>
 
 #include "infrachat/core/otlp_exporter.h"
@@ -93,16 +94,26 @@ SpanScope::~SpanScope() { current_span = outer_; }
 
 const SpanContext& CurrentSpan() { return current_span != nullptr ? *current_span : kNoSpan; }
 
-void StartTracing(const TracingOptions& options) {
-  // The previous tracer (if any) stops sending; it is kept for spans still on their way to it.
-  if (Tracer* old = tracer.exchange(new Tracer(options), std::memory_order_acq_rel)) {
-    old->exporter.Stop();
-  }
+namespace {
+
+// Stops a tracer that is no longer current and keeps it (reachable, for leak checkers) for the
+// spans still on their way to it.
+void Retire(Tracer* old) {
+  if (old == nullptr) return;
+  old->exporter.Stop();
+  static std::mutex mu;
+  static auto* retired = new std::vector<Tracer*>;
+  std::lock_guard lock(mu);
+  retired->push_back(old);
 }
 
-void StopTracing() {
-  if (Tracer* old = tracer.exchange(nullptr, std::memory_order_acq_rel)) old->exporter.Stop();
+}  // namespace
+
+void StartTracing(const TracingOptions& options) {
+  Retire(tracer.exchange(new Tracer(options), std::memory_order_acq_rel));
 }
+
+void StopTracing() { Retire(tracer.exchange(nullptr, std::memory_order_acq_rel)); }
 
 bool TracingEnabled() { return tracer.load(std::memory_order_acquire) != nullptr; }
 
