@@ -12,7 +12,8 @@
 //   edge              fanout deliver (INTERNAL)
 // and the JSON log lines of that work (debug level for the roles involved) carry the trace id
 // and the id of the span they were logged in. A client's traceparent is honoured (its trace,
-// its span as the parent), flag 00 opts out, and a malformed one starts a new trace.
+// its span as the parent), flag 00 opts out, and a malformed one starts a new trace. In one
+// all-in-one process the same send is four spans: send, commit, publish, deliver.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
@@ -280,6 +281,37 @@ TEST_CASE("a client's traceparent is honoured, flag 00 opts out, a malformed one
   // Every span the opt-out's work could have made would be in the batches before the last
   // one's (each process exports in order): none.
   CHECK(SpansOf(split.receiver.Spans(), opted_out).empty());
+}
+
+TEST_CASE("all-in-one: the send's trace is four spans, the commit under the send",
+          "[e2e][tracing]") {
+  OtlpReceiver receiver;
+  TestDatabase db;
+  DaemonProcess daemon(db, {"tracing.otlp_endpoint=" + receiver.url(), "tracing.sample_ratio=1"});
+  auto alice = RegisterUser(daemon.address(), "alice");
+  REQUIRE(alice->CreateChannel(kChannel).ok());
+  auto ack = SendOne(*alice, "in one process");
+  const auto spans = receiver.WaitForSpans(
+      [](const auto& all) {
+        const auto traces = SendTraces(all);
+        return traces.size() == 1 && SpansOf(all, *traces.begin()).size() >= 4;
+      },
+      20s);
+  const auto traces = SendTraces(spans);
+  REQUIRE(traces.size() == 1);
+  const auto trace = SpansOf(spans, *traces.begin());
+  INFO(json(trace).dump(1));
+  REQUIRE(trace.size() == 4);  // no client/server pair, no receive: one process
+  const json send = Find(trace, "gateway send", kServer);
+  const json commit = Find(trace, "group commit", kInternal);
+  const json publish = Find(trace, "chat.messages publish", kProducer);
+  const json deliver = Find(trace, "fanout deliver", kInternal);
+  CHECK_FALSE(send.contains("parentSpanId"));
+  CHECK(commit["parentSpanId"] == send["spanId"]);
+  CHECK(publish["parentSpanId"] == commit["spanId"]);
+  CHECK(deliver["parentSpanId"] == publish["spanId"]);
+  CHECK(OtlpAttribute(commit["attributes"], "infrachat.seq") == std::to_string(ack.seq()));
+  CHECK(OtlpAttribute(deliver["attributes"], "infrachat.deliveries") == "1");
 }
 
 }  // namespace
