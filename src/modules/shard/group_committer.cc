@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 #include <tuple>
 
+#include "commit_tracing.h"
 #include "infrachat/core/metrics.h"
 #include "infrachat/storage/pg.h"
 
@@ -141,7 +142,7 @@ GroupCommitter::GroupCommitter(GroupCommitterOptions options, EventBus* bus,
 
 GroupCommitter::~GroupCommitter() { Stop(); }
 
-void GroupCommitter::Submit(SendCommand command, SendCallback done) {
+void GroupCommitter::Submit(SendCommand command, SendCallback done, Span span) {
   std::unique_lock lock(mu_);
   if (stopping_) {
     lock.unlock();
@@ -153,7 +154,7 @@ void GroupCommitter::Submit(SendCommand command, SendCallback done) {
     done(MakeError(Code::kResourceExhausted, "the shard's write queue is full; retry later"));
     return;
   }
-  queue_.push_back(Pending{std::move(command), std::move(done)});
+  queue_.push_back(Pending{std::move(command), std::move(done), std::move(span)});
   lock.unlock();
   cv_.notify_one();
 }
@@ -210,6 +211,7 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       prepared_for_ = nullptr;  // a new connection may sit where the old one was
     }
     bool cut = false;  // the deadline closed the connection
+    for (Pending& p : batch) p.span.AddEvent("commit started");  // sampled sends only
     try {
       const auto started = std::chrono::steady_clock::now();
       {
@@ -258,14 +260,22 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       failure = MakeError(Code::kUnavailable, "the message could not be stored; retry");
     }
     batches_failed_->Increment();
-    for (Pending& p : batch) p.done(failure);
+    BatchTraces traces;
+    for (Pending& p : batch) {
+      traces.EndCommit(p.span, p.command, failure, batch.size(), *log_);
+      p.done(failure);
+    }
     return;
   }
   batch_size_->Observe(static_cast<double>(batch.size()));
   batches_committed_.fetch_add(1);
   messages_committed_.fetch_add(committed.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(outcomes[i]));
-  for (v1::ChatMessage& m : committed) bus_->Publish(std::move(m));
+  BatchTraces traces;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    traces.EndCommit(batch[i].span, batch[i].command, outcomes[i], batch.size(), *log_);
+    batch[i].done(std::move(outcomes[i]));
+  }
+  for (v1::ChatMessage& m : committed) traces.Publish(*bus_, std::move(m));
 }
 
 void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch,

@@ -20,6 +20,7 @@
 
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/tracing.h"
 #include "infrachat/storage/pg.h"
 
 namespace infrachat::shard {
@@ -63,7 +64,9 @@ class GroupCommitter {
                  std::shared_ptr<spdlog::logger> logger);
   ~GroupCommitter();  // calls Stop()
 
-  void Submit(SendCommand command, SendCallback done);
+  // `span`: the send's commit span (commit_tracing.h), ended when its batch's outcome is known;
+  // a non-recording one for a send that is not sampled.
+  void Submit(SendCommand command, SendCallback done, Span span = {});
 
   // Commits what is queued, then stops the writer. Later Submits fail with UNAVAILABLE.
   void Stop();
@@ -82,6 +85,7 @@ class GroupCommitter {
   struct Pending {
     SendCommand command;
     SendCallback done;
+    Span span;
   };
 
   void Run();
