@@ -54,7 +54,7 @@ RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libpqxx-6.4 libpq5 libyaml-cpp0.7 libsodium23 \
       libspdlog1.10 libfmt9 libedit2 libssl3 libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
-      ca-certificates >/dev/null \
+      libcurl4 ca-certificates >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin infrachat

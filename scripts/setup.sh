@@ -11,7 +11,7 @@ build_packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libpqxx-dev libyaml-cpp-dev libsodium-dev libcpp-jwt-dev libssl-dev
   libcli11-dev libedit-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libasio-dev
-  prometheus-cpp-dev
+  prometheus-cpp-dev libcurl4-openssl-dev
 )
 test_packages=(
   clang-format catch2 postgresql-15 util-linux jq openssl prometheus iproute2

@@ -8,17 +8,39 @@
 
 namespace infrachat {
 
-CallContext::CallContext(Clock::time_point deadline, std::string trace_id,
-                         std::shared_ptr<CancelState> cancel)
-    : deadline_(deadline), trace_id_(std::move(trace_id)), cancel_(std::move(cancel)) {}
+CallContext::CallContext(Clock::time_point deadline, std::string trace_id, std::uint64_t span_id,
+                         bool sampled, std::shared_ptr<CancelState> cancel)
+    : deadline_(deadline),
+      trace_id_(std::move(trace_id)),
+      span_id_(span_id),
+      sampled_(sampled),
+      cancel_(std::move(cancel)) {}
 
 CallContext CallContext::Background(std::chrono::milliseconds timeout) {
   return WithDeadline(Clock::now() + timeout);
 }
 
 CallContext CallContext::WithDeadline(Clock::time_point deadline, std::string_view trace_id) {
-  return CallContext(deadline, IsValidTraceId(trace_id) ? std::string(trace_id) : NewTraceId(),
+  return CallContext(deadline, IsValidTraceId(trace_id) ? std::string(trace_id) : NewTraceId(), 0,
+                     false, std::make_shared<CancelState>());
+}
+
+CallContext CallContext::WithDeadline(Clock::time_point deadline, const SpanContext& span) {
+  if (!span.has_trace()) return WithDeadline(deadline);
+  return CallContext(deadline, span.TraceIdHex(), span.span_id, span.sampled,
                      std::make_shared<CancelState>());
+}
+
+SpanContext CallContext::span() const {
+  SpanContext span = SpanContext::OfTraceId(trace_id_);
+  span.span_id = span_id_;
+  span.sampled = sampled_;
+  return span;
+}
+
+CallContext CallContext::WithSpan(const SpanContext& span) const {
+  return CallContext(deadline_, span.has_trace() ? span.TraceIdHex() : trace_id_, span.span_id,
+                     span.sampled, cancel_);
 }
 
 CallContext CallContext::Unbounded(std::string_view trace_id) {
@@ -47,18 +69,12 @@ CallContext CallContext::WithCancelProbe(std::function<bool()> probe) const {
   auto state = std::make_shared<CancelState>();
   state->probe = std::move(probe);
   state->parent = cancel_;
-  return CallContext(deadline_, trace_id_, std::move(state));
+  return CallContext(deadline_, trace_id_, span_id_, sampled_, std::move(state));
 }
 
 std::string CallContext::NewTraceId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
-  for (int half = 0; half < 2; ++half) {
-    std::uint64_t bits = rng();
-    for (int i = 0; i < 16; ++i, bits >>= 4) id[half * 16 + i] = kHex[bits & 0xf];
-  }
-  return IsValidTraceId(id) ? id : NewTraceId();
+  const auto id = NewTraceIdHex();
+  return std::string(id.data(), id.size());
 }
 
 bool CallContext::IsValidTraceId(std::string_view id) {
@@ -93,26 +109,21 @@ std::string_view Metadata(const std::multimap<grpc::string_ref, grpc::string_ref
   return std::string_view(it->second.data(), it->second.size());
 }
 
-// The trace-id field of a W3C `traceparent` header ("00-<trace id>-<span id>-<flags>").
-std::string_view TraceParentId(std::string_view traceparent) {
-  if (traceparent.size() < 55 || traceparent[2] != '-' || traceparent[35] != '-') return {};
-  return traceparent.substr(3, 32);
-}
-
 }  // namespace
 
-std::string TraceIdOf(const grpc::ServerContextBase& server) {
+SpanContext SpanContextOf(const grpc::ServerContextBase& server) {
   const auto& metadata = server.client_metadata();
-  std::string_view trace_id = Metadata(metadata, kTraceIdHeader);
-  if (!CallContext::IsValidTraceId(trace_id)) {
-    trace_id = TraceParentId(Metadata(metadata, "traceparent"));
-  }
-  return CallContext::IsValidTraceId(trace_id) ? std::string(trace_id) : std::string();
+  if (auto parent = ParseTraceParent(Metadata(metadata, kTraceParentHeader))) return *parent;
+  return SpanContext::OfTraceId(Metadata(metadata, kTraceIdHeader));
+}
+
+std::string TraceIdOf(const grpc::ServerContextBase& server) {
+  return SpanContextOf(server).TraceIdHex();
 }
 
 CallContext FromServerContext(const grpc::ServerContextBase& server,
                               std::chrono::milliseconds max_timeout) {
-  const std::string trace_id = TraceIdOf(server);
+  const SpanContext span = SpanContextOf(server);
   // The client's deadline as a steady-clock point (gRPC reports it on the system clock).
   const auto now = CallContext::Clock::now();
   auto deadline = now + max_timeout;
@@ -122,7 +133,7 @@ CallContext FromServerContext(const grpc::ServerContextBase& server,
     deadline = std::min(deadline, now + std::chrono::duration_cast<CallContext::Clock::duration>(
                                             std::max(left, decltype(left)::zero())));
   }
-  return CallContext::WithDeadline(deadline, trace_id).WithCancelProbe([&server] {
+  return CallContext::WithDeadline(deadline, span).WithCancelProbe([&server] {
     return server.IsCancelled();
   });
 }
@@ -130,7 +141,11 @@ CallContext FromServerContext(const grpc::ServerContextBase& server,
 void PrepareClientContext(grpc::ClientContext& client, const CallContext& call,
                           std::chrono::milliseconds hop_timeout) {
   client.set_deadline(std::chrono::system_clock::now() + call.Remaining(hop_timeout));
-  client.AddMetadata(kTraceIdHeader, call.trace_id());
+  SpanContext span = call.span();
+  // W3C requires a parent id; a call made outside any span (a sweep, a lease refresh) names a
+  // fresh one that nothing records.
+  if (span.span_id == 0) span.span_id = NewSpanId();
+  client.AddMetadata(kTraceParentHeader, span.TraceParent());
 }
 
 }  // namespace infrachat

@@ -325,6 +325,29 @@ auto Address(bool allow_empty) {
   };
 }
 
+// An http:// or https:// URL with a host, as libcurl takes it; anything else would only fail
+// when the first spans are sent, far from the config line that caused it.
+auto HttpUrl() {
+  return [](const std::string& url) -> Problems {
+    if (url.empty()) return {};
+    std::string_view rest = url;
+    for (std::string_view scheme : {"http://", "https://"}) {
+      if (rest.substr(0, scheme.size()) == scheme) {
+        rest.remove_prefix(scheme.size());
+        const std::string_view host = rest.substr(0, rest.find_first_of("/?#"));
+        const std::size_t colon = host.rfind(':');
+        const bool port_ok =
+            colon == std::string_view::npos || host.back() == ']' || IsPort(host.substr(colon + 1));
+        const bool has_host = !host.empty() && host.front() != ':' && port_ok;
+        const bool clean = url.find_first_of(" \t\r\n\"<>\\^`{|}") == std::string::npos;
+        if (has_host && clean) return {};
+        break;
+      }
+    }
+    return {fmt::format("expected an http:// or https:// URL with a host, got '{}'", url)};
+  };
+}
+
 auto AddressList() {
   return [](const std::vector<std::string>& addresses) -> Problems {
     Problems problems;
@@ -653,13 +676,27 @@ std::vector<Field> MetricsFields() {
   };
 }
 
+std::vector<Field> TracingFields() {
+  return {
+      MakeField(INFRACHAT_KEY(tracing.otlp_endpoint),
+                "OTLP/HTTP URL spans are POSTed to as JSON, e.g. "
+                "http://127.0.0.1:4318/v1/traces; empty: tracing off",
+                HttpUrl()),
+      MakeField(INFRACHAT_KEY(tracing.sample_ratio),
+                "Fraction of sends that start a recorded trace, 0 to 1 (a client's traceparent "
+                "flag 00 opts its sends out)",
+                InRange(0.0, 1.0)),
+  };
+}
+
 #undef INFRACHAT_KEY
 
 const std::vector<Field>& Schema() {
   static const std::vector<Field> schema = [] {
     std::vector<Field> all;
-    for (auto part : {TopLevelFields, DatabaseFields, GrpcFields, PeerFields, AuthFields,
-                      WorkerFields, LimitsFields, TlsFields, LogFields, MetricsFields}) {
+    for (auto part :
+         {TopLevelFields, DatabaseFields, GrpcFields, PeerFields, AuthFields, WorkerFields,
+          LimitsFields, TlsFields, LogFields, MetricsFields, TracingFields}) {
       for (Field& field : part()) all.push_back(std::move(field));
     }
     return all;

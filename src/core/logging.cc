@@ -3,6 +3,7 @@
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <ctime>
@@ -18,10 +19,12 @@ namespace infrachat {
 class LogFormatterAccess {
  public:
   static std::string_view TraceId(const LogTraceScope* scope) {
-    return scope ? std::string_view(scope->trace_id_) : std::string_view();
+    return scope ? std::string_view(scope->trace_id_.data(), scope->trace_id_size_)
+                 : std::string_view();
   }
   static std::string_view SpanId(const LogTraceScope* scope) {
-    return scope ? std::string_view(scope->span_id_) : std::string_view();
+    return scope ? std::string_view(scope->span_id_.data(), scope->span_id_size_)
+                 : std::string_view();
   }
 };
 
@@ -212,7 +215,11 @@ void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::stri
 }
 
 LogTraceScope::LogTraceScope(std::string_view trace_id, std::string_view span_id)
-    : trace_id_(trace_id), span_id_(span_id), outer_(current_trace) {
+    : outer_(current_trace) {
+  trace_id_size_ = static_cast<std::uint8_t>(std::min(trace_id.size(), trace_id_.size()));
+  span_id_size_ = static_cast<std::uint8_t>(std::min(span_id.size(), span_id_.size()));
+  std::copy_n(trace_id.data(), trace_id_size_, trace_id_.data());
+  std::copy_n(span_id.data(), span_id_size_, span_id_.data());
   current_trace = this;
 }
 

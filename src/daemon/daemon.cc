@@ -29,6 +29,7 @@
 #include "infrachat/core/metrics.h"
 #include "infrachat/core/module.h"
 #include "infrachat/core/process_metrics.h"
+#include "infrachat/core/tracing.h"
 #include "infrachat/storage/pg.h"
 #include "modules/auth/auth_module.h"
 #include "modules/fanout/fanout_module.h"
@@ -299,6 +300,7 @@ void Daemon::Start() {
     log->info("public listener on {}: {}", address_, security.description);
     if (!config.grpc.internal_listen_address.empty()) StartInternalServer();
     if (!config.metrics.listen_address.empty()) StartMetrics();
+    if (!config.tracing.otlp_endpoint.empty()) StartTraceExport();
     state_->context.SetInternalAddress(internal_address_);
     for (auto& module : state_->started) module->OnServing(address_);
     const std::string roles = fmt::format("{}", fmt::join(config.roles, ","));
@@ -311,6 +313,26 @@ void Daemon::Start() {
     Shutdown();
     throw;
   }
+}
+
+// Spans of sampled sends to an OTLP/HTTP collector (docs/adr/0010, "Traces"). The resource
+// says which process sent them: the same binary runs every role.
+void Daemon::StartTraceExport() {
+  const DaemonConfig& config = state_->context.config();
+  TracingOptions options;
+  options.otlp_endpoint = config.tracing.otlp_endpoint;
+  options.sample_ratio = config.tracing.sample_ratio;
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  options.resource = {{"service.name", "infrachatd"},
+                      {"service.version", INFRACHAT_VERSION},
+                      {"service.instance.id", fmt::format("{}/{}", host.data(), getpid())},
+                      {"infrachat.roles", fmt::format("{}", fmt::join(config.roles, ","))},
+                      {"infrachat.region", config.region}};
+  StartTracing(options);
+  LogEvent(
+      ModuleLogger("core"), spdlog::level::info, "tracing on",
+      {{"endpoint", config.tracing.otlp_endpoint}, {"sample_ratio", config.tracing.sample_ratio}});
 }
 
 // Prometheus's pull endpoint, GET /metrics, on its own HTTP listener (never a gRPC port), and
@@ -424,6 +446,8 @@ void Daemon::Shutdown() {
   for (auto it = started.rbegin(); it != started.rend(); ++it) (*it)->Stop();
   started.clear();
   state_->metrics.reset();
+  // After the servers: the spans of the last sends go out first.
+  if (!state_->context.config().tracing.otlp_endpoint.empty()) StopTracing();
   state_->internal_server.reset();
   state_->internal_services.clear();
   state_->server.reset();

@@ -38,6 +38,7 @@ class Daemon {
  private:
   void StartInternalServer();
   void StartMetrics();
+  void StartTraceExport();
 
   struct State;
   std::unique_ptr<State> state_;

@@ -9,6 +9,7 @@
 #include "convert.h"
 #include "infrachat/core/grpc_metrics.h"
 #include "infrachat/core/metrics.h"
+#include "infrachat/core/tracing.h"
 
 namespace infrachat::remote {
 
@@ -24,6 +25,18 @@ constexpr std::size_t kMaxPendingSends = 65536;
 // How often the sweeper looks for expired sends while any are pending: the lateness of a
 // DEADLINE_EXCEEDED, against an idle cost of nothing (it sleeps while nothing is pending).
 constexpr std::chrono::milliseconds kSweepEvery{50};
+
+// The client span of a send on the stream; the shard process names its server span the same.
+constexpr std::string_view kSendStreamSpan = "infrachat.internal.v1.ShardInternal/SendStream";
+
+// Ends a send's span with its gRPC status code (and ERROR unless OK).
+void EndRpcSpan(Span span, const Result<SendOutcome>& outcome) {
+  if (!span.recording()) return;
+  const Code code = outcome.ok() ? Code::kOk : outcome.code();
+  span.SetAttribute("rpc.grpc.status_code", static_cast<int>(code));
+  if (!outcome.ok()) span.SetError(CodeName(code));
+  span.End();
+}
 
 Error WithTrace(Code code, const std::string& message, const std::string& trace_id) {
   return MakeError(code, message + " [trace " + trace_id + "]");
@@ -257,7 +270,9 @@ class SendStreamCall final : public grpc::ClientBidiReactor<SendStreamRequest, S
 
 RemoteShard::RemoteShard(std::shared_ptr<grpc::Channel> channel, std::chrono::milliseconds timeout,
                          const std::string& peer)
-    : stub_(internal::v1::ShardInternal::NewStub(std::move(channel))), timeout_(timeout) {
+    : stub_(internal::v1::ShardInternal::NewStub(std::move(channel))),
+      timeout_(timeout),
+      peer_(peer) {
   // Sends are answered in milliseconds when healthy; the top buckets cover the call timeout.
   send_seconds_ = &prometheus::BuildHistogram()
                        .Name("infrachat_cluster_send_seconds")
@@ -336,11 +351,21 @@ Result<Response> RemoteShard::Call(grpc::Status (Stub::*method)(grpc::ClientCont
 }
 
 void RemoteShard::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {
+  // The client half of the hop (the shard process records the server half); records only for
+  // a sampled send.
+  Span span = StartSpan(kSendStreamSpan, SpanKind::kClient, call.span());
+  if (span.recording()) {
+    span.SetAttribute("rpc.system", "grpc");
+    span.SetAttribute("rpc.service", "infrachat.internal.v1.ShardInternal");
+    span.SetAttribute("rpc.method", "SendStream");
+    span.SetAttribute("net.peer.name", peer_);
+  }
   // Every way a send ends goes through `done` exactly once: count it there.
-  done = [this, start = Clock::now(), done = std::move(done)](Result<SendOutcome> outcome) {
+  done = [this, start = Clock::now(), span, done = std::move(done)](Result<SendOutcome> outcome) {
     const auto code = static_cast<std::size_t>(outcome.ok() ? Code::kOk : outcome.code());
     sends_by_code_[code < sends_by_code_.size() ? code : 2]->Increment();
     send_seconds_->Observe(std::chrono::duration<double>(Clock::now() - start).count());
+    EndRpcSpan(span, outcome);
     done(std::move(outcome));
   };
   if (auto gone = GaveUp(call)) return done(*gone);
@@ -352,6 +377,7 @@ void RemoteShard::SendAsync(const CallContext& call, SendCommand command, SendCa
   send->set_client_msg_id(std::move(command.client_msg_id));
   send->set_body(std::move(command.body));
   request.set_trace_id(call.trace_id());  // per send: the shard logs it with the send
+  if (span.context().span_id != 0) request.set_traceparent(span.context().TraceParent());
   // A failure is an unknown outcome: the client resends with the same id, and a message that
   // was stored after all comes back as a duplicate.
   const auto deadline = std::min(call.deadline(), Clock::now() + timeout_);

@@ -41,6 +41,9 @@ class SendStreamCall;
 // also cancels its stream (see SendStreamCall::Expire for why). Sends are written in the order
 // SendAsync queued them, on one HTTP/2 stream, so they reach the shard's group commit in order.
 //
+// Traces: a sampled send gets a CLIENT span "infrachat.internal.v1.ShardInternal/SendStream"
+// (child of the caller's span, from SendAsync to its callback), sent as the request's
+// traceparent; the shard process's server span is its child.
 // Metrics: every send's outcome and time from SendAsync to its callback, labelled by `peer`
 // (a configured address, or "discovered"): infrachat_cluster_send_seconds{peer} and
 // infrachat_cluster_sends_total{peer, grpc_code}. The other calls are counted by the channel
@@ -112,6 +115,7 @@ class RemoteShard final : public ShardApi {
 
   std::unique_ptr<Stub> stub_;  // declared first: outlives every stream (it holds the channel)
   const std::chrono::milliseconds timeout_;
+  const std::string peer_;  // its metrics label, also a span attribute
   prometheus::Histogram* send_seconds_;
   std::array<prometheus::Counter*, 17> sends_by_code_;  // by gRPC status code
 

@@ -4,11 +4,54 @@
 
 #include "blocking_reactor.h"
 #include "convert.h"
+#include "infrachat/core/logging.h"
+#include "infrachat/core/tracing.h"
 
 namespace infrachat::remote {
 
 using internal::v1::SendStreamRequest;
 using internal::v1::SendStreamResponse;
+
+namespace {
+
+// The trace a send belongs to: the caller's span (traceparent), else its trace id alone.
+SpanContext ParentOf(const SendStreamRequest& request) {
+  if (!request.traceparent().empty()) {
+    if (auto parent = ParseTraceParent(request.traceparent())) return *parent;
+  }
+  return SpanContext::OfTraceId(request.trace_id());
+}
+
+// The server half of a send's hop: from the request read to its answer queued. Named like the
+// edge's client span (RemoteShard), whose child it is.
+Span StartSendSpan(const SpanContext& parent) {
+  Span span =
+      StartSpan("infrachat.internal.v1.ShardInternal/SendStream", SpanKind::kServer, parent);
+  if (span.recording()) {
+    span.SetAttribute("rpc.system", "grpc");
+    span.SetAttribute("rpc.service", "infrachat.internal.v1.ShardInternal");
+    span.SetAttribute("rpc.method", "SendStream");
+  }
+  return span;
+}
+
+void EndSendSpan(Span span, const Result<SendOutcome>& outcome) {
+  static const auto log = ModuleLogger("shard");
+  const Code code = outcome.ok() ? Code::kOk : outcome.code();
+  if (log->should_log(spdlog::level::debug)) {
+    SpanScope scope(span.context());
+    LogEvent(log, spdlog::level::debug, "send answered",
+             {{"code", CodeName(code)},
+              {"seq", outcome.ok() ? outcome->seq : 0},
+              {"duplicate", outcome.ok() && outcome->duplicate}});
+  }
+  if (!span.recording()) return;
+  span.SetAttribute("rpc.grpc.status_code", static_cast<int>(code));
+  if (!outcome.ok()) span.SetError(CodeName(code));
+  span.End();
+}
+
+}  // namespace
 
 // One SendStream call. Reads requests one at a time and hands each to ShardApi::SendAsync as
 // soon as it is read (so one stream's sends reach group commit in the order they were written),
@@ -86,10 +129,12 @@ class SendStreamReactor final
     // The stream's deadline means nothing for one send; the edge bounds its wait itself (it
     // fails a send after grpc.internal_call_timeout_ms). A generous bound like Send's, detached
     // (nothing cancels it: a send handed over is committed even if the stream goes away).
+    Span span = StartSendSpan(ParentOf(in_));
     const CallContext call =
-        CallContext::WithDeadline(CallContext::Clock::now() + kMaxInternalCall, in_.trace_id());
+        CallContext::WithDeadline(CallContext::Clock::now() + kMaxInternalCall, span.context());
     service_->shard_->SendAsync(call, std::move(command),
-                                [self = shared_from_this(), id](Result<SendOutcome> outcome) {
+                                [self = shared_from_this(), id, span](Result<SendOutcome> outcome) {
+                                  EndSendSpan(span, outcome);
                                   self->Answer(id, std::move(outcome));
                                 });
     // Only after the send was handed over: the next request's send follows this one.

@@ -540,6 +540,20 @@ TEST_CASE("a resent client_msg_id returns the original seq, stored and published
   CHECK(f.bus_log.CountId("m-1") == 3);  // alice@general, bob@general, alice@other: once each
 }
 
+// Sends `batch` so that it forms one group-commit batch: a send to channel "plug" (which the
+// caller created) holds the writer behind a row lock while these queue up, then the lock goes.
+// Waits for every answer, the plug's included (acks then holds 1 + batch.size()).
+void SendAsOneBatch(ShardFixture& f, Acks& acks, const std::vector<SendCommand>& batch) {
+  std::optional<WriterBlocker> blocker;
+  blocker.emplace(f.db.url(), "plug");
+  auto plug = Cmd("plug", kAlice, "plug-1");
+  f.service->SendAsync(Call(), plug, acks.Callback(plug));
+  REQUIRE(WaitForLockWaiter(f.db.name()));  // the writer is inside the plug's transaction
+  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
+  blocker->Release();
+  REQUIRE(acks.WaitFor(1 + batch.size()));
+}
+
 TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][idempotency]") {
   ShardFixture f;
   f.Create(kAlice, "general");
@@ -547,18 +561,10 @@ TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][id
   const auto batches_before = f.committer->batches_committed();
 
   Acks acks;
-  std::optional<WriterBlocker> blocker;
-  blocker.emplace(f.db.url(), "plug");
-  auto plug = Cmd("plug", kAlice, "plug-1");
-  f.service->SendAsync(Call(), plug, acks.Callback(plug));
-  REQUIRE(WaitForLockWaiter(f.db.name()));  // the writer is inside the plug's transaction
-  // All of these queue up while the writer waits: they form the next batch together.
   const std::vector<SendCommand> batch = {
       Cmd("general", kAlice, "same", "first copy"), Cmd("general", kAlice, "other"),
       Cmd("general", kAlice, "same", "second copy"), Cmd("general", kAlice, "same", "third")};
-  for (const auto& cmd : batch) f.service->SendAsync(Call(), cmd, acks.Callback(cmd));
-  blocker->Release();
-  REQUIRE(acks.WaitFor(1 + batch.size()));
+  SendAsOneBatch(f, acks, batch);
   f.bus.Drain();
 
   CHECK(f.committer->batches_committed() - batches_before == 2);
@@ -582,6 +588,51 @@ TEST_CASE("duplicates inside one batch get the first one's seq", "[db][shard][id
   CHECK(f.Head("general") == 2);
   CHECK(f.RowsWithId("same") == 1);
   CHECK(f.bus_log.CountId("same") == 1);
+}
+
+TEST_CASE("a resend batched with new sends: the batch runs again, gap-free, the resend once",
+          "[db][shard][idempotency]") {
+  ShardFixture f;
+  f.Create(kAlice, "general");
+  f.Create(kAlice, "plug");
+  auto original = f.Send("general", kAlice, "m-1", "original body");
+  REQUIRE(original.ok());
+  REQUIRE(original->seq == 1);
+  const auto reruns_before = f.committer->batch_reruns();
+
+  // A batch of new sends around a resend of m-1: without a lookup its INSERT meets the unique
+  // key, is rolled back whole (head_seq included) and runs again with the lookup.
+  Acks acks;
+  SendAsOneBatch(f, acks,
+                 {Cmd("general", kAlice, "new-a"), Cmd("general", kAlice, "m-1", "resent body"),
+                  Cmd("general", kAlice, "new-b")});
+  CHECK(f.committer->batch_reruns() - reruns_before == 1);
+
+  std::map<std::string, Result<SendOutcome>> by_id;
+  for (const auto& ack : acks.Snapshot()) by_id.emplace(ack.command.client_msg_id, ack.result);
+  REQUIRE(by_id.at("m-1").ok());
+  CHECK(by_id.at("m-1")->duplicate);
+  CHECK(by_id.at("m-1")->seq == 1);
+  REQUIRE(by_id.at("new-a").ok());
+  REQUIRE(by_id.at("new-b").ok());
+  CHECK_FALSE(by_id.at("new-a")->duplicate);
+  CHECK(by_id.at("new-a")->seq == 2);
+  CHECK(by_id.at("new-b")->seq == 3);
+
+  // The batches right after look client_msg_ids up first: another resend is found without a
+  // failed INSERT.
+  auto again = f.Send("general", kAlice, "new-a");
+  REQUIRE(again.ok());
+  CHECK(again->duplicate);
+  CHECK(again->seq == 2);
+  CHECK(f.committer->batch_reruns() - reruns_before == 1);
+
+  f.bus.Drain();
+  CHECK(f.Seqs("general") == Range(1, 3));
+  CHECK(f.Head("general") == 3);
+  CHECK(f.RowsWithId("m-1") == 1);
+  CHECK(f.bus_log.CountId("m-1") == 1);
+  CHECK(f.bus_log.CountId("new-a") == 1);
 }
 
 TEST_CASE("a send retried through a second committer is recognised", "[db][shard][idempotency]") {

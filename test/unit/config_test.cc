@@ -280,6 +280,34 @@ TEST_CASE("range checks", "[config]") {
   CHECK(errors("router.shards=a,a") == Errors{"--set: router.shards: shard 'a' is listed twice"});
 }
 
+TEST_CASE("tracing.*: an http(s) URL with a host, and a ratio from 0 to 1", "[config]") {
+  const auto errors = [](const std::string& set) {
+    return Load("roles: [gateway]\n", {}, {set}).errors;
+  };
+  CHECK(Load("roles: [gateway]\n").config.tracing.otlp_endpoint.empty());  // off by default
+  CHECK(errors("tracing.otlp_endpoint=http://127.0.0.1:4318/v1/traces").empty());
+  CHECK(errors("tracing.otlp_endpoint=https://otel.example.com/v1/traces").empty());
+  CHECK(errors("tracing.otlp_endpoint=http://[::1]:4318/v1/traces").empty());
+  CHECK(errors("tracing.otlp_endpoint=").empty());
+  CHECK(errors("tracing.otlp_endpoint=127.0.0.1:4318") ==
+        Errors{"--set: tracing.otlp_endpoint: expected an http:// or https:// URL with a host, "
+               "got '127.0.0.1:4318'"});
+  for (const char* bad :
+       {"grpc://collector:4317", "http://", "http:///v1/traces", "http://host:port/v1/traces",
+        "http://host:99999/", "http://a b/", "ftp://collector/"}) {
+    INFO(bad);
+    CHECK(errors(std::string("tracing.otlp_endpoint=") + bad).size() == 1);
+  }
+  CHECK(errors("tracing.sample_ratio=0").empty());
+  CHECK(errors("tracing.sample_ratio=1").empty());
+  CHECK(errors("tracing.sample_ratio=0.25").empty());
+  CHECK(errors("tracing.sample_ratio=1.5") ==
+        Errors{"--set: tracing.sample_ratio: must be between 0 and 1, got 1.5"});
+  CHECK(errors("tracing.sample_ratio=-0.1").size() == 1);
+  CHECK(errors("tracing.sample_ratio=half") ==
+        Errors{"--set: tracing.sample_ratio: expected a number, got 'half'"});
+}
+
 TEST_CASE("database.url is required by the auth and shard roles", "[config]") {
   const std::string missing =
       "database.url: required when the auth or shard role runs (set INFRACHAT_DATABASE_URL)";
@@ -466,7 +494,7 @@ TEST_CASE("DescribeConfig output loads back to the same configuration", "[config
 
 TEST_CASE("ConfigKeys lists every key, and each can be set through --set and env", "[config]") {
   const std::vector<std::string> keys = ConfigKeys();
-  CHECK(keys.size() == 61);  // every member of DaemonConfig and its sections
+  CHECK(keys.size() == 63);  // every member of DaemonConfig and its sections
   for (const char* key : {"roles", "mode", "region", "database.url", "grpc.shutdown_grace_s",
                           "auth.argon2_mem_limit_kib", "router.shards", "shard.id",
                           "fanout.catchup_batch", "limits.max_body_bytes", "tls.internal.ca_file",

@@ -47,6 +47,11 @@ const std::string& EventChannel(const BusEvent& event);
 // the durable log (a committed message carries its seq, so gaps are detectable).
 // Thread-safety: all methods may be called from any thread. Handlers run on a bus thread, one at
 // a time per subscriber, and must not block (enqueue and return).
+// Trace context (docs/adr/0010, "Traces"): Publish takes the span context current on the
+// calling thread (CurrentSpan(), set by a SpanScope: the shard's publish span of a sampled
+// send) and every handler of the event runs with a span context of that trace current: the
+// publisher's in process; across processes, the receiving side's "receive" span, a child of
+// it (the wire form carries it as `traceparent`). Outside any scope an event carries none.
 class EventBus {
  public:
   using Handler = std::function<void(const BusEvent&)>;

@@ -31,6 +31,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "infrachat/client/client.h"
 
@@ -81,6 +83,9 @@ struct ChatStreamOptions {
   std::function<void(const StreamLimits&)> on_limits;
   // Called once on the reader thread when the stream has ended, with its final status.
   std::function<void(const Status&)> on_end;
+  // Extra request metadata of the Connect call, e.g. {"traceparent", "00-<trace>-<span>-01"}:
+  // the sends of the stream then belong to that trace (README "Tracing"). Keys in lower case.
+  std::vector<std::pair<std::string, std::string>> metadata;
 };
 
 class ChatStream {

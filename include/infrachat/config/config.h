@@ -136,6 +136,13 @@ struct MetricsConfig {
   std::string listen_address;  // host:port of the Prometheus /metrics listener; empty: off
 };
 
+// Traces (docs/adr/0010, "Traces"): spans of sampled sends, sent to an OpenTelemetry collector
+// over OTLP/HTTP with JSON encoding.
+struct TracingConfig {
+  std::string otlp_endpoint;   // http(s)://host:port/v1/traces; empty: tracing off
+  double sample_ratio = 0.01;  // of sends that start a trace (0 to 1)
+};
+
 struct DaemonConfig {
   std::vector<std::string> roles;    // subset of: gateway auth router shard fanout
   std::string mode = "development";  // development | production
@@ -152,6 +159,7 @@ struct DaemonConfig {
   TlsConfig tls;
   LogConfig log;
   MetricsConfig metrics;
+  TracingConfig tracing;
 
   bool HasRole(const std::string& role) const;
   // cluster.regions, or just `region` when it is empty.

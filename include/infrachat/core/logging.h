@@ -27,6 +27,7 @@
 #include <spdlog/formatter.h>
 #include <spdlog/logger.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <initializer_list>
@@ -100,9 +101,10 @@ void LogEvent(spdlog::logger& logger, spdlog::level::level_enum level, std::stri
               const std::vector<LogField>& fields);
 
 // While it lives, every line logged on this thread carries `trace_id` (and `span_id`): the
-// trace of the work being done (CallContext::trace_id()). Scopes nest; the innermost wins and
-// the outer one is back when it ends. The strings are copied. Not movable: a stack object of
-// one thread.
+// trace of the work being done (CallContext::trace_id(), or a span's: SpanScope in tracing.h
+// makes one). Scopes nest; the innermost wins and the outer one is back when it ends. The ids
+// are copied into the scope (at most 32 and 16 characters, the W3C sizes; longer ones are cut),
+// so a scope costs no allocation. Not movable: a stack object of one thread.
 class LogTraceScope {
  public:
   explicit LogTraceScope(std::string_view trace_id, std::string_view span_id = {});
@@ -111,8 +113,10 @@ class LogTraceScope {
   LogTraceScope& operator=(const LogTraceScope&) = delete;
 
  private:
-  std::string trace_id_;
-  std::string span_id_;
+  std::array<char, 32> trace_id_{};
+  std::array<char, 16> span_id_{};
+  std::uint8_t trace_id_size_ = 0;
+  std::uint8_t span_id_size_ = 0;
   const LogTraceScope* outer_;
   friend class LogFormatterAccess;
 };

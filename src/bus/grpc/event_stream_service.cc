@@ -9,6 +9,7 @@
 #include "bus_codec.h"
 #include "infrachat/core/logging.h"
 #include "infrachat/core/metrics.h"
+#include "infrachat/core/tracing.h"
 
 namespace infrachat::bus_grpc {
 
@@ -163,6 +164,8 @@ grpc::ServerUnaryReactor* EventStreamService::Publish(grpc::CallbackServerContex
   } else if (EventChannel(*event).empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "BusEvent without channel"));
   } else {
+    const SpanContext trace = ParseTraceParent(request->traceparent()).value_or(SpanContext{});
+    SpanScope scope(trace);
     bus_->Publish(std::move(*event));
     reactor->Finish(grpc::Status::OK);
   }
@@ -205,6 +208,10 @@ void EventStreamService::OnBusEvent(const BusEvent& event) {
   if (it == watchers_.end()) return;
   auto response = std::make_shared<WatchResponse>();
   *response->mutable_event() = ToProto(event);
+  // The publisher's span (a sampled send's publish span), for the watchers' receive spans.
+  if (const SpanContext& trace = CurrentSpan(); trace.sampled) {
+    response->mutable_event()->set_traceparent(trace.TraceParent());
+  }
   for (WatchStream* stream : it->second) stream->Offer(response);
 }
 

@@ -161,6 +161,9 @@ std::uint64_t GrpcEventBus::watch_streams_opened() const {
 
 void GrpcEventBus::Publish(BusEvent event) {
   internal::v1::BusEvent proto = ToProto(event);
+  if (const SpanContext& trace = CurrentSpan(); trace.sampled) {
+    proto.set_traceparent(trace.TraceParent());
+  }
   std::lock_guard lock(mu_);
   if (stopping_) return;
   Owner& owner = OwnerOfLocked(EventChannel(event));
@@ -306,7 +309,15 @@ void GrpcEventBus::OnWatchResponse(WatchCall* call, bool ok) {
       metrics_.lag->Observe(static_cast<double>(std::max<std::int64_t>(age_ms, 0)) / 1000);
     }
     if (std::optional<BusEvent> event = FromProto(response.event())) {
-      EnqueueLocked(std::move(*event));
+      Span span;
+      if (!response.event().traceparent().empty()) {
+        if (auto parent = ParseTraceParent(response.event().traceparent())) {
+          span = StartSpan("chat.messages receive", SpanKind::kConsumer, *parent);
+          span.SetAttribute("messaging.system", "infrachat");
+          span.SetAttribute("messaging.operation", "receive");
+        }
+      }
+      EnqueueLocked(Received{std::move(*event), std::move(span)});
     }
   } else if (response.response_case() == WatchResponse::kReady) {
     call->answered = true;
@@ -388,9 +399,13 @@ void GrpcEventBus::RunDispatcher() {
       if (*ready) (*ready)();
       continue;
     }
-    const BusEvent& event = std::get<BusEvent>(item);
-    std::shared_lock lock(handlers_mu_);
-    for (auto& [id, handler] : handlers_) handler(event);
+    Received& received = std::get<Received>(item);
+    {
+      SpanScope scope(received.span.context());
+      std::shared_lock lock(handlers_mu_);
+      for (auto& [id, handler] : handlers_) handler(received.event);
+    }
+    received.span.End();
   }
 }
 

@@ -23,6 +23,7 @@
 #include <variant>
 
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/tracing.h"
 #include "infrachat/internal/v1/internal.grpc.pb.h"
 
 namespace infrachat::bus_grpc {
@@ -73,6 +74,9 @@ struct GrpcEventBusOptions {
 // channel reference until every call is deleted, so the channel is never destroyed on a gRPC
 // callback thread (gRPC 1.51 aborts when its callback CQ is torn down from its own thread).
 //
+// Traces (docs/adr/0010): an event that carries a sampled publisher's traceparent gets a
+// CONSUMER span "chat.messages receive" here, from its arrival until the handlers ran, and the
+// handlers run inside it (SpanScope); Publish sends the caller's current span context along.
 // Metrics (docs/adr/0010), per process: infrachat_bus_publishes_dropped_total,
 // infrachat_bus_watch_streams_opened_total (reconnects show as its rate) and
 // infrachat_bus_event_lag_seconds (commit time at the shard to arrival here, per message).
@@ -120,7 +124,12 @@ class GrpcEventBus final : public EventBus {
     std::string channel;
     std::uint64_t generation = 0;
   };
-  using Item = std::variant<BusEvent, ReadyItem>;
+  // A received event with its receive span (recording when the publisher's work is sampled).
+  struct Received {
+    BusEvent event;
+    Span span;
+  };
+  using Item = std::variant<Received, ReadyItem>;
 
   // Everything about one owner process. Guarded by mu_.
   struct Owner {

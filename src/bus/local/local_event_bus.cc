@@ -29,7 +29,7 @@ LocalEventBus::~LocalEventBus() {
 void LocalEventBus::Publish(BusEvent event) {
   {
     std::lock_guard lock(queue_mu_);
-    queue_.push_back(Item(std::in_place_type<BusEvent>, std::move(event)));
+    queue_.push_back(Item(std::in_place_type<Delivery>, Delivery{std::move(event), CurrentSpan()}));
     ++published_;
   }
   queue_cv_.notify_one();
@@ -85,9 +85,10 @@ void LocalEventBus::Run() {
     if (auto* ready = std::get_if<Ready>(&item)) {
       if (*ready) (*ready)();
     } else {
-      const BusEvent& event = std::get<BusEvent>(item);
+      const Delivery& delivery = std::get<Delivery>(item);
+      SpanScope scope(delivery.trace);
       std::shared_lock lock(handlers_mu_);
-      for (auto& [id, handler] : handlers_) handler(event);
+      for (auto& [id, handler] : handlers_) handler(delivery.event);
     }
     {
       std::lock_guard lock(queue_mu_);

@@ -11,11 +11,13 @@
 #include <variant>
 
 #include "infrachat/bus/event_bus.h"
+#include "infrachat/core/tracing.h"
 
 namespace infrachat {
 
 // One dispatcher thread delivers events to every subscriber in publish order (a single FIFO, so
 // the per-publisher order holds across publishers too). Publish never blocks on subscribers.
+// Handlers run inside a SpanScope of the span context current at Publish (event_bus.h).
 //
 // The queue is unbounded, which is safe because its consumers only enqueue into bounded
 // per-session queues; `queued()` exposes its depth for monitoring.
@@ -45,8 +47,13 @@ class LocalEventBus final : public EventBus {
   mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::condition_variable drained_cv_;
-  // An event, or a Watch's `ready` to run in its place in the order.
-  using Item = std::variant<BusEvent, Ready>;
+  // An event with the span context it was published in, or a Watch's `ready` to run in its
+  // place in the order.
+  struct Delivery {
+    BusEvent event;
+    SpanContext trace;
+  };
+  using Item = std::variant<Delivery, Ready>;
   std::deque<Item> queue_;
   std::uint64_t published_ = 0;
   std::uint64_t handled_ = 0;

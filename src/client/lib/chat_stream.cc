@@ -69,6 +69,7 @@ ChatStream::ChatStream(std::shared_ptr<grpc::Channel> channel, const std::string
     : options_(std::move(options)), context_(std::make_unique<grpc::ClientContext>()) {
   if (!access_token.empty()) context_->AddMetadata("authorization", "Bearer " + access_token);
   if (options_.accept_batches) context_->AddMetadata("infrachat-capabilities", "batch");
+  for (const auto& [key, value] : options_.metadata) context_->AddMetadata(key, value);
   // Starting the call may block while the channel connects, so the reader thread does it.
   reader_ = std::thread(
       [this, channel = std::move(channel)]() mutable { ReaderMain(std::move(channel)); });

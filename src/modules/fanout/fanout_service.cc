@@ -7,6 +7,7 @@
 #include <random>
 
 #include "infrachat/core/logging.h"
+#include "infrachat/core/tracing.h"
 
 namespace infrachat::fanout {
 
@@ -300,9 +301,24 @@ void FanoutService::OnEvent(const BusEvent& event) {
 }
 
 void FanoutService::OnMessage(const v1::ChatMessage& message) {
+  // One span per message of a sampled send (not one per subscriber), a child of the bus's span.
+  Span span = StartSpan("fanout deliver", SpanKind::kInternal, CurrentSpan());
+  const std::uint64_t delivered = DeliverLive(message);
+  if (span.context().has_trace() && log_->should_log(spdlog::level::debug)) {
+    SpanScope scope(span.context());
+    LogEvent(log_, spdlog::level::debug, "message delivered",
+             {{"seq", message.seq()}, {"deliveries", delivered}});
+  }
+  if (!span.recording()) return;
+  span.SetAttribute("infrachat.seq", message.seq());
+  span.SetAttribute("infrachat.deliveries", delivered);
+  span.End();
+}
+
+std::uint64_t FanoutService::DeliverLive(const v1::ChatMessage& message) {
   std::lock_guard lock(mu_);
   auto it = by_channel_.find(message.channel());
-  if (it == by_channel_.end()) return;
+  if (it == by_channel_.end()) return 0;
   const EncodedFrame frame = MessageFrame(message);
   std::vector<SubPtr> cut;
   std::uint64_t delivered = 0;
@@ -332,6 +348,7 @@ void FanoutService::OnMessage(const v1::ChatMessage& message) {
     metrics_.cuts->Increment();
     EndLocked(sub, "slow consumer: live delivery stopped; resubscribe with after_seq");
   }
+  return delivered;
 }
 
 void FanoutService::OnMembership(const MembershipChanged& change) {

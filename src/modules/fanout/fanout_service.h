@@ -113,7 +113,11 @@ class FanoutService final : public FanoutApi {
   void OnWatchReady(const std::string& channel);
   // Requires mu_. Starts the switch-over read of a registered subscription.
   void StartSwitchOverLocked(const SubPtr& sub);
+  // Traces: a message published in a sampled trace gets a "fanout deliver" span here (one per
+  // message, with the number of streams it was queued for: infrachat.deliveries).
   void OnMessage(const v1::ChatMessage& message);
+  // Queues a live message for its subscribers; returns how many streams took it.
+  std::uint64_t DeliverLive(const v1::ChatMessage& message);
   void OnMembership(const MembershipChanged& change);
   void OnPresence(const PresenceChanged& change);
   void Broadcast(const std::string& channel, const v1::ServerFrame& frame, std::uint64_t skip_user);

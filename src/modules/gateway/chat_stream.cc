@@ -25,7 +25,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   auto principal = Authenticate(context->client_metadata(), *deps.auth);
   Principal who = principal.ok() ? *principal : Principal{};
   const bool batches = AcceptsBatches(context->client_metadata());
-  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, TraceIdOf(*context), batches));
+  std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, SpanContextOf(*context), batches));
   stream->self_ = stream;
   stream->peer_ = context->peer();
   LogTraceScope trace(stream->call_.trace_id());
@@ -72,17 +72,37 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   return stream.get();
 }
 
-ChatStream::ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id,
+namespace {
+
+// The stream's own context: the client's trace and span (never sampled: each send decides).
+CallContext StreamContext(SpanContext client) {
+  client.sampled = false;
+  return CallContext::WithDeadline(CallContext::Clock::time_point::max(), client);
+}
+
+}  // namespace
+
+ChatStream::ChatStream(const StreamDeps& deps, Principal principal, const SpanContext& client_trace,
                        bool batches)
     : deps_(deps),
       principal_(std::move(principal)),
-      call_(CallContext::Unbounded(trace_id)),
+      call_(StreamContext(client_trace)),
+      client_trace_(client_trace),
       batches_(batches),
       send_bucket_(deps.limits.send_rate_per_s, deps.limits.send_burst) {}
 
-void ChatStream::Reply(const v1::ServerFrame& frame) { Offer(EncodedFrame(frame), true); }
+void ChatStream::Reply(const v1::ServerFrame& frame, Span* written) {
+  if (!Queue(EncodedFrame(frame), true, written) && written != nullptr && written->recording()) {
+    written->SetError("CANCELLED");  // the stream ended before the frame could be queued
+    written->End();
+  }
+}
 
 bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
+  return Queue(frame, reserved, nullptr);
+}
+
+bool ChatStream::Queue(const EncodedFrame& frame, bool reserved, Span* written) {
   std::unique_lock lock(mu_);
   if (finished_ || end_status_ || write_failed_) return false;
   const bool data = frame.is_data();
@@ -94,6 +114,10 @@ bool ChatStream::Offer(const EncodedFrame& frame, bool reserved) {
   }
   if (data) ++data_frames_queued_;
   out_.push_back(frame);
+  ++frames_pushed_;
+  if (written != nullptr && written->recording()) {
+    ack_spans_.push_back(AckSpan{frames_pushed_, std::move(*written)});
+  }
   if (writing_) return true;  // goes with the next write
   if (deps_.writes == nullptr) {
     StartWriteLocked();
@@ -145,11 +169,17 @@ void ChatStream::OnWriteDone(bool ok) {
   data_frames_queued_ -= write_data_frames_;
   if (ok) frames_out_ += write_frames_;
   out_.erase(out_.begin(), out_.begin() + static_cast<std::ptrdiff_t>(write_frames_));
+  frames_written_ += write_frames_;
+  while (ok && !ack_spans_.empty() && ack_spans_.front().position <= frames_written_) {
+    ack_spans_.front().span.End();
+    ack_spans_.pop_front();
+  }
   write_frames_ = write_data_frames_ = 0;
   write_buf_.Clear();
   if (!ok) {
     write_failed_ = true;  // the call is cancelled or broken: nothing more reaches the client
     out_.clear();
+    FailAckSpansLocked(0);
     data_frames_queued_ = 0;
   } else if (!out_.empty() && !finished_) {
     StartWriteLocked();
@@ -211,6 +241,7 @@ void ChatStream::OnDone() {
     std::lock_guard lock(mu_);
     done_ = true;
     self = std::move(self_);
+    FailAckSpansLocked(0);
     if (opened_) {
       const auto duration = std::chrono::duration_cast<std::chrono::milliseconds>(
           std::chrono::steady_clock::now() - opened_at_);
@@ -272,14 +303,32 @@ void ChatStream::End(const grpc::Status& status) {
   end_status_ = status;
   // Sends still waiting for a token are dropped unanswered, like unwritten frames: none of them
   // was stored, and the client resends them (same ids, same order) on its next stream.
-  inflight_sends_ -= waiting_sends_.size();
-  waiting_sends_.clear();
+  DropWaitingSendsLocked();
   // Frames not yet written are dropped: the client resumes from its last seq.
   while (out_.size() > (writing_ ? write_frames_ : 0u)) {
     if (out_.back().is_data()) --data_frames_queued_;
     out_.pop_back();
+    --frames_pushed_;
   }
+  FailAckSpansLocked(frames_pushed_);
   MaybeFinishLocked();
+}
+
+void ChatStream::DropWaitingSendsLocked() {
+  inflight_sends_ -= waiting_sends_.size();
+  for (PendingSend& send : waiting_sends_) {
+    send.span.SetError("CANCELLED");  // never handed to the shard
+    send.span.End();
+  }
+  waiting_sends_.clear();
+}
+
+void ChatStream::FailAckSpansLocked(std::uint64_t after_position) {
+  while (!ack_spans_.empty() && ack_spans_.back().position > after_position) {
+    ack_spans_.back().span.SetError("CANCELLED");  // the ack was never written
+    ack_spans_.back().span.End();
+    ack_spans_.pop_back();
+  }
 }
 
 void ChatStream::BeginDrain() {
@@ -441,6 +490,7 @@ void ChatStream::HandleSend(v1::Send& send) {
     Reply(ErrorFrame(valid.error(), send.channel(), send.client_msg_id()));
     return;
   }
+  Span span = StartSendSpan(send);
   bool pump = false;
   {
     std::lock_guard lock(mu_);
@@ -448,7 +498,7 @@ void ChatStream::HandleSend(v1::Send& send) {
     waiting_sends_.push_back(
         PendingSend{SendCommand{*name, principal_.user_id, principal_.username,
                                 send.client_msg_id(), std::move(*send.mutable_body())},
-                    std::chrono::steady_clock::now()});
+                    std::chrono::steady_clock::now(), std::move(span)});
     // With the timer armed the bucket is empty: the timer pumps, in order.
     if (!pumping_ && !send_timer_armed_) pump = pumping_ = true;
   }
@@ -502,8 +552,7 @@ void ChatStream::ArmSendTimerLocked() {
   if (!posted) {
     // The executor stopped: the server is past its drain. Nothing waiting can be answered.
     send_timer_armed_ = false;
-    inflight_sends_ -= waiting_sends_.size();
-    waiting_sends_.clear();
+    DropWaitingSendsLocked();
   }
 }
 
@@ -517,19 +566,59 @@ void ChatStream::OnSendTimer() {
   PumpSends();
 }
 
+Span ChatStream::StartSendSpan(const v1::Send& send) {
+  // A client's traceparent with flag 00 asks not to record; any other send is a draw at
+  // tracing.sample_ratio (false at once when tracing is off).
+  const bool opted_out = client_trace_.span_id != 0 && !client_trace_.sampled;
+  if (opted_out || !SampleNewTrace()) return Span();
+  SpanContext parent = call_.span();
+  if (!client_trace_.has_trace()) parent = SpanContext{NewTraceIdHex(), 0, false};
+  parent.sampled = true;
+  Span span = StartSpan("gateway send", SpanKind::kServer, parent);
+  span.SetAttribute("rpc.system", "grpc");
+  span.SetAttribute("rpc.service", "infrachat.v1.ChatService");
+  span.SetAttribute("rpc.method", "Connect");
+  span.SetAttribute("infrachat.body_bytes", static_cast<std::uint64_t>(send.body().size()));
+  return span;
+}
+
 void ChatStream::Dispatch(PendingSend send) {
   std::string channel = send.command.channel;
   std::string id = send.command.client_msg_id;
-  deps_.shard->SendAsync(call_, std::move(send.command),
-                         [self = shared_from_this(), channel = std::move(channel),
-                          id = std::move(id), read_at = send.read_at](Result<SendOutcome> outcome) {
-                           self->OnSendDone(channel, id, read_at, std::move(outcome));
-                         });
+  auto on_done = [self = shared_from_this(), channel = std::move(channel), id = std::move(id),
+                  read_at = send.read_at, span = send.span](Result<SendOutcome> outcome) {
+    self->OnSendDone(channel, id, read_at, span, std::move(outcome));
+  };
+  if (!send.span.recording()) {
+    deps_.shard->SendAsync(call_, std::move(send.command), std::move(on_done));
+    return;
+  }
+  send.span.AddEvent("dispatched");  // after rate shaping: handed to the shard
+  deps_.shard->SendAsync(call_.WithSpan(send.span.context()), std::move(send.command),
+                         std::move(on_done));
 }
 
 void ChatStream::OnSendDone(const std::string& channel, const std::string& client_msg_id,
-                            std::chrono::steady_clock::time_point read_at,
+                            std::chrono::steady_clock::time_point read_at, Span span,
                             Result<SendOutcome> outcome) {
+  if (deps_.log->should_log(spdlog::level::debug)) {
+    SpanScope scope(span.recording() ? span.context() : call_.span());
+    LogEvent(deps_.log, spdlog::level::debug, outcome.ok() ? "send acked" : "send failed",
+             {{"user_id", principal_.user_id},
+              {"code", CodeName(outcome.ok() ? Code::kOk : outcome.code())},
+              {"seq", outcome.ok() ? outcome->seq : 0},
+              {"duplicate", outcome.ok() && outcome->duplicate}});
+  }
+  if (span.recording()) {
+    span.SetAttribute("rpc.grpc.status_code",
+                      static_cast<int>(outcome.ok() ? Code::kOk : outcome.code()));
+    if (outcome.ok()) {
+      span.SetAttribute("infrachat.seq", outcome->seq);
+      span.SetAttribute("infrachat.duplicate", outcome->duplicate);
+    } else {
+      span.SetError(CodeName(outcome.code()));
+    }
+  }
   if (deps_.sends != nullptr) {
     if (outcome.ok()) {
       deps_.sends->Acked(outcome->duplicate, std::chrono::steady_clock::now() - read_at);
@@ -545,9 +634,9 @@ void ChatStream::OnSendDone(const std::string& channel, const std::string& clien
     ack->set_seq(outcome->seq);
     ack->set_duplicate(outcome->duplicate);
     ack->set_sent_at_unix_ms(outcome->sent_at_unix_ms);
-    Reply(frame);
+    Reply(frame, &span);
   } else {
-    Reply(ErrorFrame(outcome.error(), channel, client_msg_id));
+    Reply(ErrorFrame(outcome.error(), channel, client_msg_id), &span);
   }
   std::lock_guard lock(mu_);
   --inflight_sends_;

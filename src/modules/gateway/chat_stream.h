@@ -22,6 +22,7 @@
 #include "infrachat/core/call_context.h"
 #include "infrachat/core/encoded_frame.h"
 #include "infrachat/core/executor.h"
+#include "infrachat/core/tracing.h"
 #include "infrachat/core/write_scheduler.h"
 #include "infrachat/v1/infrachat.grpc.pb.h"
 #include "token_bucket.h"
@@ -108,8 +109,13 @@ struct StreamDeps {
 // right after its Subscribe finds the subscription in place). A task's shard call is
 // asynchronous (a remote shard answers on a gRPC thread): the next task starts when it is
 // answered, and no executor thread waits for the network.
-// Every call the stream makes carries its CallContext: the client's trace id (metadata
-// `infrachat-trace-id` or `traceparent`, else a new one), cancelled when the stream is done.
+// Every call the stream makes carries its CallContext: the client's trace (metadata
+// `traceparent` or `infrachat-trace-id`, else a new trace id), cancelled when the stream is
+// done. Traces (docs/adr/0010): each Send frame decides on its own whether it is sampled
+// (tracing.sample_ratio; a client's traceparent with flag 00 opts out); a sampled send gets a
+// SERVER span "gateway send" from its frame read to its SendAck written, a child of the
+// client's span when the client sent a traceparent, else the root of a new trace; its calls
+// carry that span. Unsampled sends cost no allocation and no clock read for tracing.
 //
 // Lifetime: owned by shared_ptrs (itself until gRPC's OnDone, pending callbacks, the registry's
 // weak refs). Thread-safety: all public methods may be called from any thread.
@@ -135,12 +141,21 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   const Principal& principal() const { return principal_; }
 
  private:
-  ChatStream(const StreamDeps& deps, Principal principal, std::string_view trace_id, bool batches);
+  ChatStream(const StreamDeps& deps, Principal principal, const SpanContext& client_trace,
+             bool batches);
 
-  // A send read from the client, waiting for a token; `read_at` times its ACK.
+  // A send read from the client, waiting for a token; `read_at` times its ACK. `span`: its
+  // "gateway send" span, recording when the send is sampled.
   struct PendingSend {
     SendCommand command;
     std::chrono::steady_clock::time_point read_at;
+    Span span;
+  };
+  // A sampled send's span, ended once the frame at position `position` (frames_pushed_
+  // numbering: its SendAck) has been written.
+  struct AckSpan {
+    std::uint64_t position;
+    Span span;
   };
 
   void OnReadDone(bool ok) override;
@@ -148,8 +163,19 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void OnDone() override;
   void OnCancel() override;
 
-  // Queues a control frame of this stream's own (ack, error, pong, unsubscribed).
-  void Reply(const v1::ServerFrame& frame);
+  // Queues a control frame of this stream's own (ack, error, pong, unsubscribed). With a
+  // recording `written`, that span ends when the frame has been written (or with an error when
+  // the stream ends first).
+  void Reply(const v1::ServerFrame& frame, Span* written = nullptr);
+  bool Queue(const EncodedFrame& frame, bool reserved, Span* written);
+  // The span of a send just read: sampled or not (tracing.h), in the client's trace when it
+  // sent one, else in a trace of its own (sampled) or the stream's (not sampled).
+  Span StartSendSpan(const v1::Send& send);
+  // Ends, with an error, the ack spans whose frames will never be written. Requires mu_.
+  void FailAckSpansLocked(std::uint64_t after_position);
+  // Drops the sends still waiting for a token, unanswered (the client resends them). Requires
+  // mu_.
+  void DropWaitingSendsLocked();
   void Handle(v1::ClientFrame& frame);
   void HandleSubscribe(const v1::Subscribe& subscribe);
   void HandleSend(v1::Send& send);
@@ -160,7 +186,8 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   void OnSendTimer();
   void Dispatch(PendingSend send);
   void OnSendDone(const std::string& channel, const std::string& client_msg_id,
-                  std::chrono::steady_clock::time_point read_at, Result<SendOutcome> outcome);
+                  std::chrono::steady_clock::time_point read_at, Span span,
+                  Result<SendOutcome> outcome);
 
   // A serial task calls `done` exactly once, when its effect is in place (inline or later).
   using SerialTask = std::function<void(std::function<void()> done)>;
@@ -184,7 +211,10 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
 
   const StreamDeps deps_;
   const Principal principal_;
-  const CallContext call_;            // no deadline of its own: each hop bounds its calls
+  // No deadline of its own: each hop bounds its calls. Its trace is the client's (with the
+  // client's span as the parent, never sampled: each send decides), else one of its own.
+  const CallContext call_;
+  const SpanContext client_trace_;    // what the client sent on Connect (empty: nothing valid)
   std::shared_ptr<ChatStream> self_;  // keeps the reactor alive until OnDone
 
   const bool batches_;     // the client accepts FrameBatch
@@ -197,6 +227,9 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   std::size_t data_frames_queued_ = 0;
   grpc::ByteBuffer write_buf_;  // what the write in flight sends
   std::size_t write_frames_ = 0;
+  std::uint64_t frames_pushed_ = 0;   // frames ever queued in out_, minus those taken back
+  std::uint64_t frames_written_ = 0;  // frames ever removed from out_'s front
+  std::deque<AckSpan> ack_spans_;     // in position order
   std::size_t write_data_frames_ = 0;
   bool writing_ = false;
   bool write_scheduled_ = false;   // on the WriteScheduler, not flushed yet

@@ -5,6 +5,7 @@
 #include <prometheus/histogram.h>
 #include <spdlog/logger.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -20,6 +21,7 @@
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
 #include "infrachat/core/availability_log.h"
+#include "infrachat/core/tracing.h"
 #include "infrachat/storage/pg.h"
 
 namespace infrachat::shard {
@@ -36,8 +38,11 @@ struct GroupCommitterOptions {
 // Commits queued sends in batches: every send queued while the previous transaction was
 // committing goes into the next one, so a batch closes when the previous COMMIT returns, never
 // on a timer (no added latency at low load). One transaction per batch:
+// (A batch without a resend does steps 1-4 in one statement: StoreInOneStatement.)
 //   1. resolve channel names and check the senders' membership (at commit time),
-//   2. find client_msg_ids stored before (idempotent retry -> original seq, duplicate = true),
+//   2. find client_msg_ids stored before (idempotent retry -> original seq, duplicate = true):
+//      normally by the unique key itself (the INSERT fails, the batch runs again with a lookup
+//      first), since resends are rare and the lookup costs as much as the insert,
 //   3. advance each channel's head_seq by its number of new messages (row lock on the channel),
 //   4. insert the messages, 5. COMMIT.
 // Only then are the callbacks invoked (ACK = durability) and the messages published on the bus,
@@ -60,25 +65,41 @@ class GroupCommitter {
                  std::shared_ptr<spdlog::logger> logger);
   ~GroupCommitter();  // calls Stop()
 
-  void Submit(SendCommand command, SendCallback done);
+  // `span`: the send's commit span (commit_tracing.h), ended when its batch's outcome is known;
+  // a non-recording one for a send that is not sampled.
+  void Submit(SendCommand command, SendCallback done, Span span = {});
 
   // Commits what is queued, then stops the writer. Later Submits fail with UNAVAILABLE.
   void Stop();
 
+  // The timed steps of a batch's transaction (infrachat_shard_batch_step_seconds{step}).
+  // The checked path has five steps; a batch without a resend has two: one_statement, commit.
+  enum Step : std::size_t { kResolve, kDedup, kSequence, kInsert, kCommit, kOneStatement, kSteps };
+
   // Counters for tests and metrics.
   std::uint64_t batches_committed() const { return batches_committed_.load(); }
   std::uint64_t messages_committed() const { return messages_committed_.load(); }
+  // Batches run again because their INSERT met the unique key (a resend, see step 2).
+  std::uint64_t batch_reruns() const { return batch_reruns_count_.load(); }
 
  private:
   struct Pending {
     SendCommand command;
     SendCallback done;
+    Span span;
   };
 
   void Run();
   void Process(std::vector<Pending>& batch);
   // Runs the transaction; fills one outcome per pending send. Throws on database failure.
-  void CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch,
+  // The batch as one statement and a COMMIT (no lookup of client_msg_ids: a stored one makes
+  // the statement throw pqxx::unique_violation, and nothing is stored).
+  void StoreInOneStatement(pqxx::connection& conn, std::vector<Pending>& batch,
+                           std::vector<Result<SendOutcome>>& outcomes,
+                           std::vector<v1::ChatMessage>& committed);
+  // check_duplicates: look the client_msg_ids up before inserting; without it a stored one
+  // makes the INSERT throw pqxx::unique_violation (and the transaction is rolled back).
+  void CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch, bool check_duplicates,
                    std::vector<Result<SendOutcome>>& outcomes,
                    std::vector<v1::ChatMessage>& committed);
 
@@ -97,12 +118,17 @@ class GroupCommitter {
   // committed batch), infrachat_shard_batches_failed_total: in MetricsRegistry().
   prometheus::Histogram* batch_size_;
   prometheus::Histogram* commit_seconds_;
+  std::array<prometheus::Histogram*, kSteps> step_seconds_;
+  prometheus::Counter* batch_reruns_;               // infrachat_shard_batch_reruns_total
+  int checked_batches_left_ = 0;                    // writer thread only
+  const pqxx::connection* prepared_for_ = nullptr;  // conn_ that has the statement prepared
   prometheus::Counter* batches_failed_;
   // "database unavailable" / "database available again", once per outage of the writer's
   // connection (component group_committer; the per-batch lines are at debug).
   AvailabilityLog availability_;
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
+  std::atomic<std::uint64_t> batch_reruns_count_{0};
   std::thread thread_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "commit_tracing.h"
 #include "infrachat/core/validation.h"
 
 namespace infrachat::shard {
@@ -125,14 +126,15 @@ ShardService::ShardService(ShardServiceOptions options, pg::ConnectionPool* pool
                            GroupCommitter* committer, EventBus* bus)
     : options_(options), pool_(pool), committer_(committer), bus_(bus) {}
 
-void ShardService::SendAsync(const CallContext&, SendCommand command, SendCallback done) {
+void ShardService::SendAsync(const CallContext& call, SendCommand command, SendCallback done) {
   // The shard is a boundary of its own once it runs in another process: validate again.
   auto name = NormalizeChannelName(command.channel);
   if (!name.ok()) return done(name.error());
   if (auto r = ValidateBody(command.body, options_.max_body_bytes); !r.ok()) return done(r.error());
   if (auto r = ValidateClientMsgId(command.client_msg_id); !r.ok()) return done(r.error());
   command.channel = std::move(name).value();
-  committer_->Submit(std::move(command), std::move(done));
+  committer_->Submit(std::move(command), std::move(done),
+                     StartSpan(kCommitSpanName, SpanKind::kInternal, call.span()));
 }
 
 Result<v1::Channel> ShardService::CreateChannel(const CallContext& call, const Principal& caller,
