@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -81,12 +82,22 @@ v1::SendAck SendOne(client::Client& user, const std::string& body,
   options.metadata = std::move(metadata);
   auto stream = user.Connect(std::move(options));
   testing::SubscribeAndWait(*stream, kChannel);
-  auto answer = testing::SendAndWait(*stream, kChannel, client::NewClientMsgId(), body);
-  REQUIRE(answer.has_value());
-  REQUIRE(answer->has_send_ack());
-  const auto seq = answer->send_ack().seq();
-  REQUIRE_FALSE(testing::CollectMessages(*stream, kChannel, seq, 10s).empty());
-  return answer->send_ack();
+  const std::string id = client::NewClientMsgId();
+  REQUIRE(stream->Send(kChannel, id, body));
+  // The ACK and the message itself may come in either order (or in one batch).
+  std::optional<v1::SendAck> ack;
+  bool delivered = false;
+  testing::NextMatching(
+      *stream,
+      [&](const v1::ServerFrame& f) {
+        if (f.has_send_ack() && f.send_ack().client_msg_id() == id) ack = f.send_ack();
+        if (f.has_message() && f.message().client_msg_id() == id) delivered = true;
+        return ack.has_value() && delivered;
+      },
+      10s);
+  REQUIRE(ack.has_value());
+  REQUIRE(delivered);
+  return *ack;
 }
 
 std::vector<json> SpansOf(const std::vector<json>& spans, const std::string& trace_id) {
@@ -131,8 +142,10 @@ std::uint64_t Nanos(const json& span, const char* field) {
 }
 
 // Checks the seven spans of one send's trace and their links; returns them by role.
-// `exact_deliveries`: the message went to bob's stream and the sender's (earlier streams of the
-// sender may still be closing when it is not).
+// `exact_deliveries`: the message went live to at most bob's stream and the sender's (earlier
+// streams of the sender may still be closing when it is not). At least one of the two: a
+// subscription that is still switching from its catch-up read to live gets the message from
+// the log, which the deliver span does not count (seen about once in 15 runs).
 std::map<std::string, json> CheckSendTrace(const std::vector<json>& trace, std::uint64_t seq,
                                            bool exact_deliveries = true) {
   INFO("trace: " << json(trace).dump(1));
@@ -183,7 +196,8 @@ std::map<std::string, json> CheckSendTrace(const std::vector<json>& trace, std::
   CHECK(s["commit"]["events"][0]["name"] == "commit started");
   const int deliveries =
       std::stoi(OtlpAttribute(s["deliver"]["attributes"], "infrachat.deliveries"));
-  CHECK((exact_deliveries ? deliveries == 2 : deliveries >= 2));
+  CHECK(deliveries >= 1);
+  if (exact_deliveries) CHECK(deliveries <= 2);
   CHECK(OtlpAttribute(s["client"]["attributes"], "rpc.grpc.status_code") == "0");
   return s;
 }
