@@ -603,13 +603,18 @@ TEST_CASE("a resend batched with new sends: the batch runs again, gap-free, the 
   // A batch of new sends around a resend of m-1: without a lookup its INSERT meets the unique
   // key, is rolled back whole (head_seq included) and runs again with the lookup.
   Acks acks;
+  // A non-member's send and one to an unknown channel ride along: the checked path, which the
+  // rerun takes, must refuse them as the one-statement path does.
   SendAsOneBatch(f, acks,
-                 {Cmd("general", kAlice, "new-a"), Cmd("general", kAlice, "m-1", "resent body"),
+                 {Cmd("general", kAlice, "new-a"), Cmd("general", kBob, "not-member"),
+                  Cmd("general", kAlice, "m-1", "resent body"), Cmd("nowhere", kAlice, "lost"),
                   Cmd("general", kAlice, "new-b")});
   CHECK(f.committer->batch_reruns() - reruns_before == 1);
 
   std::map<std::string, Result<SendOutcome>> by_id;
   for (const auto& ack : acks.Snapshot()) by_id.emplace(ack.command.client_msg_id, ack.result);
+  CHECK(by_id.at("not-member").code() == Code::kPermissionDenied);
+  CHECK(by_id.at("lost").code() == Code::kNotFound);
   REQUIRE(by_id.at("m-1").ok());
   CHECK(by_id.at("m-1")->duplicate);
   CHECK(by_id.at("m-1")->seq == 1);

@@ -26,9 +26,9 @@ using Clock = std::chrono::steady_clock;
 // batch spans several channels as a busy shard's does.
 constexpr int kChannelsPerConnection = 4;
 
-// The shard's own `messages` table (columns, checks, primary key, unique constraint) without its
-// foreign key: CREATE TABLE ... LIKE never copies foreign keys. Taken from the live schema, so the
-// ceiling cannot drift from what the shard writes.
+// The shard's own `messages` table (columns, checks, primary key, unique constraint; it has no
+// foreign key since shard migration 3, ADR 13). Taken from the live schema, so the ceiling cannot
+// drift from what the shard writes.
 constexpr const char* kCreateTable =
     "CREATE TABLE {} (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)";
 
