@@ -45,6 +45,18 @@ std::size_t BatchElementOverhead(std::size_t frame_size) {
 }
 
 bool AcceptsBatches(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  return HasCapability(metadata, kCapabilityBatch);
+}
+
+std::string CapabilityList(bool batch, bool client_batch) {
+  std::string list = batch ? kCapabilityBatch : "";
+  if (client_batch)
+    list += list.empty() ? kCapabilityClientBatch : std::string(", ") + kCapabilityClientBatch;
+  return list;
+}
+
+bool HasCapability(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                   std::string_view capability) {
   auto [begin, end] = metadata.equal_range(kHeaderCapabilities);
   for (auto it = begin; it != end; ++it) {
     std::string_view list(it->second.data(), it->second.size());
@@ -53,7 +65,7 @@ bool AcceptsBatches(const std::multimap<grpc::string_ref, grpc::string_ref>& met
       std::string_view item = list.substr(0, comma);
       while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
       while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      if (item == kCapabilityBatch) return true;
+      if (item == capability) return true;
       if (comma == std::string_view::npos) break;
       list.remove_prefix(comma + 1);
     }

@@ -33,10 +33,16 @@ constexpr const char* kChannel = "general";
 // included (the client library unpacks them).
 struct WireStream {
   WireStream(const std::string& address, const std::string& access_token, bool ask_for_batches)
+      : WireStream(address, access_token, std::string(ask_for_batches ? "batch" : "")) {}
+  // `capabilities`: the request's infrachat-capabilities value (none when empty). A std::string:
+  // a string literal would pick the bool constructor.
+  WireStream(const std::string& address, const std::string& access_token,
+             const std::string& capabilities)
       : stub(v1::ChatService::NewStub(
             grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
     context.AddMetadata("authorization", "Bearer " + access_token);
-    if (ask_for_batches) context.AddMetadata("infrachat-capabilities", "batch");
+    context.set_deadline(std::chrono::system_clock::now() + 60s);  // a missing answer fails
+    if (!capabilities.empty()) context.AddMetadata("infrachat-capabilities", capabilities);
     stream = stub->Connect(&context);
   }
   ~WireStream() { context.TryCancel(); }
@@ -166,6 +172,132 @@ TEST_CASE("the client library asks for batches and hands the frames over one by 
     if (frame->has_send_ack()) ++acks;
     if (frame->has_message()) CHECK(frame->message().seq() == next_seq++);
   }
+}
+
+v1::ClientFrame SendFrame(const std::string& id, std::string body) {
+  v1::ClientFrame frame;
+  frame.mutable_send()->set_channel(kChannel);
+  frame.mutable_send()->set_client_msg_id(id);
+  frame.mutable_send()->set_body(std::move(body));
+  return frame;
+}
+
+// What came back for a ClientFrameBatch, by kind.
+struct Answers {
+  std::vector<v1::SendAck> acks;
+  std::vector<v1::Error> errors;
+  std::vector<std::uint64_t> seqs;  // delivered messages of kChannel
+  std::vector<std::uint64_t> pongs;
+  std::size_t subscribed = 0;
+  std::size_t total() const {
+    return acks.size() + errors.size() + seqs.size() + pongs.size() + subscribed;
+  }
+};
+
+Answers ReadAnswers(WireStream& wire, std::size_t want) {
+  Answers answers;
+  auto take = [&](const v1::ServerFrame& f) {
+    if (f.has_send_ack()) answers.acks.push_back(f.send_ack());
+    if (f.has_error()) answers.errors.push_back(f.error());
+    if (f.has_message() && f.message().channel() == kChannel) {
+      answers.seqs.push_back(f.message().seq());
+    }
+    if (f.has_pong()) answers.pongs.push_back(f.pong().nonce());
+    if (f.has_subscribed()) ++answers.subscribed;
+  };
+  v1::ServerFrame frame;
+  while (answers.total() < want && wire.stream->Read(&frame)) {
+    if (frame.has_batch()) {
+      for (const auto& inner : frame.batch().frames()) take(inner);
+    } else {
+      take(frame);
+    }
+  }
+  return answers;
+}
+
+TEST_CASE("a ClientFrame batch is handled frame by frame, in order, each frame on its own",
+          "[e2e][batch]") {
+  TestDatabase db;
+  DaemonProcess daemon(db, {"limits.send_rate_per_s=100000", "limits.send_burst=100000",
+                            "limits.max_body_bytes=100"});
+  auto alice = RegisterUser(daemon.address(), "alice");
+  REQUIRE(alice->CreateChannel(kChannel).ok());
+
+  // Offered only to a client that asks; taken from any.
+  WireStream plain(daemon.address(), alice->access_token(), std::string());
+  CHECK(plain.InitialMetadata("infrachat-capabilities").empty());
+  WireStream wire(daemon.address(), alice->access_token(), std::string("batch, client_batch"));
+  CHECK(wire.InitialMetadata("infrachat-capabilities") == "batch, client_batch");
+
+  v1::ClientFrame batch;
+  auto* frames = batch.mutable_batch()->mutable_frames();
+  frames->Add()->mutable_subscribe()->set_channel(kChannel);
+  *frames->Add() = SendFrame("a1", "first");
+  *frames->Add() = SendFrame("a2", std::string(101, 'x'));  // over max_body_bytes: refused alone
+  v1::ClientFrame nested;
+  *nested.mutable_batch()->add_frames() = SendFrame("a3", "nested");  // never stored
+  *frames->Add() = nested;
+  *frames->Add() = SendFrame("a4", "second");
+  *frames->Add() = SendFrame("a1", "first");  // a resend inside the same batch
+  frames->Add()->mutable_ping()->set_nonce(7);
+  REQUIRE(wire.stream->Write(batch));
+
+  // subscribed, 2 errors, pong, 3 acks, 2 messages.
+  const Answers got = ReadAnswers(wire, 9);
+  CHECK(got.subscribed == 1);
+  REQUIRE(got.errors.size() == 2);
+  CHECK(got.errors[0].code() == 3);  // INVALID_ARGUMENT, in the batch's order
+  CHECK(got.errors[0].client_msg_id() == "a2");
+  CHECK(got.errors[1].code() == 3);
+  CHECK(got.errors[1].message().find("nest") != std::string::npos);
+  CHECK(got.pongs == std::vector<std::uint64_t>{7});
+  REQUIRE(got.acks.size() == 3);
+  CHECK(got.acks[0].client_msg_id() == "a1");
+  CHECK(got.acks[0].seq() == 1);
+  CHECK_FALSE(got.acks[0].duplicate());
+  CHECK(got.acks[1].client_msg_id() == "a4");
+  CHECK(got.acks[1].seq() == 2);
+  CHECK(got.acks[2].client_msg_id() == "a1");
+  CHECK(got.acks[2].seq() == 1);
+  CHECK(got.acks[2].duplicate());
+  CHECK(got.seqs == std::vector<std::uint64_t>{1, 2});
+
+  // Stored once each, in the batch's order; the nested send and the refused one not at all.
+  auto history = alice->GetHistory(kChannel);
+  REQUIRE(history.ok());
+  REQUIRE(history->messages_size() == 2);
+  CHECK(history->messages(0).body() == "first");
+  CHECK(history->messages(1).body() == "second");
+
+  v1::ClientFrame empty;
+  empty.mutable_batch();
+  REQUIRE(wire.stream->Write(empty));
+  const Answers refused = ReadAnswers(wire, 1);
+  REQUIRE(refused.errors.size() == 1);
+  CHECK(refused.errors[0].code() == 3);
+  CHECK(refused.errors[0].message().find("empty batch") != std::string::npos);
+}
+
+TEST_CASE("the sends of a ClientFrame batch wait for the send rate like single sends",
+          "[e2e][batch]") {
+  TestDatabase db;
+  DaemonProcess daemon(db, {"limits.send_rate_per_s=10", "limits.send_burst=1"});
+  auto alice = RegisterUser(daemon.address(), "alice");
+  REQUIRE(alice->CreateChannel(kChannel).ok());
+  WireStream wire(daemon.address(), alice->access_token(), std::string("client_batch"));
+  v1::ClientFrame batch;
+  for (int i = 0; i < 6; ++i) {
+    *batch.mutable_batch()->add_frames() = SendFrame("r" + std::to_string(i), "paced");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE(wire.stream->Write(batch));
+  const Answers got = ReadAnswers(wire, 6);
+  const auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(got.acks.size() == 6);
+  for (int i = 0; i < 6; ++i) CHECK(got.acks[static_cast<std::size_t>(i)].seq() == i + 1U);
+  // One token at once, then one every 100 ms: the sixth send waits at least 0.5 s.
+  CHECK(took >= 450ms);
 }
 
 TEST_CASE(

@@ -133,8 +133,13 @@ TEST_CASE("Every infrachat-bench scenario runs against infrachatd and reports a 
 
 TEST_CASE("infrachat-bench --raw drives the grpc-relay ceiling with the same client code",
           "[bench]") {
-  ChildProcess relay({INFRACHAT_CEILING_PATH, "grpc-relay", "--listen", "127.0.0.1:0"},
-                     "bench-smoke");
+  // The old relay, and the relay with infrachatd's techniques (both kinds of batches).
+  const bool shared = GENERATE(false, true);
+  std::vector<std::string> relay_args = {INFRACHAT_CEILING_PATH, "grpc-relay", "--listen",
+                                         "127.0.0.1:0"};
+  if (shared) relay_args.push_back("--shared-frames");
+  INFO("shared frames: " << shared);
+  ChildProcess relay(relay_args, "bench-smoke");
   // The relay prints its address on stdout once it serves.
   std::string target;
   const auto deadline = Clock::now() + 15s;

@@ -111,6 +111,21 @@ TEST_CASE("the batch capability is one item of a comma-separated list", "[unit][
   CHECK_FALSE(accepts({{"infrachat-capabilities", "nobatch,batches"}}));
   CHECK_FALSE(accepts({{"other", "batch"}}));
   CHECK_FALSE(accepts({}));
+  CHECK_FALSE(accepts({{"infrachat-capabilities", "client_batch"}}));
+}
+
+TEST_CASE("client batches are a capability of their own, listed with batch in one value",
+          "[unit][frames]") {
+  std::multimap<grpc::string_ref, grpc::string_ref> metadata;
+  const std::string key = "infrachat-capabilities", both = "batch, client_batch";
+  metadata.emplace(key, both);
+  CHECK(HasCapability(metadata, kCapabilityClientBatch));
+  CHECK(HasCapability(metadata, kCapabilityBatch));
+  CHECK_FALSE(HasCapability(metadata, "client"));
+  CHECK(CapabilityList(true, true) == both);
+  CHECK(CapabilityList(false, true) == "client_batch");
+  CHECK(CapabilityList(true, false) == "batch");
+  CHECK(CapabilityList(false, false).empty());
 }
 
 TEST_CASE("a write carries one frame, or as many as the batch caps allow", "[unit][frames]") {

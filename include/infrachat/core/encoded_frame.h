@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <deque>
 #include <map>
+#include <string>
+#include <string_view>
 
 #include "infrachat/v1/infrachat.pb.h"
 
@@ -44,13 +46,20 @@ inline constexpr std::size_t kMaxBatchFrames = 256;
 inline constexpr std::size_t kMaxBatchBytes = 256 * 1024;
 
 // Request and initial metadata of ChatService.Connect: a comma-separated list of capabilities.
-// "batch": the client accepts ServerFrame.batch (the server answers with the same key when it
-// will send them).
+// "batch": the client accepts ServerFrame.batch (the server answers with the same item when it
+// will send them). "client_batch": the client would send ClientFrame.batch (the server answers
+// with the same item when it takes them).
 inline constexpr const char* kHeaderCapabilities = "infrachat-capabilities";
 inline constexpr const char* kCapabilityBatch = "batch";
+inline constexpr const char* kCapabilityClientBatch = "client_batch";
 
-// Whether a call's request metadata lists kCapabilityBatch (items trimmed of spaces; the key
-// may repeat).
+// Whether a call's metadata lists `capability` under kHeaderCapabilities (items trimmed of
+// spaces; the key may repeat).
+bool HasCapability(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
+                   std::string_view capability);
+// The answer's value: the items that are true, comma-separated ("batch, client_batch").
+std::string CapabilityList(bool batch, bool client_batch);
+// HasCapability(metadata, kCapabilityBatch).
 bool AcceptsBatches(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata);
 
 // How many frames from the front of `queue` (not empty) the next write carries: 1 without

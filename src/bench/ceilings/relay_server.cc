@@ -187,6 +187,11 @@ class RelayStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
         return Unsubscribe(frame.unsubscribe().channel());
       case v1::ClientFrame::kSend:
         return Send(*frame.mutable_send());
+      case v1::ClientFrame::kBatch:
+        for (v1::ClientFrame& inner : *frame.mutable_batch()->mutable_frames()) {
+          if (!inner.has_batch()) Handle(inner);
+        }
+        return;
       case v1::ClientFrame::kPing: {
         v1::ServerFrame pong;
         pong.mutable_pong()->set_nonce(frame.ping().nonce());
@@ -330,8 +335,13 @@ class RelayService final
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Connect(
       grpc::CallbackServerContext* context) override {
+    // Both kinds of batches only with shared frames: the plain relay is the old transport use.
     const bool batches = writes_ != nullptr && AcceptsBatches(context->client_metadata());
-    if (batches) context->AddInitialMetadata(kHeaderCapabilities, kCapabilityBatch);
+    const bool client_batches =
+        writes_ != nullptr && HasCapability(context->client_metadata(), kCapabilityClientBatch);
+    if (batches || client_batches) {
+      context->AddInitialMetadata(kHeaderCapabilities, CapabilityList(batches, client_batches));
+    }
     return RelayStream::Open(hub_, counters_, writes_, batches);
   }
 

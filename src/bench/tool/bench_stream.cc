@@ -1,12 +1,33 @@
 #include "bench_stream.h"
 
+#include <charconv>
+
+#include "infrachat/core/encoded_frame.h"
+
 namespace infrachat::bench {
+
+namespace {
+
+// One client batch carries at most this many frames, and at most half the server's frame limit
+// in bytes (the rest is margin for the per-frame overhead of the batch's encoding).
+constexpr int kMaxClientBatchFrames = 256;
+
+std::size_t MaxFrameBytes(const std::multimap<grpc::string_ref, grpc::string_ref>& headers) {
+  auto it = headers.find("infrachat-max-frame-bytes");
+  std::size_t value = 0;
+  if (it != headers.end()) std::from_chars(it->second.begin(), it->second.end(), value);
+  return value;
+}
+
+}  // namespace
 
 BenchStream::BenchStream(StreamGroup* group, std::size_t index, v1::ChatService::Stub* stub,
                          const std::string& access_token)
     : group_(group), index_(index), stub_(stub) {
   if (!access_token.empty()) context_.AddMetadata("authorization", "Bearer " + access_token);
-  if (group->accept_batches()) context_.AddMetadata("infrachat-capabilities", "batch");
+  if (group->accept_batches()) {
+    context_.AddMetadata(kHeaderCapabilities, CapabilityList(true, true));
+  }
 }
 
 void BenchStream::Start() {
@@ -22,7 +43,7 @@ void BenchStream::Start() {
     started_ = true;
     if (!out_.empty()) {
       writing_ = true;
-      first = &out_.front();
+      first = NextWriteLocked();
     }
   }
   if (first != nullptr) StartWrite(first);
@@ -37,10 +58,35 @@ bool BenchStream::Write(v1::ClientFrame frame) {
     out_.push_back(std::move(frame));
     if (!started_ || writing_) return true;
     writing_ = true;
-    next = &out_.front();  // deque: stays put while other threads append
+    next = NextWriteLocked();
   }
   StartWrite(next);
   return true;
+}
+
+const v1::ClientFrame* BenchStream::NextWriteLocked() {
+  if (out_.size() == 1 || !server_takes_batches_.load(std::memory_order_acquire)) {
+    write_ = std::move(out_.front());
+    out_.pop_front();
+    write_frames_ = 1;
+    return &write_;
+  }
+  v1::ClientFrameBatch batch;
+  std::size_t bytes = 0;
+  while (!out_.empty() && batch.frames_size() < kMaxClientBatchFrames) {
+    const std::size_t size = out_.front().ByteSizeLong() + 8;  // + tag and length
+    if (batch.frames_size() > 0 && bytes + size > batch_bytes_) break;
+    bytes += size;
+    *batch.add_frames() = std::move(out_.front());
+    out_.pop_front();
+  }
+  write_frames_ = static_cast<std::size_t>(batch.frames_size());
+  if (write_frames_ == 1) {
+    write_ = std::move(*batch.mutable_frames(0));  // too big to share a batch: alone
+  } else {
+    *write_.mutable_batch() = std::move(batch);
+  }
+  return &write_;
 }
 
 bool BenchStream::Subscribe(const std::string& channel, std::optional<std::uint64_t> after_seq) {
@@ -67,7 +113,7 @@ void BenchStream::Cancel() {
 
 std::size_t BenchStream::queued() const {
   std::lock_guard lock(mu_);
-  return out_.size();
+  return out_.size() + (writing_ ? write_frames_ : 0);
 }
 
 void BenchStream::OnWriteDone(bool ok) {
@@ -75,10 +121,10 @@ void BenchStream::OnWriteDone(bool ok) {
   bool release = false;
   {
     std::lock_guard lock(mu_);
-    out_.pop_front();
+    write_frames_ = 0;
     if (!ok) closed_ = true;
     if (!closed_ && !out_.empty()) {
-      next = &out_.front();
+      next = NextWriteLocked();
     } else {
       writing_ = false;
       if (closed_ && !hold_released_) release = hold_released_ = true;
@@ -86,6 +132,16 @@ void BenchStream::OnWriteDone(bool ok) {
   }
   if (next != nullptr) StartWrite(next);
   if (release) RemoveHold();
+}
+
+void BenchStream::OnReadInitialMetadataDone(bool ok) {
+  if (!ok || !group_->accept_batches()) return;
+  const auto& headers = context_.GetServerInitialMetadata();
+  const std::size_t limit = MaxFrameBytes(headers);
+  if (limit == 0 || !HasCapability(headers, kCapabilityClientBatch)) return;
+  std::lock_guard lock(mu_);
+  batch_bytes_ = limit / 2;
+  server_takes_batches_.store(true, std::memory_order_release);
 }
 
 void BenchStream::OnReadDone(bool ok) {

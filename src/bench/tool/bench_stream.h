@@ -4,7 +4,9 @@
 //
 // A BenchStream reads frames in a loop and hands each one to the scenario's StreamHandler on one of
 // gRPC's callback threads; writes go through a per-stream FIFO with one write in flight. Handlers
-// only count and record: they must not block, because the stream is not read meanwhile.
+// only count and record: they must not block, because the stream is not read meanwhile. When the
+// server takes client batches (it answered `client_batch`), the frames that pile up while a write
+// is in flight leave as one ClientFrame.batch, as infrachatd's own writes do.
 //
 // A StreamGroup owns the streams of one scenario and the gRPC channels under them, spreading the
 // streams over channels `streams_per_connection` at a time; every channel has its own subchannel
@@ -82,9 +84,14 @@ class BenchStream final : public grpc::ClientBidiReactor<v1::ClientFrame, v1::Se
   friend class StreamGroup;
   void Start();
 
+  void OnReadInitialMetadataDone(bool ok) override;
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
+
+  // Moves the next write's frames from out_ (not empty) into write_: the front frame alone, or
+  // a batch of what is waiting once the server takes batches. Requires mu_.
+  const v1::ClientFrame* NextWriteLocked();
 
   StreamGroup* const group_;
   const std::size_t index_;
@@ -96,11 +103,17 @@ class BenchStream final : public grpc::ClientBidiReactor<v1::ClientFrame, v1::Se
   // Write side. gRPC may run a reaction inline from StartWrite/RemoveHold when the call has
   // already failed, so those are always called with mu_ released.
   mutable std::mutex mu_;
-  std::deque<v1::ClientFrame> out_;  // front is being written while writing_
+  std::deque<v1::ClientFrame> out_;  // waiting for the next write
+  v1::ClientFrame write_;            // the write in flight while writing_
+  std::size_t write_frames_ = 0;     // frames in write_
   bool started_ = false;
   bool writing_ = false;
   bool closed_ = false;         // reads ended or a write failed: no more writes
   bool hold_released_ = false;  // the hold that keeps OnDone back while we may still write
+
+  // Set once the server's initial metadata said `client_batch`; batch_bytes_ before it.
+  std::atomic<bool> server_takes_batches_{false};
+  std::size_t batch_bytes_ = 0;  // what one batch may carry: under the server's frame limit
 
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> ended_{false};
@@ -110,7 +123,8 @@ class BenchStream final : public grpc::ClientBidiReactor<v1::ClientFrame, v1::Se
 class StreamGroup {
  public:
   // `target` is host:port; streams are spread over channels `streams_per_connection` at a time.
-  // `accept_batches`: every stream asks for FrameBatch; handlers see the frames one by one.
+  // `accept_batches`: every stream asks for FrameBatch (handlers see the frames one by one) and
+  // offers ClientFrame.batch (used once the server says it takes them).
   StreamGroup(std::string target, std::size_t streams_per_connection, StreamHandler* handler,
               bool accept_batches = true);
   // Cancels every started stream and waits for all of them to end.

@@ -25,6 +25,8 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   auto principal = Authenticate(context->client_metadata(), *deps.auth);
   Principal who = principal.ok() ? *principal : Principal{};
   const bool batches = AcceptsBatches(context->client_metadata());
+  // ClientFrame.batch is taken from any client; a client that asks is told so.
+  const bool client_batches = HasCapability(context->client_metadata(), kCapabilityClientBatch);
   std::shared_ptr<ChatStream> stream(new ChatStream(deps, who, SpanContextOf(*context), batches));
   stream->self_ = stream;
   stream->peer_ = context->peer();
@@ -58,7 +60,9 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatStream::Open(
   context->AddInitialMetadata(kHeaderMaxInflightSends, std::to_string(limits.max_inflight_sends));
   context->AddInitialMetadata(kHeaderMaxBodyBytes, std::to_string(limits.max_body_bytes));
   context->AddInitialMetadata(kHeaderMaxFrameBytes, std::to_string(limits.max_frame_bytes));
-  if (batches) context->AddInitialMetadata(kHeaderCapabilities, kCapabilityBatch);
+  if (batches || client_batches) {
+    context->AddInitialMetadata(kHeaderCapabilities, CapabilityList(batches, client_batches));
+  }
   stream->StartSendInitialMetadata();
   stream->opened_ = true;
   stream->opened_at_ = std::chrono::steady_clock::now();
@@ -436,10 +440,30 @@ void ChatStream::Handle(v1::ClientFrame& frame) {
       Reply(pong);
       return;
     }
+    case v1::ClientFrame::kBatch:
+      return HandleBatch(*frame.mutable_batch());
     case v1::ClientFrame::FRAME_NOT_SET:
       break;
   }
   Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "empty or unknown frame")));
+}
+
+void ChatStream::HandleBatch(v1::ClientFrameBatch& batch) {
+  if (batch.frames().empty()) {
+    Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "empty batch")));
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    frames_in_ += static_cast<std::uint64_t>(batch.frames_size()) - 1;  // the batch counted one
+  }
+  for (v1::ClientFrame& frame : *batch.mutable_frames()) {
+    if (frame.has_batch()) {
+      Reply(ErrorFrame(MakeError(Code::kInvalidArgument, "batches do not nest")));
+      continue;
+    }
+    Handle(frame);
+  }
 }
 
 void ChatStream::HandleSubscribe(const v1::Subscribe& subscribe) {

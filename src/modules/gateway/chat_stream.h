@@ -177,6 +177,9 @@ class ChatStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
   // mu_.
   void DropWaitingSendsLocked();
   void Handle(v1::ClientFrame& frame);
+  // Each frame of a ClientFrameBatch, in order, as if it had come alone (nested batches and an
+  // empty batch are answered INVALID_ARGUMENT). Counts the inner frames in frames_in_.
+  void HandleBatch(v1::ClientFrameBatch& batch);
   void HandleSubscribe(const v1::Subscribe& subscribe);
   void HandleSend(v1::Send& send);
   void HandleAck(const v1::Ack& ack);
