@@ -64,4 +64,6 @@ def cpu_ratio(a; b): if per_cpu(a) == null or per_cpu(b) == null then null else 
    | "  fanout to 10x the subscribers, 100 streams a connection: \($t.rate // 0 | round) deliveries/s, \(if per_cpu($t) == null then "-" else per_cpu($t) | round end) per server CPU-second"),
   (by("durable-send") as $ds | ratio($ds; by("pg-insert c1 b512")) as $r
    | "  durable-send / raw PostgreSQL insert (1 conn, batch 512): \(num($r)) (target >= 0.80: \(verdict(if $r == null then null else $r >= 0.8 end)))",
-     "  durable-send ACKs per server CPU-second: \(if per_cpu($ds) == null then "-" else per_cpu($ds) | round end)")
+     "  durable-send ACKs per server CPU-second: \(if per_cpu($ds) == null then "-" else per_cpu($ds) | round end)"),
+  (ratio(by("durable-send"); by("shared relay durable-send")) as $r | ratio(by("durable-send"); by("relay durable-send")) as $o
+   | "  durable-send / relay: \(num($r)) of the relay with client batches, \(num($o)) of the old relay")

@@ -174,8 +174,9 @@ record "relay fanout" "$bench" fanout --raw --target "$address" --subscribers $s
 # The same with 100 subscriber streams sharing a TCP connection, as behind an HTTP/2 proxy.
 record "relay fanout mux100" "$bench" fanout --raw --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
 stop_server
-# The relay with infrachatd's two techniques: each message encoded once, batches on request.
+# The relay with infrachatd's techniques: each message encoded once, batches both ways on request.
 start_relay --shared-frames
+record "shared relay durable-send" "$bench" durable-send --raw --target "$address" --senders $senders --channels $senders "${timing[@]}"
 record "shared relay fanout" "$bench" fanout --raw --target "$address" --subscribers $subscribers "${timing[@]}"
 record "shared relay fanout mux100" "$bench" fanout --raw --target "$address" --subscribers $subscribers --streams-per-connection 100 "${timing[@]}"
 stop_server
