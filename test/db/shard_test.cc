@@ -17,6 +17,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <limits>
 #include <map>
 #include <memory>
@@ -259,7 +260,7 @@ TEST_CASE("a SendAck's message is committed when the callback runs", "[db][shard
   f.Create(kAlice, "general");
   f.Create(kAlice, "other");
 
-  // Used only inside the callbacks, which all run on the committer's writer thread.
+  // Used only inside the callbacks, which all run on the committer's completion thread.
   pqxx::connection verify(f.db.url());
   std::atomic<int> visible{0}, invisible{0}, error_rows{0};
   auto check_committed = [&](const SendCommand& cmd, const Result<SendOutcome>& r) {
@@ -1261,6 +1262,46 @@ TEST_CASE("sends queued during a commit form the next batch, up to max_batch",
     if (ack.command.channel == "general") seqs.push_back(ack.result->seq);
   }
   CHECK(seqs == Range(1, kQueued));
+}
+
+TEST_CASE("the next batch commits while the previous batch's callbacks run, in commit order",
+          "[db][shard][batch]") {
+  ShardFixture f;
+  f.Create(kAlice, "general");
+  std::promise<void> release_first;
+  std::shared_future<void> released = release_first.get_future().share();
+  std::mutex mu;
+  std::vector<std::string> answered;  // client_msg_ids, in callback order
+  std::atomic<bool> first_running{false};
+  f.committer->Submit(Cmd("general", kAlice, "first"), [&](Result<SendOutcome> r) {
+    first_running = true;
+    released.wait_for(std::chrono::seconds(20));  // holds the completion thread
+    std::lock_guard lock(mu);
+    answered.push_back(r.ok() ? "first" : "first failed");
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!first_running && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(first_running);
+  f.committer->Submit(Cmd("general", kAlice, "second"), [&](Result<SendOutcome> r) {
+    std::lock_guard lock(mu);
+    answered.push_back(r.ok() ? "second" : "second failed");
+  });
+  // The writer is not held by the first batch's callback: the second batch commits.
+  while (f.committer->messages_committed() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(f.committer->messages_committed() == 2);
+  CHECK(f.Seqs("general") == Range(1, 2));
+  {
+    std::lock_guard lock(mu);
+    CHECK(answered.empty());  // but its answer waits for the first one's
+  }
+  release_first.set_value();
+  f.committer->Stop();  // runs every finished batch's callbacks
+  std::lock_guard lock(mu);
+  CHECK(answered == std::vector<std::string>{"first", "second"});
 }
 
 TEST_CASE("a full queue refuses with RESOURCE_EXHAUSTED, Stop commits what is queued",

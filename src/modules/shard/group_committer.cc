@@ -169,6 +169,7 @@ void GroupCommitter::Stop() {
   }
   cv_.notify_one();
   if (thread_.joinable()) thread_.join();
+  completions_.Stop();  // runs the callbacks of every batch the writer finished
 }
 
 void GroupCommitter::Run() {
@@ -265,23 +266,46 @@ void GroupCommitter::Process(std::vector<Pending>& batch) {
       failure = MakeError(Code::kUnavailable, "the message could not be stored; retry");
     }
     batches_failed_->Increment();
+    outcomes.assign(batch.size(), failure);
+    committed.clear();
+  } else {
+    availability_.Succeeded();
+    batch_size_->Observe(static_cast<double>(batch.size()));
+    batches_committed_.fetch_add(1);
+    messages_committed_.fetch_add(committed.size());
+  }
+  Complete(batch, outcomes, committed);
+}
+
+void GroupCommitter::Complete(std::vector<Pending>& batch,
+                              std::vector<Result<SendOutcome>>& outcomes,
+                              std::vector<v1::ChatMessage>& committed) {
+  // At most kMaxCompletingBatches wait for the completion thread: beyond, the writer waits
+  // (its queue then fills, and Submit refuses with RESOURCE_EXHAUSTED as before).
+  {
+    std::unique_lock lock(completing_mu_);
+    completing_cv_.wait(lock, [&] { return completing_ < kMaxCompletingBatches; });
+    ++completing_;
+  }
+  auto finished = std::make_shared<Finished>(
+      Finished{std::move(batch), std::move(outcomes), std::move(committed)});
+  batch.clear();
+  outcomes.clear();
+  committed.clear();
+  completions_.Post([this, finished] {
     BatchTraces traces;
-    for (Pending& p : batch) {
-      traces.EndCommit(p.span, p.command, failure, batch.size(), *log_);
-      p.done(failure);
+    std::vector<Pending>& done = finished->batch;
+    for (std::size_t i = 0; i < done.size(); ++i) {
+      traces.EndCommit(done[i].span, done[i].command, finished->outcomes[i], done.size(), *log_);
+      done[i].done(std::move(finished->outcomes[i]));
     }
-    return;
-  }
-  availability_.Succeeded();
-  batch_size_->Observe(static_cast<double>(batch.size()));
-  batches_committed_.fetch_add(1);
-  messages_committed_.fetch_add(committed.size());
-  BatchTraces traces;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    traces.EndCommit(batch[i].span, batch[i].command, outcomes[i], batch.size(), *log_);
-    batch[i].done(std::move(outcomes[i]));
-  }
-  for (v1::ChatMessage& m : committed) traces.Publish(*bus_, std::move(m));
+    for (v1::ChatMessage& m : finished->committed) traces.Publish(*bus_, std::move(m));
+    {
+      std::lock_guard lock(completing_mu_);
+      --completing_;
+    }
+    completing_cv_.notify_one();
+  });
 }
 
 void GroupCommitter::CommitBatch(pqxx::connection& conn, std::vector<Pending>& batch,

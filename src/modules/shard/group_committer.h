@@ -21,6 +21,7 @@
 #include "infrachat/api/shard_api.h"
 #include "infrachat/bus/event_bus.h"
 #include "infrachat/core/availability_log.h"
+#include "infrachat/core/executor.h"
 #include "infrachat/core/tracing.h"
 #include "infrachat/storage/pg.h"
 
@@ -49,7 +50,10 @@ struct GroupCommitterOptions {
 // in seq order per channel.
 //
 // Threading: one writer thread owns its own database connection. Submit may be called from any
-// thread and never blocks. Callbacks run on the writer thread and must not block.
+// thread and never blocks. Callbacks and the bus publishes run on one completion thread, batch
+// after batch in commit order (so per channel in seq order, and a stream's answers in the order
+// of its sends), while the writer already runs the next batch; they must not block. At most
+// two committed batches wait for that thread; then the writer waits.
 // Failure: if the database is unreachable or the COMMIT outcome is unknown, every send of the
 // batch fails with UNAVAILABLE (nothing acknowledged; the client retries with the same
 // client_msg_id, which the unique key makes safe). The next batch reconnects; with a multi-host
@@ -89,8 +93,20 @@ class GroupCommitter {
     Span span;
   };
 
+  // A batch whose outcome is known, on its way to the completion thread.
+  struct Finished {
+    std::vector<Pending> batch;
+    std::vector<Result<SendOutcome>> outcomes;  // one per send of `batch`
+    std::vector<v1::ChatMessage> committed;     // to publish, in seq order per channel
+  };
+  static constexpr int kMaxCompletingBatches = 2;
+
   void Run();
   void Process(std::vector<Pending>& batch);
+  // Hands the batch's outcomes to the completion thread (moves from the three; they are left
+  // empty). Waits while kMaxCompletingBatches are already waiting.
+  void Complete(std::vector<Pending>& batch, std::vector<Result<SendOutcome>>& outcomes,
+                std::vector<v1::ChatMessage>& committed);
   // Runs the transaction; fills one outcome per pending send. Throws on database failure.
   // The batch as one statement and a COMMIT (no lookup of client_msg_ids: a stored one makes
   // the statement throw pqxx::unique_violation, and nothing is stored).
@@ -129,6 +145,11 @@ class GroupCommitter {
   std::atomic<std::uint64_t> batches_committed_{0};
   std::atomic<std::uint64_t> messages_committed_{0};
   std::atomic<std::uint64_t> batch_reruns_count_{0};
+  std::mutex completing_mu_;
+  std::condition_variable completing_cv_;
+  int completing_ = 0;  // batches posted to completions_ and not yet completed
+  // Declared before thread_: constructed before the writer starts, stopped after it joined.
+  Executor completions_{1, "commit-done"};
   std::thread thread_;
 };
 
