@@ -104,11 +104,21 @@ SQL
 }
 warm_wal
 
+# Before every scenario: no maintenance debt from the previous one. The ceilings insert millions
+# of rows, and autovacuum then works on their table (and a checkpoint flushes their pages) during
+# whatever runs next: measured, durable-send right after the batch-512 ceiling did 57,000 msg/s,
+# and 65,000-67,000 with this first, as on a database that only it uses (2026-12-03).
+settle_db() {
+  psql -qX "$db_url" -v ON_ERROR_STOP=1 -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  sync
+}
+
 # record LABEL COMMAND...: runs a benchmark, adds {"label": LABEL} to each JSON line it prints.
 # infrachat-bench runs also get the server's and PostgreSQL's pids, for their CPU seconds.
 record() {
   local label=$1
   shift
+  settle_db
   echo "== $label" >&2
   if [ "$1" = "$bench" ]; then set -- "$@" --server-pid "$server_pid" --pg-pid "$pg_pid"; fi
   "$@" | jq -c --arg name "$label" '. + {"label": $name}' | tee -a "$results" >/dev/null ||
